@@ -88,6 +88,15 @@ def test_nonfinite_loss_stops_naming_step_and_checkpoint(tmp_path) -> None:
         run_training(tiny_config(run, steps=4), source=InMemorySamples(make_samples()), hooks=[_poison_lr])
 
 
+def test_nonfinite_check_between_boundaries_never_saves_bad_weights(tmp_path) -> None:
+    """Policy 'stop' reads the device flag only at boundaries: step 3's NaN surfaces at step 4, unsaved."""
+    run = tmp_path / "run"
+    with pytest.raises(ClipDenseError, match=r"at step 3; last good checkpoint .*step-00000002"):
+        run_training(tiny_config(run, steps=8, log_every=4, checkpoint_every=2),
+                     source=InMemorySamples(make_samples()), hooks=[_poison_lr])
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000002"]
+
+
 def test_nonfinite_skip_policy_keeps_going(tmp_path) -> None:
     run = tmp_path / "run"
     calls = []

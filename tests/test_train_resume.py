@@ -42,17 +42,20 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_is_bit_identical(tmp_path) -> None:
+@pytest.mark.parametrize("loader", [{}, {"prefetch_batches": 2, "augment_threads": 2}], ids=["plain", "prefetch"])
+def test_sigkill_then_resume_is_bit_identical(tmp_path, loader: dict) -> None:
+    """The interrupted run may build batches ahead on threads: the result must not depend on it."""
     full, killed = tmp_path / "full", tmp_path / "killed"
     run_training(tiny_config(full, **OPTIONS), source=InMemorySamples(make_samples(), seed=3))
 
-    script = SCRIPT.format(tests=str(TESTS), kill_step=5, out=str(killed), options=OPTIONS)
+    options = {**OPTIONS, **loader}
+    script = SCRIPT.format(tests=str(TESTS), kill_step=5, out=str(killed), options=options)
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert latest_checkpoint(killed)[0] == 3                  # died after step 5, last checkpoint at 3
 
-    run_training(tiny_config(killed, resume=str(killed), **OPTIONS), source=InMemorySamples(make_samples(), seed=3))
+    run_training(tiny_config(killed, resume=str(killed), **options), source=InMemorySamples(make_samples(), seed=3))
     expected, got = _weights(full), _weights(killed)
     assert expected.keys() == got.keys()
     different = [k for k in expected if not torch.equal(expected[k], got[k])]

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
 from clipdense.train.config import TrainConfig
-from clipdense.train.data import BatchStream, InMemorySamples, sample_seed
+from clipdense.train.data import BatchStream, InMemorySamples, PrefetchedBatches, sample_seed
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 30)}
 SHAPES = ("square", "disc")
@@ -75,3 +76,35 @@ def test_batch_stream_resumes_a_plain_iterable_by_skipping() -> None:
     resumed = BatchStream(samples, transform, batch_size=2)
     resumed.load_state_dict({"position": 4})
     assert all(torch.equal(resumed.next_batch()["t"], e) for e in expected[2:4])
+
+
+def _noise_transform(image, text, generator):
+    return {"x": torch.rand(3, generator=generator) + image.getpixel((0, 0))[0]}
+
+
+def test_prefetched_batches_equal_plain_ones_and_report_consumed_state() -> None:
+    samples = make_samples(10, 16)
+    plain = BatchStream(InMemorySamples(samples, seed=2), _noise_transform, batch_size=4, seed=9)
+    expected = [plain.next_batch()["x"] for _ in range(6)]
+    stream = BatchStream(InMemorySamples(samples, seed=2), _noise_transform, batch_size=4, seed=9, augment_threads=3)
+    ahead = PrefetchedBatches(stream, depth=3)
+    batches = iter(ahead)
+    got = [next(batches)["x"] for _ in range(2)]
+    assert all(torch.equal(g, e) for g, e in zip(got, expected))
+    assert ahead.state_dict()["position"] == 8            # what was handed out, not what was built
+    resumed = PrefetchedBatches(BatchStream(InMemorySamples(samples, seed=2), _noise_transform, batch_size=4,
+                                            seed=9), depth=2)
+    resumed.load_state_dict(ahead.state_dict())
+    ahead.close()
+    assert all(torch.equal(b["x"], e) for b, e in zip(iter(resumed), expected[2:]))
+    resumed.close()
+
+
+def test_prefetch_thread_errors_reach_the_training_thread() -> None:
+    def broken(image, text, generator):
+        raise ValueError("bad sample")
+
+    ahead = PrefetchedBatches(BatchStream(make_samples(4, 16), broken, batch_size=2))
+    with pytest.raises(ValueError, match="bad sample"):
+        next(iter(ahead))
+    ahead.close()

@@ -19,7 +19,8 @@ from ..train.sources import open_training_source
 FLAGS = ("objective", "data", "model", "pretrained", "out", "resume", "steps", "batch_size", "accum_steps", "lr",
          "warmup_steps", "weight_decay", "grad_clip", "precision", "grad_checkpointing", "compile", "ema_decay",
          "lock_image_blocks", "lock_text_blocks", "checkpoint_every", "keep_checkpoints", "log_every",
-         "eval_every", "val_data", "on_nonfinite", "seed", "device", "num_workers")
+         "eval_every", "val_data", "on_nonfinite", "seed", "device", "num_workers",
+         "prefetch_batches", "augment_threads")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,6 +57,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, help="cpu, cuda (default: cuda if available; torchrun: this rank's GPU)")
     p.add_argument("--num-workers", type=int, default=None, help="image-decoding processes per rank (default 1)")
+    p.add_argument("--prefetch-batches", type=int, default=None,
+                   help="batches built ahead on a background thread (default -1: 2 on CUDA, 0 on CPU)")
+    p.add_argument("--augment-threads", type=int, default=None,
+                   help="threads augmenting each batch (default -1: 8 on CUDA, 0 on CPU)")
     p.add_argument("--objective-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="an option of the objective (e.g. local_crops=6); repeatable")
     p.set_defaults(func=run_train)

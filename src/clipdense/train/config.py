@@ -51,6 +51,8 @@ class TrainConfig:
     seed: int = 0
     device: str | None = None
     num_workers: int = 1              # data-decoding worker processes per rank
+    prefetch_batches: int = -1        # batches built ahead on a background thread; -1 = auto (2 on CUDA, 0 on CPU)
+    augment_threads: int = -1         # threads augmenting a batch's samples; -1 = auto (8 on CUDA, 0 on CPU)
     objective_args: dict[str, Any] = field(default_factory=dict)  # the objective's own options
 
     def validate(self, world_size: int = 1) -> None:
@@ -72,6 +74,13 @@ class TrainConfig:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if not isinstance(self.objective_args, dict):
             raise ConfigError(f"objective_args must be a mapping, got {self.objective_args!r}")
+
+    def loader_threads(self, device_type: str) -> tuple[int, int]:
+        """(prefetch_batches, augment_threads) with 'auto' resolved: on a CPU the step already uses every core."""
+        on_gpu = device_type == "cuda"
+        prefetch = self.prefetch_batches if self.prefetch_batches >= 0 else (2 if on_gpu else 0)
+        threads = self.augment_threads if self.augment_threads >= 0 else (8 if on_gpu else 0)
+        return prefetch, threads
 
     def micro_batch_size(self, world_size: int) -> int:
         """Images per rank per forward pass."""

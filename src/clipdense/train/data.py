@@ -8,7 +8,10 @@ so a 2-rank run augments each sample exactly as a 1-rank run does.
 """
 from __future__ import annotations
 
+import queue
 import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 import torch
@@ -54,12 +57,17 @@ class BatchStream:
         batch_size: samples per batch on this rank.
         seed, rank, world_size: give every sample's augmentation seed (see module docstring).
         collate: turns a list of sample dicts into a batch (default: stack).
+        augment_threads: transform a batch's samples on this many threads (0: in the calling thread).
+            PIL and torch release the GIL in their kernels, and every sample has its own generator,
+            so the result does not depend on the thread count.
     """
 
     def __init__(self, source: Iterable[tuple[Image.Image, str]], transform: SampleTransform, batch_size: int,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, collate: Collate | None = None) -> None:
+                 seed: int = 0, rank: int = 0, world_size: int = 1, collate: Collate | None = None,
+                 augment_threads: int = 0) -> None:
         self.source, self.transform, self.batch_size = source, transform, batch_size
         self.seed, self.rank, self.world_size, self.collate = seed, rank, world_size, collate or stack_collate
+        self._pool = ThreadPoolExecutor(augment_threads) if augment_threads > 0 else None
         self.position = 0          # samples consumed on this rank
         self._skip = 0             # samples to drop on the next iteration (resume without source state)
         self._iterator: Iterator[tuple[Image.Image, str]] | None = None
@@ -81,14 +89,15 @@ class BatchStream:
 
     def next_batch(self) -> Batch:
         """Read, augment and collate ``batch_size`` samples."""
-        samples = []
+        jobs = []
         for _ in range(self.batch_size):
             image, text = self._next_sample()
             index = self.position * self.world_size + self.rank
-            generator = torch.Generator().manual_seed(sample_seed(self.seed, index))
-            samples.append(self.transform(image, text, generator))
+            jobs.append((image, text, torch.Generator().manual_seed(sample_seed(self.seed, index))))
             self.position += 1
-        return self.collate(samples)
+        if self._pool is None:
+            return self.collate([self.transform(*job) for job in jobs])
+        return self.collate(list(self._pool.map(lambda job: self.transform(*job), jobs)))
 
     def __iter__(self) -> Iterator[Batch]:
         while True:
@@ -109,6 +118,70 @@ class BatchStream:
             self._skip = 0
         else:
             self._skip = self.position
+
+
+class PrefetchedBatches:
+    """Builds the next ``depth`` batches of a BatchStream on a background thread while the device computes.
+
+    Batches are pinned when ``pin_memory`` (so the engine's ``non_blocking`` copy overlaps the step).
+    ``state_dict`` is the stream's state after the last batch *handed out*, not the last one built,
+    so a checkpoint resumes exactly where training stopped.
+    """
+
+    def __init__(self, stream: BatchStream, depth: int = 2, pin_memory: bool = False) -> None:
+        self.stream, self.depth, self.pin_memory = stream, max(1, depth), pin_memory
+        self._state = stream.state_dict()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def source(self) -> Iterable[tuple[Image.Image, str]]:
+        return self.stream.source
+
+    def _produce(self, out: queue.Queue, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                batch = self.stream.next_batch()
+                if self.pin_memory:
+                    batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                item = (batch, self.stream.state_dict(), None)
+                while not stop.is_set():
+                    try:
+                        out.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as error:   # re-raised in the training thread, with its traceback
+            out.put((None, None, error))
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self._thread is not None:      # a new pass continues after the last batch handed out
+            self.load_state_dict(self._state)
+        self._stop, ready = threading.Event(), queue.Queue(maxsize=self.depth)
+        self._thread = threading.Thread(target=self._produce, args=(ready, self._stop), daemon=True,
+                                        name="clipdense-prefetch")
+        self._thread.start()
+        while True:
+            batch, state, error = ready.get()
+            if error is not None:
+                raise error
+            self._state = state
+            yield batch
+
+    def close(self) -> None:
+        """Stop the producer thread (batches it built but nobody took are dropped; state is unaffected)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.close()
+        self.stream.load_state_dict(state)
+        self._state = state
 
 
 class InMemorySamples:

@@ -95,6 +95,9 @@ class Trainer:
         self.run_dir, self.model_name, self.model_config = Path(run_dir), model_name, model_config
         self.device, self.dist, self.evaluator, self.hooks = device, dist_info, evaluator, list(hooks)
         self.step, self.skipped_steps = 0, 0
+        # policy "stop": step number of the first non-finite step, kept on the device and read only at
+        # log/checkpoint/eval boundaries, so a CUDA step never waits for the host (0 = none seen)
+        self._first_bad_step = torch.zeros((), dtype=torch.long, device=device)
         self.amp_dtype = autocast_dtype(config.precision, device)
         exported = objective.exported_model()
         lock_image_blocks(exported, config.lock_image_blocks)
@@ -138,6 +141,8 @@ class Trainer:
                     self.ema.update(self.objective.exported_model())
             images_since += images * self.dist.world_size
             bar.update(1)
+            if self._at_boundary():
+                self._stop_if_nonfinite()
             if step_losses is not None and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
                 losses = {k: float(all_reduce_mean(v)) for k, v in step_losses.items()}
                 rate = images_since / max(1e-9, time.perf_counter() - tick)
@@ -177,8 +182,11 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
         if self.amp_dtype != torch.float16:             # with fp16 the scaler owns inf gradients
             bad = bad + (~torch.isfinite(grad_norm.detach().float())).float()
-        if any_rank(bool(bad.item() > 0), self.device):
-            self._handle_nonfinite(totals)
+        if self.config.on_nonfinite == "stop":           # no host sync: checked at the next boundary
+            seen = (bad > 0) & (self._first_bad_step == 0)
+            self._first_bad_step = torch.where(seen, self.step + 1, self._first_bad_step)
+        elif any_rank(bool(bad.item() > 0), self.device):
+            self._skip_nonfinite()
             return None, images
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -191,22 +199,38 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _handle_nonfinite(self, totals: Mapping[str, torch.Tensor]) -> None:
-        """Skip the step (policy 'skip') or stop naming the step and the last good checkpoint."""
+    def _at_boundary(self) -> bool:
+        """Steps after which the host looks at the run (logging, checkpoint, evaluation, the end)."""
+        cfg, step = self.config, self.step
+        return (step % cfg.log_every == 0 or step % cfg.checkpoint_every == 0 or step == cfg.steps
+                or bool(self.evaluator and cfg.eval_every and step % cfg.eval_every == 0))
+
+    def _skip_nonfinite(self) -> None:
+        """Policy 'skip': drop this step's gradients; give up when too many steps were dropped."""
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.update()
-        if self.config.on_nonfinite == "skip":
-            self.skipped_steps += 1
-            if self.dist.is_main:
-                self.metrics.log({"step": self.step + 1, "skipped_nonfinite": self.skipped_steps})
-            if self.skipped_steps > max(10, self.config.steps // 10):
-                raise ClipDenseError(f"{self.skipped_steps} steps skipped for non-finite loss/gradient by step "
-                                     f"{self.step + 1}: training diverged; lower --lr")
+        self.skipped_steps += 1
+        if self.dist.is_main:
+            self.metrics.log({"step": self.step + 1, "skipped_nonfinite": self.skipped_steps})
+        if self.skipped_steps > max(10, self.config.steps // 10):
+            raise ClipDenseError(f"{self.skipped_steps} steps skipped for non-finite loss/gradient by step "
+                                 f"{self.step + 1}: training diverged; lower --lr")
+
+    def _stop_if_nonfinite(self) -> None:
+        """Policy 'stop': raise, naming the first bad step and the last good checkpoint, if one was seen.
+
+        Runs before anything is logged or saved, so no checkpoint ever holds the diverged weights.
+        """
+        first = self._first_bad_step
+        if self.dist.enabled:
+            first = first.clone()
+            dist.all_reduce(first, op=dist.ReduceOp.MAX)
+        bad_step = int(first.item())
+        if bad_step == 0:
             return
         last = ckpt.latest_checkpoint(self.run_dir)
         where = f"last good checkpoint {last[1]}" if last else "no checkpoint written yet"
-        loss = float(totals.get("loss", torch.tensor(float("nan"))))
-        raise ClipDenseError(f"non-finite loss/gradient (loss={loss}) at step {self.step + 1}; {where}; "
+        raise ClipDenseError(f"non-finite loss/gradient at step {bad_step}; {where}; "
                              f"lower --lr or resume with on_nonfinite=skip")
 
     def _corrupt_samples(self) -> int | None:

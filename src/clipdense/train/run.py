@@ -15,7 +15,7 @@ from ..models import load_model, model_config
 from ..objectives import build_objective
 from . import checkpoint as ckpt
 from .config import TrainConfig
-from .data import BatchStream
+from .data import BatchStream, PrefetchedBatches
 from .distributed import DistInfo, cleanup, init_distributed, resolve_device
 from .engine import Evaluator, Hook, Trainer, TrainResult
 
@@ -86,6 +86,7 @@ def run_training(config: TrainConfig, source: Source | None = None, evaluator: E
     """
     device = resolve_device(config.device)
     info: DistInfo = init_distributed(device.type)
+    batches: BatchStream | PrefetchedBatches | None = None
     try:
         config.validate(info.world_size)
         run_dir, resume_from = resolve_run_dir(config)
@@ -105,8 +106,12 @@ def run_training(config: TrainConfig, source: Source | None = None, evaluator: E
                 raise ConfigError("no training data: pass --data")
             source = open_source(config, info.rank, info.world_size)
         check_data_size(source, config)
+        prefetch, threads = config.loader_threads(device.type)
         batches = BatchStream(source, transform, config.micro_batch_size(info.world_size), seed=config.seed,
-                              rank=info.rank, world_size=info.world_size, collate=objective.collate)
+                              rank=info.rank, world_size=info.world_size, collate=objective.collate,
+                              augment_threads=threads)
+        if prefetch > 0:
+            batches = PrefetchedBatches(batches, depth=prefetch, pin_memory=device.type == "cuda")
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(config, run_dir / "config.yaml")
@@ -117,4 +122,6 @@ def run_training(config: TrainConfig, source: Source | None = None, evaluator: E
                           device=device, dist_info=info, evaluator=evaluator, hooks=hooks)
         return trainer.fit(resume_from)
     finally:
+        if isinstance(batches, PrefetchedBatches):
+            batches.close()
         cleanup()
