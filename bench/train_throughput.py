@@ -6,7 +6,8 @@ run, peak memory. "ours" is the real engine: a ``Trainer`` built on the objectiv
 ``Trainer.fit`` on a device-resident random batch (a hook times each step). The baseline is
 open_clip's model + its ClipLoss + AdamW under bf16 autocast, eager and torch.compile. With
 ``--shards`` the data pipeline is measured too: the engine's own (decode in N workers, augment in
-the main process) and decode+augment both in N workers.
+the main thread), the same with its CUDA defaults (threaded augmentation, batches built ahead and
+pinned), and decode+augment both in N workers.
 
     python bench/train_throughput.py --models ViT-B-16:256 --shards '/tmp/w/shards/train-*.tar' \
         --out runs/bench/train_b16.json
@@ -36,7 +37,7 @@ from clipdense.models import load_model  # noqa: E402
 from clipdense.models.registry import register_builtin_configs  # noqa: E402
 from clipdense.objectives import build_objective  # noqa: E402
 from clipdense.train.config import TrainConfig  # noqa: E402
-from clipdense.train.data import BatchStream, sample_seed  # noqa: E402
+from clipdense.train.data import BatchStream, PrefetchedBatches, sample_seed  # noqa: E402
 from clipdense.train.engine import Trainer  # noqa: E402
 from clipdense.train.objective import Objective  # noqa: E402
 from clipdense.train.sources import StreamingSource  # noqa: E402
@@ -198,12 +199,17 @@ def _endless(make: Callable[[], Any]) -> Any:
 
 def loader_batches(pipeline: str, pattern: str, objective: Objective, batch: int, workers: int,
                    device: torch.device) -> Any:
-    """Iterator of batches: 'engine' = the trainer's own BatchStream over N decode workers;
-    'workers' = decode + augment both in N DataLoader workers (pinned memory on CUDA)."""
-    if pipeline == "engine":
+    """Iterator of batches: 'engine' = the trainer's BatchStream over N decode workers, augmenting in the
+    main thread; 'engine-prefetch' = the same with the CUDA defaults (8 augment threads, 2 batches built
+    ahead, pinned); 'workers' = decode + augment both in N DataLoader workers (pinned memory on CUDA)."""
+    if pipeline.startswith("engine"):
         dataset = ImageTextDataset(pattern, split="train", shuffle=True, seed=0, rank=0, world_size=1, chunk_size=1)
-        return iter(BatchStream(StreamingSource(dataset, num_workers=workers), objective.sample_transform(), batch,
-                                collate=objective.collate))
+        threads = 8 if pipeline == "engine-prefetch" else 0
+        stream = BatchStream(StreamingSource(dataset, num_workers=workers), objective.sample_transform(), batch,
+                             collate=objective.collate, augment_threads=threads)
+        if pipeline == "engine":
+            return iter(stream)
+        return iter(PrefetchedBatches(stream, depth=2, pin_memory=device.type == "cuda"))
     dataset = ImageTextDataset(pattern, split="train", shuffle=True, seed=0, rank=0, world_size=1, chunk_size=batch)
     loader = DataLoader(AugmentInWorkers(dataset, objective.sample_transform()), batch_size=batch,
                         num_workers=workers, collate_fn=objective.collate, pin_memory=device.type == "cuda",
@@ -278,7 +284,7 @@ def run_steps(args: argparse.Namespace, results: common.Results, device: torch.d
 def run_loaders(args: argparse.Namespace, results: common.Results, device: torch.device, pattern: str) -> None:
     name, batch = model_specs(args.models)[0]
     for objective in [o for o in args.objectives.split(",") if o]:
-        for pipeline in ("engine", "workers"):
+        for pipeline in ("engine", "engine-prefetch", "workers"):
             row = {"kind": "loader", "pipeline": pipeline, "objective": objective, "model": name,
                    "workers": args.loader_workers, "batch": batch, "shards": pattern}
             results.run(row, lambda p=pipeline, o=objective: measure_loader(p, pattern, name, o, batch, args, device),

@@ -64,7 +64,7 @@ def test_train_throughput_smoke(tmp_path: Path) -> None:
     # the same architecture and batch: our clip step and open_clip's do (almost) the same matmuls
     assert clip["ours eager"]["tflop_per_step"] == pytest.approx(clip["open_clip eager"]["tflop_per_step"], rel=0.05)
     loaders = [r for r in data["rows"] if r["kind"] == "loader"]
-    assert {r["pipeline"] for r in loaders} == {"engine", "workers"}
+    assert {r["pipeline"] for r in loaders} == {"engine", "engine-prefetch", "workers"}
     for row in loaders:
         assert "error" not in row, row
         assert row["images_per_s"] > 0
