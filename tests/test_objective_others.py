@@ -74,3 +74,14 @@ def test_silc_late_start_initialises_teacher_from_student() -> None:
     objective.after_step(10)
     assert torch.equal(objective.teacher.state_dict()[key], objective.model.visual.state_dict()[key])
     assert objective(batch)["distill_loss"] > 0
+
+
+def test_silc_started_term_survives_a_state_load() -> None:
+    """The host copy of distill_on follows load_state_dict (a resumed run must keep distilling)."""
+    started, stream = objective_and_batch("silc", start_fraction=0.5, **SMALL_SILC)
+    started.after_step(10)
+    fresh, _ = objective_and_batch("silc", start_fraction=0.5, **SMALL_SILC)
+    batch = stream.next_batch()
+    assert "distill_loss" not in fresh(batch)
+    fresh.load_state_dict(started.state_dict())
+    assert fresh(batch)["distill_loss"] > 0

@@ -7,6 +7,7 @@ term switched on for the last fraction of training, teacher initialised from the
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
@@ -124,9 +125,19 @@ class SilcObjective(Objective):
         self.teacher_head = copy.deepcopy(self.head).requires_grad_(False)
         self.register_buffer("center", torch.zeros(1, o.out_dim))
         self.register_buffer("distill_on", torch.tensor(self.start_step == 0))
+        # a host copy of distill_on, so a CUDA step never syncs to read it; refreshed after a state load
+        self._distilling: bool | None = self.start_step == 0
+        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_distilling", None))
 
     def exported_model(self) -> nn.Module:
         return self.model
+
+    @property
+    def distilling(self) -> bool:
+        """Whether the self-distillation term is on (read from the buffer once after each state load)."""
+        if self._distilling is None:
+            self._distilling = bool(self.distill_on)
+        return self._distilling
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         o, globals_ = self.options, batch["globals"]
@@ -137,7 +148,7 @@ class SilcObjective(Objective):
         clip = sum(contrastive_loss(image[:, i], text, scale, o.local_loss, o.gather_with_grad)
                    for i in range(g)) / g
         out = {"clip_loss": clip.detach(), "logit_scale": scale.detach()}
-        if not bool(self.distill_on):
+        if not self.distilling:
             return {"loss": clip, **out}
         distill = self._distillation(globals_.flatten(0, 1), batch["locals"], b)
         return {"loss": clip + o.distill_weight * distill, "distill_loss": distill.detach(), **out}
@@ -169,12 +180,13 @@ class SilcObjective(Objective):
     @torch.no_grad()
     def after_step(self, step: int) -> None:
         """Clamp the temperature; start the term (teacher := student) or move the teacher by EMA."""
-        self.model.logit_scale.clamp_(0, torch.log(torch.tensor(self.options.max_logit_scale)).item())
-        if not bool(self.distill_on):
+        self.model.logit_scale.clamp_(0, math.log(self.options.max_logit_scale))
+        if not self.distilling:
             if step >= self.start_step:
                 self.teacher.load_state_dict(self.model.visual.state_dict())
                 self.teacher_head.load_state_dict(self.head.state_dict())
                 self.distill_on.fill_(True)
+                self._distilling = True
             return
         m = self.options.momentum
         for source, target in ((self.model.visual, self.teacher), (self.head, self.teacher_head)):

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
+import math
+
 import torch
 import torch.distributed.nn
 import torch.nn.functional as F
@@ -120,7 +122,7 @@ class SlipObjective(Objective):
 
     @torch.no_grad()
     def after_step(self, step: int) -> None:
-        self.model.logit_scale.clamp_(0, torch.log(torch.tensor(self.options.max_logit_scale)).item())
+        self.model.logit_scale.clamp_(0, math.log(self.options.max_logit_scale))
 
     def sample_transform(self) -> SampleTransform:
         size, mean, std = model_image_stats(self.model)
