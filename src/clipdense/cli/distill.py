@@ -35,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             ("lr", float, "peak learning rate"), ("warmup-steps", int, "warmup steps"),
                             ("weight-decay", float, "AdamW weight decay"), ("checkpoint-every", int, "steps"),
                             ("lock-image-blocks", int, "freeze the first N vision blocks"),
-                            ("seed", int, "seed"), ("num-workers", int, "decoding processes")):
+                            ("seed", int, "seed"), ("num-workers", int, "decoding processes"),
+                            ("prefetch-batches", int, "batches built ahead (default: 2 on CUDA, 0 on CPU)"),
+                            ("augment-threads", int, "threads augmenting a batch (default: 8 on CUDA, 0 on CPU)")):
         p.add_argument(f"--{flag}", type=kind, default=None, help=doc)
     p.add_argument("--device", default=None)
     p.add_argument("--precision", default=None, choices=("auto", "fp32", "bf16", "fp16"))
