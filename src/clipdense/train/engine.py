@@ -221,12 +221,12 @@ class Trainer:
 
         Runs before anything is logged or saved, so no checkpoint ever holds the diverged weights.
         """
-        first = self._first_bad_step
+        none = torch.iinfo(torch.long).max
+        first = torch.where(self._first_bad_step > 0, self._first_bad_step, none)
         if self.dist.enabled:
-            first = first.clone()
-            dist.all_reduce(first, op=dist.ReduceOp.MAX)
+            dist.all_reduce(first, op=dist.ReduceOp.MIN)     # the earliest bad step on any rank
         bad_step = int(first.item())
-        if bad_step == 0:
+        if bad_step == none:
             return
         last = ckpt.latest_checkpoint(self.run_dir)
         where = f"last good checkpoint {last[1]}" if last else "no checkpoint written yet"
