@@ -107,3 +107,17 @@ def test_recipe_dense_map_equals_library_maskclip(tiny_bundle) -> None:
         recipe = module.maskclip_dense(model.visual, images)
     assert recipe.shape == ours.shape == (2, model.visual.output_dim, 12, 16)
     torch.testing.assert_close(recipe, ours, rtol=1e-4, atol=1e-5)
+
+
+def test_shape_probe_runs_on_a_small_world(tmp_path: Path) -> None:
+    from clipdense.data.synth import SynthConfig
+    from clipdense.data.writers import write_world
+
+    write_world(SynthConfig(out=str(tmp_path / "w"), train=24, val=2, image_size=64, max_objects=1,
+                            classify_train_per_class=0, classify_val_per_class=0))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(BENCH / "shape_probe.py"), "--world", str(tmp_path / "w"),
+                           "--steps", "2", "--eval-every", "1", "--val", "4", "--batch-size", "4"],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "step 2 images 8" in proc.stdout and "val top-1" in proc.stdout
