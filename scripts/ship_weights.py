@@ -73,8 +73,37 @@ def _pct(tree: dict, path: str) -> str:
     return f"{100 * float(tree):.1f}"
 
 
-def write_card(name: str, tag: str, run: Path, results: dict, digest: str, parts: dict[str, float]) -> Path:
+def training_facts(run: Path) -> dict[str, float]:
+    """Images seen and wall minutes of a run (config.yaml is written at the start, checkpoints as it goes)."""
     config = yaml.safe_load((run / "config.yaml").read_text())
+    last = max((run / "checkpoints").glob("step-*"), key=lambda p: p.stat().st_mtime)
+    minutes = (last.stat().st_mtime - (run / "config.yaml").stat().st_mtime) / 60
+    return {"images_seen": int(config["steps"]) * int(config["batch_size"]), "wall_minutes": round(minutes, 1)}
+
+
+def _limits(parts: dict[str, float]) -> str:
+    """The card's honest weak spots, from the measured colour/shape split."""
+    if parts["shape"] < 0.5:
+        shapes = (f"Shapes: it names the colour of a single object right {100 * parts['colour']:.0f} % of the time "
+                  f"but the shape only {100 * parts['shape']:.0f} % (last two rows), so most zero-shot errors\n"
+                  "are the right colour with the wrong shape; shape accuracy was still rising when training ended, so\n"
+                  "longer training (a GPU) is the fix.")
+    else:
+        shapes = (f"Small or occluded objects: on mid-to-large single objects it names the colour right "
+                  f"{100 * parts['colour']:.0f} % and the shape {100 * parts['shape']:.0f} % of the time.")
+    return (shapes + "\nDense predictions straight from its patch tokens (the segmentation rows): distil it with "
+            "CLIPSelf first\n(`clipdense distill`, as `make demo` does).")
+
+
+def _start(config: dict) -> str:
+    """Where a continued run started (empty for a run from random init)."""
+    return f"\n- Starts from `{config['pretrained']}` (not from random init)." if config.get("pretrained") else ""
+
+
+def write_card(name: str, tag: str, run: Path, results: dict, digest: str, parts: dict[str, float],
+               command: str) -> Path:
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    facts = training_facts(run)
     tasks = results["tasks"]
     rows = [("zero-shot top-1 (68 thing classes, single objects)", "zeroshot/top1"),
             ("zero-shot top-5", "zeroshot/top5"), ("zero-shot top-1, novel colour-shape pairs", "zeroshot/novel/top1"),
@@ -93,9 +122,9 @@ A tiny CLIP (open_clip architecture `{name}` from clipdense's built-in configs) 
 own engine, objective `{config['objective']}`, on clipdense's synthetic world: coloured shapes and composite
 objects on photographic and procedural backgrounds, with procedurally written captions.
 
-- Training: {config['steps']} steps x batch {config['batch_size']}, lr {config['lr']}, {platform.machine()} CPU
-  (2 cores), `clipdense train --config configs/synthworld-{config['objective']}.yaml`
-  after `clipdense data synth --config configs/synthworld-world.yaml --out worlds/synthworld`.
+- Training: {config['steps']} steps x batch {config['batch_size']} ({facts['images_seen'] / 1e6:.2f} M images seen),
+  lr {config['lr']}, {facts['wall_minutes']:.0f} minutes on a {platform.machine()} CPU (2 cores): `{command}`
+  after `clipdense data synth --config configs/synthworld-world.yaml --out worlds/synthworld`.{_start(config)}
 - Weights: fp16 safetensors, SHA-256 `{digest}`.
 - Load: `cd.load_model("{name}", pretrained="{tag}")` (no network needed).
 
@@ -110,10 +139,7 @@ training), prompt templates `world`, measured {time.strftime('%Y-%m-%d')}:
 
 ## What it is not good for
 
-Shapes: it learned colour (nearly always right) far better than shape, so most zero-shot errors name the
-right colour with the wrong shape — see the last two rows. A 3-block, 64-wide ViT trained for 11 CPU minutes
-is too small and too briefly trained for shape; the same recipe with more steps (a GPU) or a wider model
-should fix it. Anything outside the synthetic world. It has never seen a photograph of a real object, knows a few dozen
+{_limits(parts)} Anything outside the synthetic world. It has never seen a photograph of a real object, knows a few dozen
 words, and reads 64 px images. It exists so that demos, tutorials and tests can start from a CLIP that
 actually aligns images and text, with no download.
 """
@@ -126,6 +152,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, type=Path)
     parser.add_argument("--tag", required=True)
+    parser.add_argument("--command", default=None,
+                        help="the training command for the card (default: clipdense train --config of the run)")
     args = parser.parse_args()
     name = yaml.safe_load((args.run / "config.yaml").read_text())["model"]
     weights = export_fp16(args.run, name, args.tag)
@@ -133,9 +161,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         results = card_eval(name, args.tag, Path(tmp) / "world")
         parts = colour_shape_accuracy(name, args.tag, Path(tmp) / "world")
-    card = write_card(name, args.tag, args.run, results, digest, parts)
+    objective = yaml.safe_load((args.run / "config.yaml").read_text())["objective"]
+    command = args.command or f"clipdense train --config configs/synthworld-{objective}.yaml"
+    card = write_card(name, args.tag, args.run, results, digest, parts, command)
     record = {"model": name, "tag": args.tag, "sha256": digest, "world": CARD_WORLD, "templates": "world",
-              "zeroshot_top1": results["tasks"]["zeroshot"]["top1"], "torch": torch.__version__}
+              "zeroshot_top1": results["tasks"]["zeroshot"]["top1"], "torch": torch.__version__,
+              **training_facts(args.run), "command": command}
     (WEIGHTS_DIR / f"{name}--{args.tag}.json").write_text(json.dumps(record, indent=1))
     print(f"wrote {weights} ({weights.stat().st_size / 1e6:.1f} MB), {card}; zero-shot top-1 "
           f"{100 * record['zeroshot_top1']:.1f} %")
