@@ -286,3 +286,13 @@ def summary_line(env: Mapping[str, Any], peak_tflops: float) -> str:
     """The line above each table: hardware, versions, date, commit, measured peak."""
     return (f"{env.get('gpu', env['device'])}, bf16 matmul peak {peak_tflops:.4g} TFLOP/s (measured in this run), "
             f"torch {env['torch']}, open_clip {env['open_clip']}, {env['date']}, commit {env['commit']}")
+
+
+def start_run(args: argparse.Namespace) -> tuple[torch.device, "Results", float]:
+    """What every benchmark starts with: its device, its results file, and the bf16 matmul peak (TFLOP/s)
+    measured now, so MFU is against this machine in this run."""
+    device = resolve_device(args.device)
+    torch.manual_seed(0)
+    results = Results(args.out, environment(device), args.total_budget_s)
+    results.extra["peak"] = matmul_peak(device, args.smoke)
+    return device, results, results.extra["peak"]["bf16_matmul_tflops"]

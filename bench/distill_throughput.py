@@ -186,11 +186,7 @@ COLUMNS = [("model", "model", ""), ("student", "student px", "d"), ("teacher", "
 
 def main() -> None:
     args = parse_args()
-    device = common.resolve_device(args.device)
-    torch.manual_seed(0)
-    results = common.Results(args.out, common.environment(device), args.total_budget_s)
-    results.extra["peak"] = common.matmul_peak(device, args.smoke)
-    peak = results.extra["peak"]["bf16_matmul_tflops"]
+    device, results, peak = common.start_run(args)
     for name, student, teacher in model_specs(args.models):
         base = {"model": name, "student": student, "teacher": teacher, "crops": args.crops}
         results.run({**base, "variant": "recipe", "batch": args.baseline_batch,

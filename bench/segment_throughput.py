@@ -86,11 +86,7 @@ COLUMNS = [("model", "model", ""), ("side", "px", "d"), ("batch", "batch", "d"),
 
 def main() -> None:
     args = parse_args()
-    device = common.resolve_device(args.device)
-    torch.manual_seed(0)
-    results = common.Results(args.out, common.environment(device), args.total_budget_s)
-    results.extra["peak"] = common.matmul_peak(device, args.smoke)
-    peak = results.extra["peak"]["bf16_matmul_tflops"]
+    device, results, peak = common.start_run(args)
     model = load_model(args.model, device=device).model.eval()
     for side, batch in size_specs(args.sizes):
         for precision in args.precisions.split(","):

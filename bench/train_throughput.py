@@ -293,11 +293,7 @@ def run_loaders(args: argparse.Namespace, results: common.Results, device: torch
 
 def main() -> None:
     args = parse_args()
-    device = common.resolve_device(args.device)
-    torch.manual_seed(0)
-    results = common.Results(args.out, common.environment(device), args.total_budget_s)
-    results.extra["peak"] = common.matmul_peak(device, args.smoke)
-    peak = results.extra["peak"]["bf16_matmul_tflops"]
+    device, results, peak = common.start_run(args)
     run_steps(args, results, device, peak)
     with tempfile.TemporaryDirectory() as world:
         pattern = args.shards or (smoke_shards(world) if args.smoke else None)
