@@ -120,6 +120,27 @@ class BatchStream:
             self._skip = self.position
 
 
+def _pinned(batch: Any) -> Any:
+    """``batch`` with every tensor in page-locked memory (dicts, lists and tuples walked)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.pin_memory()
+    if isinstance(batch, dict):
+        return {k: _pinned(v) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_pinned(v) for v in batch)
+    return batch
+
+
+def _offer(out: queue.Queue, stop: threading.Event, item: Any) -> None:
+    """Put ``item`` on ``out`` unless asked to stop first (never blocks a closing producer forever)."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
 class PrefetchedBatches:
     """Builds the next ``depth`` batches of a BatchStream on a background thread while the device computes.
 
@@ -143,16 +164,10 @@ class PrefetchedBatches:
             while not stop.is_set():
                 batch = self.stream.next_batch()
                 if self.pin_memory:
-                    batch = {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-                item = (batch, self.stream.state_dict(), None)
-                while not stop.is_set():
-                    try:
-                        out.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
+                    batch = _pinned(batch)
+                _offer(out, stop, (batch, self.stream.state_dict(), None))
         except BaseException as error:   # re-raised in the training thread, with its traceback
-            out.put((None, None, error))
+            _offer(out, stop, (None, None, error))
 
     def __iter__(self) -> Iterator[Batch]:
         if self._thread is not None:      # a new pass continues after the last batch handed out
