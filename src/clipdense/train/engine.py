@@ -141,17 +141,21 @@ class Trainer:
                     self.ema.update(self.objective.exported_model())
             images_since += images * self.dist.world_size
             bar.update(1)
-            if self._at_boundary():
+            last = self.step == cfg.steps
+            log_now = self.step % cfg.log_every == 0 or last
+            save_now = self.step % cfg.checkpoint_every == 0 or last
+            eval_now = self.evaluator is not None and (bool(cfg.eval_every and self.step % cfg.eval_every == 0) or last)
+            if log_now or save_now or eval_now:        # the host looks at the run: first check it is sane
                 self._stop_if_nonfinite()
-            if step_losses is not None and (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+            if step_losses is not None and log_now:
                 losses = {k: float(all_reduce_mean(v)) for k, v in step_losses.items()}
                 rate = images_since / max(1e-9, time.perf_counter() - tick)
                 tick, images_since = time.perf_counter(), 0
                 self._log(losses, lr, rate)
                 bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}")
-            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+            if save_now:
                 self.save_checkpoint()
-            if self.evaluator and ((cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.steps):
+            if eval_now:
                 self._evaluate()
             for hook in self.hooks:
                 hook(self.step, self)
@@ -198,12 +202,6 @@ class Trainer:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-    def _at_boundary(self) -> bool:
-        """Steps after which the host looks at the run (logging, checkpoint, evaluation, the end)."""
-        cfg, step = self.config, self.step
-        return (step % cfg.log_every == 0 or step % cfg.checkpoint_every == 0 or step == cfg.steps
-                or bool(self.evaluator and cfg.eval_every and step % cfg.eval_every == 0))
 
     def _skip_nonfinite(self) -> None:
         """Policy 'skip': drop this step's gradients; give up when too many steps were dropped."""
