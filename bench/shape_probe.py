@@ -9,7 +9,6 @@ so a slow curve here says the tower, not the contrastive objective, is the bottl
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -17,31 +16,31 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from clipdense.data.regions import CocoRegions  # noqa: E402
 from clipdense.data.world import open_world  # noqa: E402
 from clipdense.models import load_model  # noqa: E402
 from clipdense.objectives.views import model_image_stats  # noqa: E402
 
 
-def single_object_scenes(world: str, min_area: float) -> tuple[list[Path], list[str]]:
-    """(image path, thing class) of train scenes holding exactly one thing of at least ``min_area`` pixels."""
+def single_object_scenes(world: str, min_box_area: float) -> tuple[torch.Tensor, list[str]]:
+    """uint8 pixels (N, 3, H, W) and class names of the train scenes holding exactly one thing
+    whose box covers at least ``min_box_area`` pixels, read with the project's COCO reader."""
     split = open_world(world).split("train")
-    coco = json.loads(Path(split.instances).read_text())
-    names = {c["id"]: c["name"] for c in coco["categories"]}
-    per_image: dict[int, list[dict]] = {}
-    for ann in coco["annotations"]:
-        per_image.setdefault(ann["image_id"], []).append(ann)
-    files = {im["id"]: Path(split.image_dir) / im["file_name"] for im in coco["images"]}
-    chosen = [(files[i], names[a[0]["category_id"]]) for i, a in sorted(per_image.items())
-              if len(a) == 1 and a[0]["area"] >= min_area]
-    return [p for p, _ in chosen], [c for _, c in chosen]
+    scenes = CocoRegions(split.image_dir, split.instances, with_masks=False)
+    pixels, names = [], []
+    for index in range(len(scenes)):
+        sample = scenes[index]
+        box = sample.boxes[0] if len(sample.names) == 1 else None
+        if box is not None and float((box[2] - box[0]) * (box[3] - box[1])) >= min_box_area:
+            pixels.append(np.asarray(sample.image.convert("RGB")))
+            names.append(sample.names[0])
+    return torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2), names
 
 
-def load_tensors(paths: list[Path], mean: list[float], std: list[float]) -> torch.Tensor:
-    pixels = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
-    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(255)
+def normalised(pixels: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    images = pixels.float().div(255)
     return (images - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
@@ -52,17 +51,17 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--min-area", type=float, default=0.0, help="smallest thing (pixels) kept")
+    p.add_argument("--min-box-area", type=float, default=0.0, help="smallest thing kept (box area, pixels)")
     p.add_argument("--val", type=int, default=2000, help="held-out scenes (the first N)")
     p.add_argument("--eval-every", type=int, default=250)
     args = p.parse_args()
     torch.manual_seed(0)
-    paths, labels = single_object_scenes(args.world, args.min_area)
+    pixels, labels = single_object_scenes(args.world, args.min_box_area)
     classes = sorted(set(labels))
     target = torch.tensor([classes.index(c) for c in labels])
     bundle = load_model(args.model, device="cpu")
     _, mean, std = model_image_stats(bundle.model)
-    images = load_tensors(paths, list(mean), list(std))
+    images = normalised(pixels, list(mean), list(std))
     val = min(args.val, len(images) // 2)
     tower, head = bundle.model.visual, torch.nn.Linear(bundle.model.visual.output_dim, len(classes))
     optimizer = torch.optim.AdamW([*tower.parameters(), *head.parameters()], lr=args.lr, weight_decay=0.05)
