@@ -5,6 +5,8 @@
 Writes src/clipdense/models/weights/NAME--TAG.{safetensors,md,json}. The JSON records the file's
 SHA-256 and the zero-shot accuracy on a freshly generated validation world (seed and sizes in the
 JSON), which tests/test_shipped_weights.py reproduces.
+The SHA-256 is of the file as written: safetensors stores metadata keys in hash-map order, so exporting
+the same run again gives equal tensors under a different hash (re-ship only when the weights change).
 """
 from __future__ import annotations
 
@@ -73,9 +75,8 @@ def _pct(tree: dict, path: str) -> str:
     return f"{100 * float(tree):.1f}"
 
 
-def training_facts(run: Path) -> dict[str, float]:
+def training_facts(run: Path, config: dict) -> dict[str, float]:
     """Images seen and wall minutes of a run (config.yaml is written at the start, checkpoints as it goes)."""
-    config = yaml.safe_load((run / "config.yaml").read_text())
     last = max((run / "checkpoints").glob("step-*"), key=lambda p: p.stat().st_mtime)
     minutes = (last.stat().st_mtime - (run / "config.yaml").stat().st_mtime) / 60
     return {"images_seen": int(config["steps"]) * int(config["batch_size"]), "wall_minutes": round(minutes, 1)}
@@ -86,8 +87,8 @@ def _limits(parts: dict[str, float]) -> str:
     if parts["shape"] < 0.5:
         shapes = (f"Shapes: it names the colour of a single object right {100 * parts['colour']:.0f} % of the time "
                   f"but the shape only {100 * parts['shape']:.0f} % (last two rows), so most zero-shot errors\n"
-                  "are the right colour with the wrong shape; shape accuracy was still rising when training ended, so\n"
-                  "longer training (a GPU) is the fix.")
+                  "are the right colour with the wrong shape; more images seen (a GPU) is the likely fix, see\n"
+                  "`docs/results.md`.")
     else:
         shapes = (f"Small or occluded objects: on mid-to-large single objects it names the colour right "
                   f"{100 * parts['colour']:.0f} % and the shape {100 * parts['shape']:.0f} % of the time.")
@@ -100,10 +101,8 @@ def _start(config: dict) -> str:
     return f"\n- Starts from `{config['pretrained']}` (not from random init)." if config.get("pretrained") else ""
 
 
-def write_card(name: str, tag: str, run: Path, results: dict, digest: str, parts: dict[str, float],
-               command: str) -> Path:
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    facts = training_facts(run)
+def write_card(name: str, tag: str, config: dict, facts: dict[str, float], results: dict, digest: str,
+               parts: dict[str, float], command: str) -> Path:
     tasks = results["tasks"]
     rows = [("zero-shot top-1 (68 thing classes, single objects)", "zeroshot/top1"),
             ("zero-shot top-5", "zeroshot/top5"), ("zero-shot top-1, novel colour-shape pairs", "zeroshot/novel/top1"),
@@ -155,18 +154,18 @@ def main() -> None:
     parser.add_argument("--command", default=None,
                         help="the training command for the card (default: clipdense train --config of the run)")
     args = parser.parse_args()
-    name = yaml.safe_load((args.run / "config.yaml").read_text())["model"]
+    config = yaml.safe_load((args.run / "config.yaml").read_text())
+    name, facts = config["model"], training_facts(args.run, config)
     weights = export_fp16(args.run, name, args.tag)
     digest = sha256(weights)
     with tempfile.TemporaryDirectory() as tmp:
         results = card_eval(name, args.tag, Path(tmp) / "world")
         parts = colour_shape_accuracy(name, args.tag, Path(tmp) / "world")
-    objective = yaml.safe_load((args.run / "config.yaml").read_text())["objective"]
-    command = args.command or f"clipdense train --config configs/synthworld-{objective}.yaml"
-    card = write_card(name, args.tag, args.run, results, digest, parts, command)
+    command = args.command or f"clipdense train --config configs/synthworld-{config['objective']}.yaml"
+    card = write_card(name, args.tag, config, facts, results, digest, parts, command)
     record = {"model": name, "tag": args.tag, "sha256": digest, "world": CARD_WORLD, "templates": "world",
               "zeroshot_top1": results["tasks"]["zeroshot"]["top1"], "torch": torch.__version__,
-              **training_facts(args.run), "command": command}
+              **facts, "command": command}
     (WEIGHTS_DIR / f"{name}--{args.tag}.json").write_text(json.dumps(record, indent=1))
     print(f"wrote {weights} ({weights.stat().st_size / 1e6:.1f} MB), {card}; zero-shot top-1 "
           f"{100 * record['zeroshot_top1']:.1f} %")
