@@ -96,13 +96,18 @@ def _limits(parts: dict[str, float]) -> str:
             "CLIPSelf first\n(`clipdense distill`, as `make demo` does).")
 
 
-def _start(config: dict) -> str:
-    """Where a continued run started (empty for a run from random init)."""
-    return f"\n- Starts from `{config['pretrained']}` (not from random init)." if config.get("pretrained") else ""
+def _start(config: dict, earlier: list[str], facts: dict[str, float]) -> str:
+    """Where a continued run started and the stages before it (empty for a run from random init)."""
+    text = f"\n- Starts from `{config['pretrained']}` (not from random init)." if config.get("pretrained") else ""
+    text += "".join(f"\n- Before this run: {stage}" for stage in earlier)
+    if earlier:
+        text += (f"\n- In all stages: {facts['total_images_seen'] / 1e6:.2f} M images, "
+                 f"{facts['total_wall_minutes']:.0f} minutes.")
+    return text
 
 
 def write_card(name: str, tag: str, config: dict, facts: dict[str, float], results: dict, digest: str,
-               parts: dict[str, float], command: str) -> Path:
+               parts: dict[str, float], command: str, world_command: str, earlier: list[str]) -> Path:
     tasks = results["tasks"]
     rows = [("zero-shot top-1 (68 thing classes, single objects)", "zeroshot/top1"),
             ("zero-shot top-5", "zeroshot/top5"), ("zero-shot top-1, novel colour-shape pairs", "zeroshot/novel/top1"),
@@ -123,7 +128,7 @@ objects on photographic and procedural backgrounds, with procedurally written ca
 
 - Training: {config['steps']} steps x batch {config['batch_size']} ({facts['images_seen'] / 1e6:.2f} M images seen),
   lr {config['lr']}, {facts['wall_minutes']:.0f} minutes on a {platform.machine()} CPU (2 cores): `{command}`
-  after `clipdense data synth --config configs/synthworld-world.yaml --out worlds/synthworld`.{_start(config)}
+  after `{world_command}`.{_start(config, earlier, facts)}
 - Weights: fp16 safetensors, SHA-256 `{digest}`.
 - Load: `cd.load_model("{name}", pretrained="{tag}")` (no network needed).
 
@@ -153,19 +158,28 @@ def main() -> None:
     parser.add_argument("--tag", required=True)
     parser.add_argument("--command", default=None,
                         help="the training command for the card (default: clipdense train --config of the run)")
+    parser.add_argument("--world-command", default="clipdense data synth --config configs/synthworld-world.yaml "
+                        "--out worlds/synthworld", help="the command that wrote the run's training world")
+    parser.add_argument("--earlier", action="append", default=[],
+                        help="one earlier training stage of a continued run, as a line for the card (repeatable)")
+    parser.add_argument("--earlier-images", type=int, default=0, help="images seen by the earlier stages together")
+    parser.add_argument("--earlier-minutes", type=float, default=0.0, help="wall minutes of the earlier stages")
     args = parser.parse_args()
     config = yaml.safe_load((args.run / "config.yaml").read_text())
     name, facts = config["model"], training_facts(args.run, config)
+    facts["total_images_seen"] = facts["images_seen"] + args.earlier_images
+    facts["total_wall_minutes"] = round(facts["wall_minutes"] + args.earlier_minutes, 1)
     weights = export_fp16(args.run, name, args.tag)
     digest = sha256(weights)
     with tempfile.TemporaryDirectory() as tmp:
         results = card_eval(name, args.tag, Path(tmp) / "world")
         parts = colour_shape_accuracy(name, args.tag, Path(tmp) / "world")
     command = args.command or f"clipdense train --config configs/synthworld-{config['objective']}.yaml"
-    card = write_card(name, args.tag, config, facts, results, digest, parts, command)
+    card = write_card(name, args.tag, config, facts, results, digest, parts, command, args.world_command,
+                      args.earlier)
     record = {"model": name, "tag": args.tag, "sha256": digest, "world": CARD_WORLD, "templates": "world",
               "zeroshot_top1": results["tasks"]["zeroshot"]["top1"], "torch": torch.__version__,
-              **facts, "command": command}
+              **facts, "command": command, "world_command": args.world_command, "earlier_stages": args.earlier}
     (WEIGHTS_DIR / f"{name}--{args.tag}.json").write_text(json.dumps(record, indent=1))
     print(f"wrote {weights} ({weights.stat().st_size / 1e6:.1f} MB), {card}; zero-shot top-1 "
           f"{100 * record['zeroshot_top1']:.1f} %")
