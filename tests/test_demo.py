@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from clipdense.cli.main import main
+from clipdense.demo.pipeline import DemoConfig, demo_command
 
 pytestmark = pytest.mark.slow
 
@@ -20,6 +21,7 @@ def test_quick_demo_writes_report(tmp_path, capsys):
         assert heading in report
     for row in ("| pretrained |", "| clipself |", "| clipself+guard |", "| naclip |"):
         assert row in report
+    assert f"Command: `clipdense demo --quick --out {out}`" in report   # the line that remakes it
     assert Image.open(out / "figures" / "losses.png").size[0] > 100
     assert Image.open(out / "figures" / "segmentations.png").size[0] > 100
     results = json.loads((out / "eval" / "results.json").read_text())
@@ -30,3 +32,13 @@ def test_quick_demo_writes_report(tmp_path, capsys):
     (tmp_path / "foreign" / "keep.txt").write_text("precious")
     assert main(["demo", "--quick", "--out", str(tmp_path / "foreign")]) == 2
     assert (tmp_path / "foreign" / "keep.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("config, line", [
+    (DemoConfig(), "clipdense demo"),
+    (DemoConfig(pretrained="synthworld-silc", distill_steps=50),
+     "clipdense demo --pretrained synthworld-silc --distill-steps 50"),
+    (DemoConfig(pretrained=None, student_size=96), "clipdense demo --from-scratch [student_size=96]"),
+])
+def test_demo_command_names_every_changed_setting(config, line):
+    assert demo_command(config) == line

@@ -59,6 +59,27 @@ def resolve_demo_config(config: DemoConfig) -> DemoConfig:
     return dataclasses.replace(config, **QUICK) if config.quick else config
 
 
+FLAGGED = ("out", "model", "pretrained", "pretrain_steps", "distill_steps", "device")
+
+
+def demo_command(config: DemoConfig) -> str:
+    """The `clipdense demo` line that reproduces ``config``, so a report names how it was made.
+
+    Settings that have no flag (set through ``--config``) are listed after it as key=value.
+    """
+    base = resolve_demo_config(DemoConfig(quick=config.quick))
+    words = ["clipdense demo"] + (["--quick"] if config.quick else [])
+    if config.pretrained is None:
+        words.append("--from-scratch")
+    for name in FLAGGED:
+        value = getattr(config, name)
+        if value != getattr(base, name) and value is not None:
+            words.append(f"--{name.replace('_', '-')} {value}")
+    others = [f.name for f in dataclasses.fields(DemoConfig) if f.name not in FLAGGED + ("quick",)
+              and getattr(config, f.name) != getattr(base, f.name)]
+    return " ".join(words) + ("".join(f" [{n}={getattr(config, n)}]" for n in others) if others else "")
+
+
 def prepare_out(out: Path) -> None:
     """Reuse a previous demo folder; refuse to write into anything else that is not empty."""
     if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():

@@ -15,6 +15,7 @@ from ..data.world import open_world
 from ..models import load_model
 from ..tasks import segment
 from ..tasks.overlay import colourise, overlay, palette
+from .pipeline import demo_command
 
 MODELS = ("pretrained", "clipself", "clipself+guard")
 
@@ -179,8 +180,7 @@ def write_report(config: Any, out: Path, models: dict[str, tuple[str, str | None
     seg_models, seg_modes = _seg_tables(results)
     when = time.strftime("%Y-%m-%d %H:%M")
     lines = [INTRO, f"Machine: {platform.machine()} CPU, torch {torch.__version__}; {when}. "
-             f"Start model: {start}. Command: `clipdense demo{' --quick' if config.quick else ''}"
-             f"{' --from-scratch' if not config.pretrained else ''}`. "
+             f"Start model: {start}. Command: `{demo_command(config)}`. "
              f"Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + ".", "",
              "## Whole-image recognition", "",
              "Zero-shot classification of single-object images (the class with the most similar prompt wins) and "
