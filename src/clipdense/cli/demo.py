@@ -5,6 +5,7 @@ import argparse
 
 from ..config import build_config
 from ..demo import DemoConfig, run_demo
+from ..demo.pipeline import FLAGGED
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    flags = ("out", "quick", "model", "pretrained", "pretrain_steps", "distill_steps", "device")
+    flags = ("quick",) + FLAGGED   # the report's Command line names the same settings
     config = build_config(DemoConfig, args.config, {name: getattr(args, name) for name in flags})
     if args.from_scratch:
         config.pretrained = None
