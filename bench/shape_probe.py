@@ -32,10 +32,10 @@ def single_object_scenes(world: str, min_box_area: float) -> tuple[torch.Tensor,
     pixels, names = [], []
     for index in range(len(scenes)):
         sample = scenes[index]
-        box = sample.boxes[0] if len(sample.names) == 1 else None
+        box = sample.boxes[0] if len(sample.labels) == 1 else None
         if box is not None and float((box[2] - box[0]) * (box[3] - box[1])) >= min_box_area:
             pixels.append(np.asarray(sample.image.convert("RGB")))
-            names.append(sample.names[0])
+            names.append(scenes.classes[int(sample.labels[0])])
     return torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2), names
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from clipdense.data.synth import SynthConfig
 from clipdense.data.writers import write_world
 from clipdense.train.config import TrainConfig
-from clipdense.train.distill import run_distillation
+from clipdense.train.run import run_training
+from clipdense.train.sources import open_training_source
 
 
 def epoch_times(world: Path, run: Path, cache: Path | None, steps_per_epoch: int, epochs: int, batch: int,
@@ -31,7 +32,8 @@ def epoch_times(world: Path, run: Path, cache: Path | None, steps_per_epoch: int
                          checkpoint_every=10**6, log_every=10**6, device="cpu", num_workers=0,
                          objective_args=args)
     start = time.perf_counter()
-    run_distillation(config, hooks=[lambda step, trainer: stamps.append(time.perf_counter())])
+    run_training(config, open_source=open_training_source,
+                 hooks=[lambda step, trainer: stamps.append(time.perf_counter())])
     ends = [stamps[(e + 1) * steps_per_epoch - 1] for e in range(epochs)]
     return [round(b - a, 2) for a, b in zip([start] + ends[:-1], ends)]
 

@@ -37,6 +37,7 @@ from clipdense.models import load_model  # noqa: E402
 from clipdense.models.registry import register_builtin_configs  # noqa: E402
 from clipdense.objectives import build_objective  # noqa: E402
 from clipdense.train.config import TrainConfig  # noqa: E402
+from clipdense.data.sample import Sample  # noqa: E402
 from clipdense.train.data import BatchStream, PrefetchedBatches, sample_seed  # noqa: E402
 from clipdense.train.engine import Trainer  # noqa: E402
 from clipdense.train.objective import Objective  # noqa: E402
@@ -87,7 +88,8 @@ def random_batch(objective: Objective, batch: int, device: torch.device) -> dict
     Token ids are a real caption's (the text tower's cost does not depend on the words).
     """
     transform = objective.sample_transform()
-    sample = transform(Image.new("RGB", (256, 256), (120, 90, 60)), CAPTION, torch.Generator().manual_seed(0))
+    sample = transform(Sample(Image.new("RGB", (256, 256), (120, 90, 60)), "probe", caption=CAPTION),
+                       torch.Generator().manual_seed(0))
     out = {}
     for key, value in sample.items():
         if value.is_floating_point():
@@ -188,7 +190,8 @@ class AugmentInWorkers(IterableDataset):
     def __iter__(self):
         for sample in self.dataset:
             seed = sample_seed(0, zlib.crc32(str(sample["key"]).encode()))
-            yield self.transform(sample["image"], sample["caption"], torch.Generator().manual_seed(seed))
+            yield self.transform(Sample(sample["image"], str(sample["key"]), caption=sample["caption"]),
+                                 torch.Generator().manual_seed(seed))
 
 
 def _endless(make: Callable[[], Any]) -> Any:

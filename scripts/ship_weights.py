@@ -59,9 +59,10 @@ def colour_shape_accuracy(name: str, tag: str, world_dir: Path) -> dict[str, flo
     from clipdense.data import ImageFolderDataset
 
     bundle = cd.load_model(name, pretrained=tag, device="cpu")
-    data = ImageFolderDataset(world_dir / "classify" / "val", transform=bundle.preprocess)
-    images = torch.stack([data[i][0] for i in range(len(data))])
-    truth = [data.classes[data[i][1]] for i in range(len(data))]
+    data = ImageFolderDataset(world_dir / "classify" / "val")
+    samples = [data[i] for i in range(len(data))]
+    images = torch.stack([bundle.preprocess(s.image) for s in samples])
+    truth = [data.classes[s.image_label] for s in samples]
     weights = cd.text_classifier(bundle, data.classes, "world")
     guess = [data.classes[i] for i in (F.normalize(bundle.model.encode_image(images), dim=-1) @ weights.T).argmax(1)]
     pairs = [(g.split(), t.split()) for g, t in zip(guess, truth) if len(t.split()) == 2]

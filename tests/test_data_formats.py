@@ -50,14 +50,17 @@ def test_coco_polygon_and_rle_masks_with_stuff_and_skipped_image(coco):
     samples = list(ds)
     assert len(samples) == 2 and counter.count == 1 and "empty" in counter.examples[0]
     first, second = samples
-    assert first.names == ["person", "dog"] and first.isthing.tolist() == [True, True]
+    names = ds.category_index.names
+    assert ds.classes == ["person", "dog", "grass"]                      # sorted by category id: 1, 18, 149
+    assert names(first.labels) == ["person", "dog"] and ds.isthing[first.labels].tolist() == [True, True]
     assert first.boxes.tolist() == [[2, 3, 12, 13], [20, 5, 30, 15]]
     assert first.masks.shape == (2, 30, 40) and int(first.masks[1].sum()) == 100
     ys, xs = np.nonzero(first.masks[0].numpy())  # polygon rasterised inside its box
     assert xs.min() >= 2 and xs.max() <= 12 and ys.min() >= 3 and ys.max() <= 13
-    assert second.names == ["grass"] and second.isthing.tolist() == [False]  # crowd left out
-    crowd = CocoRegions(coco / "val2017", coco / "instances.json", include_crowd=True, with_masks=False)[1]
-    assert crowd.names == ["person"] and crowd.masks is None
+    assert names(second.labels) == ["grass"] and ds.isthing[second.labels].tolist() == [False]  # crowd left out
+    with_crowd = CocoRegions(coco / "val2017", coco / "instances.json", include_crowd=True, with_masks=False)
+    crowd = with_crowd[1]
+    assert with_crowd.category_index.names(crowd.labels) == ["person"] and crowd.masks is None
 
 
 def test_coco_errors_name_the_file(tmp_path):
@@ -82,8 +85,10 @@ def test_panoptic_pair_gives_thing_and_stuff_masks(tmp_path):
                {"id": 7, "category_id": 1, "bbox": [0, 2, 3, 2], "area": 6, "iscrowd": 0},
                {"id": 300, "category_id": 200, "bbox": [0, 0, 6, 2], "area": 12, "iscrowd": 0}]}]}
     (tmp_path / "pan.json").write_text(json.dumps(doc))
-    sample = CocoPanopticRegions(tmp_path, tmp_path / "pan.json", tmp_path / "pan")[0]
-    assert sample.names == ["cat", "sky"] and sample.isthing.tolist() == [True, False]
+    reader = CocoPanopticRegions(tmp_path, tmp_path / "pan.json", tmp_path / "pan")
+    sample = reader[0]
+    assert reader.category_index.names(sample.labels) == ["cat", "sky"]
+    assert reader.isthing[sample.labels].tolist() == [True, False]
     assert sample.masks.sum((1, 2)).tolist() == [6, 12]
     assert sample.boxes.tolist() == [[0, 2, 3, 4], [0, 0, 6, 2]]
 
@@ -103,7 +108,7 @@ def test_ade_style_folder_reduce_zero_label_and_ignore(tmp_path):
     assert ds.classes == ["wall", "floor"] and len(ds) == 2
     samples = list(ds)
     assert len(samples) == 1 and counter.count == 1 and "does not match" in counter.examples[0]
-    assert samples[0].label.tolist() == [[255, 0, 1, 255], [1, 1, 0, 255]]
+    assert samples[0].semantic.tolist() == [[255, 0, 1, 255], [1, 1, 0, 255]]
 
 
 def test_voc_palette_labels_keep_indices_and_255(tmp_path):
@@ -115,6 +120,6 @@ def test_voc_palette_labels_keep_indices_and_255(tmp_path):
     label.save(tmp_path / "SegmentationClass" / "x.png")
     names = ["background"] + [f"c{i}" for i in range(1, 21)]
     sample = SemSegFolder(tmp_path / "JPEGImages", tmp_path / "SegmentationClass", names)[0]
-    assert sample.label.tolist() == [[0, 15, 255]]
+    assert sample.semantic.tolist() == [[0, 15, 255]]
     with pytest.raises(DataError, match="no image has a label"):
         SemSegFolder(tmp_path / "SegmentationClass", tmp_path / "JPEGImages", names)

@@ -86,5 +86,5 @@ def test_imagefolder_skips_and_counts_unreadable_files(tmp_path):
     counter = SkipCounter()
     folder = ImageFolderDataset(tmp_path, skip_counter=counter)
     assert folder.classes == ["blue star", "red circle"] and len(folder) == 4
-    labels = [label for _, label in folder]
+    labels = [sample.image_label for sample in folder]
     assert sorted(labels) == [0, 1] and counter.count == 2

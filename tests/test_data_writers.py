@@ -67,18 +67,21 @@ def test_coco_masks_match_boxes_semseg_and_panoptic(world):
     semseg = SemSegFolder(val.image_dir, val.semseg_dir, world.classes_file)
     assert len(regions) == len(panoptic) == len(semseg) == 8
     things_seen = 0
+    assert regions.classes == panoptic.classes == world.classes   # category id i + 1 <-> class i
     for r, p, s in zip(regions, panoptic, semseg):
-        assert r.file_name == p.file_name and r.names == p.names
-        assert bool(r.isthing.any()) == any(n in world.things for n in r.names)
-        assert all((n in world.things) == bool(t) for n, t in zip(r.names, r.isthing))
+        names = regions.category_index.names(r.labels)
+        assert r.key == p.key and names == panoptic.category_index.names(p.labels)
+        isthing = regions.isthing[r.labels]
+        assert bool(isthing.any()) == any(n in world.things for n in names)
+        assert all((n in world.things) == bool(t) for n, t in zip(names, isthing))
         assert torch_equal(r.masks, p.masks)
-        for box, mask, cid in zip(r.boxes, r.masks, r.category_ids):
+        for box, mask, label in zip(r.boxes, r.masks, r.labels):
             ys, xs = np.nonzero(mask.numpy())
             assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
-            assert (s.label[mask] == cid - 1).all()  # semantic label i == category id i + 1
+            assert (s.semantic[mask] == label).all()  # semantic label i == class i
         covered = r.masks.any(0)
         assert covered.all()  # every pixel is a thing or stuff: no background class
-        things_seen += int(r.isthing.sum())
+        things_seen += int(isthing.sum())
     assert things_seen > 0
 
 
@@ -101,8 +104,8 @@ def test_instances_json_is_valid_coco_with_rle(world):
 def test_imagefolder_split_has_one_folder_per_thing(world):
     folder = ImageFolderDataset(world.split("val").classify_dir)
     assert folder.classes == sorted(world.things) and len(folder) == len(world.things)
-    image, label = folder[0]
-    assert image.size == (64, 64) and folder.classes[label] == folder.classes[0]
+    sample = folder[0]
+    assert sample.image.size == (64, 64) and folder.classes[sample.image_label] == folder.classes[0]
 
 
 def test_output_is_identical_for_the_same_seed_and_any_worker_count(tmp_path, world):

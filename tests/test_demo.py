@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from clipdense.cli.main import main
-from clipdense.demo.pipeline import DemoConfig, demo_command
+from clipdense.demo.config import DemoConfig, demo_command
 
 pytestmark = pytest.mark.slow
 

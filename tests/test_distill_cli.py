@@ -8,10 +8,10 @@ import torch
 
 import clipdense as cd
 from clipdense.cli.distill import resolve_distill_config
-from clipdense.train.distill import open_distill_source
 from clipdense.cli.main import build_parser, main
 from clipdense.models.weights import read_state_dict
 from clipdense.train.run import run_training
+from clipdense.train.sources import open_training_source
 
 pytestmark = pytest.mark.slow
 
@@ -44,10 +44,10 @@ def _stop_after(step_to_stop: int):
 @pytest.mark.parametrize("regions", ["grid", "boxes"])
 def test_distill_resumes_bit_exactly(world, tmp_path, regions):
     full = resolve_distill_config(_args(world, tmp_path / "full", "--regions", regions, "--global-guard", "0.5"))
-    run_training(full, open_source=open_distill_source)
+    run_training(full, open_source=open_training_source)
     broken = resolve_distill_config(_args(world, tmp_path / "cut", "--regions", regions, "--global-guard", "0.5"))
     with pytest.raises(_Stop):
-        run_training(broken, open_source=open_distill_source, hooks=[_stop_after(3)])
+        run_training(broken, open_source=open_training_source, hooks=[_stop_after(3)])
     assert main(["distill", "--resume", str(tmp_path / "cut"), "--device", "cpu"]) == 0
     a = read_state_dict(tmp_path / "full" / "checkpoints" / "step-00000006" / "model.safetensors")
     b = read_state_dict(tmp_path / "cut" / "checkpoints" / "step-00000006" / "model.safetensors")
@@ -77,4 +77,42 @@ def test_distill_errors(world, tmp_path, capsys):
     assert main(["distill", "--data", str(world / "train" / "images"), "--regions", "boxes", "--model",
                  "tiny-vit-t8", "--out", str(tmp_path / "r3"), "--steps", "2", "--device", "cpu"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
-    assert len(errors) == 3 and "dense_mode" in errors[1] and "boxes" in errors[2]
+    assert len(errors) == 3 and "dense_mode" in errors[1] and "coco:" in errors[2]
+
+
+def test_train_objective_clipself_on_boxes_from_a_world_and_a_coco_folder(world, tmp_path):
+    common = ["--objective", "clipself", "--model", "tiny-vit-t8", "--steps", "2", "--batch-size", "4",
+              "--device", "cpu", "--objective-arg", "regions=boxes", "--objective-arg", "student_size=64",
+              "--objective-arg", "max_regions=4"]
+    assert main(["train", "--data", str(world), "--out", str(tmp_path / "w"), *common]) == 0
+    coco = f"coco:images={world}/train/images,annotations={world}/annotations/instances_train.json"
+    assert main(["train", "--data", coco, "--out", str(tmp_path / "c"), *common]) == 0
+    assert "regions: boxes" in (tmp_path / "c" / "config.yaml").read_text()
+    assert cd.load_model(str(tmp_path / "c"), device="cpu").name == "tiny-vit-t8"
+
+
+def test_data_that_lacks_a_field_is_refused_in_one_line(world, tmp_path, capsys):
+    csv = world / "train.csv"
+    assert main(["train", "--objective", "clipself", "--data", str(csv), "--model", "tiny-vit-t8", "--out",
+                 str(tmp_path / "r"), "--steps", "1", "--device", "cpu", "--objective-arg", "regions=boxes"]) == 2
+    semseg = (f"semseg:images={world}/train/images,labels={world}/semseg/train,"
+              f"classes={world}/semseg/classes.txt")
+    assert main(["train", "--objective", "clip", "--data", semseg, "--model", "tiny-vit-t8", "--out",
+                 str(tmp_path / "s"), "--steps", "1", "--device", "cpu"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert errors[0].endswith(f"clipself with regions=boxes needs boxes; --data {csv} has caption")
+    assert errors[1].endswith(f"clip needs caption; --data {semseg} has semantic")
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_distill_defaults_are_the_same_with_and_without_a_config(world, tmp_path):
+    yaml_file = tmp_path / "c.yaml"
+    yaml_file.write_text("seed: 3\n")
+    plain = resolve_distill_config(build_parser().parse_args(["distill", "--data", str(world)]))
+    configured = resolve_distill_config(build_parser().parse_args(["distill", "--data", str(world),
+                                                                   "--config", str(yaml_file)]))
+    assert (plain.lr, plain.warmup_steps, plain.checkpoint_every) == (1e-4, 20, 100)
+    assert (configured.lr, configured.warmup_steps, configured.checkpoint_every, configured.seed) == (1e-4, 20, 100, 3)
+    flagged = resolve_distill_config(build_parser().parse_args(["distill", "--data", str(world), "--regions", "boxes",
+                                                                "--student-sizes", "64", "96", "--fixed-regions"]))
+    assert flagged.objective_args == {"regions": "boxes", "student_sizes": [64, 96], "fixed_regions": True}

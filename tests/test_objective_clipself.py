@@ -7,12 +7,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 from PIL import Image
 
 import clipdense as cd
 from clipdense.objectives import build_objective
 from clipdense.objectives.clipself import ClipSelfObjective, ClipSelfOptions, ensemble_weights
-from clipdense.objectives.clipself_regions import expand_boxes, grid_boxes
+from clipdense.data.sample import Sample
+from clipdense.models.pooling import crop_boxes, expand_boxes
+from clipdense.objectives.clipself_regions import grid_boxes
 from clipdense.objectives.teacher_cache import TeacherCache, teacher_fingerprint
 
 
@@ -27,11 +30,13 @@ def _objective(**options) -> ClipSelfObjective:
     return build_objective("clipself", bundle.model, bundle.tokenizer, {"max_regions": 4, **options}, total_steps=4)
 
 
-def _batch(objective: ClipSelfObjective, images, records=None, seed: int = 0):
+def _batch(objective: ClipSelfObjective, images, boxes=None, seed: int = 0):
     transform = objective.sample_transform()
-    records = records or ["caption"] * len(images)
-    return objective.collate([transform(im, rec, torch.Generator().manual_seed(seed + i))
-                              for i, (im, rec) in enumerate(zip(images, records))])
+    boxes = boxes or [None] * len(images)
+    samples = [Sample(im, f"im{i}", boxes=None if b is None else torch.tensor(b, dtype=torch.float32))
+               for i, (im, b) in enumerate(zip(images, boxes))]
+    return objective.collate([transform(sample, torch.Generator().manual_seed(seed + i))
+                              for i, sample in enumerate(samples)])
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -54,7 +59,7 @@ def test_grid_draws_cover_the_whole_range():
 
 
 def test_expand_boxes_about_centre_and_clipped():
-    out = expand_boxes(torch.tensor([[0.4, 0.4, 0.6, 0.6], [0.0, 0.0, 0.2, 0.2]]), 1.5)
+    out = expand_boxes(torch.tensor([[0.4, 0.4, 0.6, 0.6], [0.0, 0.0, 0.2, 0.2]]), 1.5, 1.0, 1.0)
     torch.testing.assert_close(out[0], torch.tensor([0.35, 0.35, 0.65, 0.65]))
     torch.testing.assert_close(out[1], torch.tensor([0.0, 0.0, 0.25, 0.25]))
 
@@ -130,11 +135,25 @@ def test_fixed_regions_repeat_across_epochs():
 def test_box_regions_use_given_boxes_and_expanded_crops():
     objective = _objective(regions="boxes")
     image = _images(1, (80, 100))[0]
-    batch = _batch(objective, [image], [{"key": "a", "boxes": [[10, 20, 50, 60]]}])
+    batch = _batch(objective, [image], [[[10, 20, 50, 60]]])
     assert int(batch["valid"].sum()) == 1
     torch.testing.assert_close(batch["boxes"][0, 0], torch.tensor([0.1, 0.25, 0.5, 0.75]))
-    with pytest.raises(cd.DataError, match="outside"):
-        _batch(objective, [image], [{"key": "a", "boxes": [[10, 20, 150, 60]]}])
+    clipped = _batch(objective, [image], [[[10, 20, 150, 60], [200, 200, 300, 300]]])   # overhang / outside
+    assert int(clipped["valid"].sum()) == 1
+    torch.testing.assert_close(clipped["boxes"][0, 0], torch.tensor([0.1, 0.25, 1.0, 0.75]))
+    nothing = _batch(objective, [image], [[[200, 200, 300, 300]]])                      # whole-image fallback
+    torch.testing.assert_close(nothing["boxes"][0, 0], torch.tensor([0.0, 0.0, 1.0, 1.0]))
+
+
+def test_teacher_crops_are_the_evaluation_crop_path():
+    """The teacher sees exactly what the evaluation's `crops` baseline embeds: crop_boxes of the expanded box."""
+    objective = _objective(regions="boxes", box_expand=1.5)
+    image = _images(1, (80, 100))[0]
+    batch = _batch(objective, [image], [[[10, 20, 50, 60]]])
+    pixels = TF.normalize(TF.to_tensor(image), list(objective.mean), list(objective.std))[None]
+    box = expand_boxes(torch.tensor([[10.0, 20.0, 50.0, 60.0]]), 1.5, 80, 100)
+    size = objective.teacher_size
+    torch.testing.assert_close(batch["crops"][0, 0], crop_boxes(pixels, [box], (size, size))[0], atol=1e-4, rtol=0)
 
 
 def test_ensemble_weights_mix():

@@ -11,16 +11,16 @@ from test_train_support import make_samples
 
 def _write_csv(folder: Path, n: int) -> Path:
     rows = ["filepath,title"]
-    for i, (image, text) in enumerate(make_samples(n, 32)):
-        image.save(folder / f"{i}.png")
-        rows.append(f"{i}.png,{text}")
+    for i, sample in enumerate(make_samples(n, 32)):
+        sample.image.save(folder / f"{i}.png")
+        rows.append(f"{i}.png,{sample.caption}")
     path = folder / "data.csv"
     path.write_text("\n".join(rows) + "\n")
     return path
 
 
 @pytest.mark.parametrize("case,expected", [
-    ("empty", "empty folder"),
+    ("empty", "an empty folder"),
     ("columns", "expected columns 'filepath' and 'title'"),
     ("batch", "--batch-size 64 is larger than the training data (4 samples)"),
 ])
@@ -47,4 +47,4 @@ def test_cli_trains_from_a_csv_and_resumes(tmp_path, capsys) -> None:
     assert main(["train", "--out", str(run), *args]) == 0
     assert main(["train", "--resume", str(run), "--steps", "3", "--device", "cpu", "--num-workers", "0"]) == 0
     assert (run / "checkpoints" / "step-00000003" / "model.safetensors").is_file()
-    assert "trained clip for 3 steps" in capsys.readouterr().out
+    assert "trained tiny-vit-t8 with clip for 3 steps" in capsys.readouterr().out

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from clipdense.data.sample import Sample
 from clipdense.train.config import TrainConfig
 from clipdense.train.data import BatchStream, InMemorySamples, PrefetchedBatches, sample_seed
 
@@ -14,7 +15,7 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), 
 SHAPES = ("square", "disc")
 
 
-def make_samples(n: int = 16, size: int = 64) -> list[tuple[Image.Image, str]]:
+def make_samples(n: int = 16, size: int = 64) -> list[Sample]:
     """Coloured squares/discs on grey, captioned by colour and shape: learnable in a few steps."""
     samples = []
     names = list(COLOURS)
@@ -28,7 +29,7 @@ def make_samples(n: int = 16, size: int = 64) -> list[tuple[Image.Image, str]]:
                 inside = shape == "square" or (x - size / 2) ** 2 + (y - size / 2) ** 2 < (size / 4) ** 2
                 if inside:
                     pixels[x, y] = COLOURS[colour]
-        samples.append((image, f"a {colour} {shape}"))
+        samples.append(Sample(image, f"s{i}", caption=f"a {colour} {shape}"))
     return samples
 
 
@@ -47,8 +48,8 @@ def test_sample_seeds_are_distinct_and_stable() -> None:
 
 
 def test_batch_stream_resumes_where_it_stopped() -> None:
-    def transform(image, text, generator):
-        return {"x": torch.rand(2, generator=generator), "len": torch.tensor(len(text))}
+    def transform(sample, generator):
+        return {"x": torch.rand(2, generator=generator), "len": torch.tensor(len(sample.caption))}
 
     def stream():
         return BatchStream(InMemorySamples(make_samples(10, 16), seed=1), transform, batch_size=3, seed=5)
@@ -68,8 +69,8 @@ def test_batch_stream_resumes_where_it_stopped() -> None:
 def test_batch_stream_resumes_a_plain_iterable_by_skipping() -> None:
     samples = make_samples(7, 16)
 
-    def transform(image, text, generator):
-        return {"t": torch.tensor([ord(c) for c in text.ljust(20)[:20]])}
+    def transform(sample, generator):
+        return {"t": torch.tensor([ord(c) for c in sample.caption.ljust(20)[:20]])}
 
     full = BatchStream(samples, transform, batch_size=2)
     expected = [full.next_batch()["t"] for _ in range(5)]
@@ -78,8 +79,8 @@ def test_batch_stream_resumes_a_plain_iterable_by_skipping() -> None:
     assert all(torch.equal(resumed.next_batch()["t"], e) for e in expected[2:4])
 
 
-def _noise_transform(image, text, generator):
-    return {"x": torch.rand(3, generator=generator) + image.getpixel((0, 0))[0]}
+def _noise_transform(sample, generator):
+    return {"x": torch.rand(3, generator=generator) + sample.image.getpixel((0, 0))[0]}
 
 
 def test_prefetched_batches_equal_plain_ones_and_report_consumed_state() -> None:
@@ -101,7 +102,7 @@ def test_prefetched_batches_equal_plain_ones_and_report_consumed_state() -> None
 
 
 def test_prefetch_thread_errors_reach_the_training_thread() -> None:
-    def broken(image, text, generator):
+    def broken(sample, generator):
         raise ValueError("bad sample")
 
     ahead = PrefetchedBatches(BatchStream(make_samples(4, 16), broken, batch_size=2))

@@ -37,12 +37,13 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
 
 
 def build_config(cls: type[T], yaml_path: str | os.PathLike | None = None,
-                 overrides: Mapping[str, Any] | None = None) -> T:
-    """Defaults of ``cls``, then keys of the YAML file, then non-None ``overrides`` (CLI flags).
+                 overrides: Mapping[str, Any] | None = None, defaults: Mapping[str, Any] | None = None) -> T:
+    """Defaults of ``cls`` (updated by ``defaults``, e.g. a command's own), then keys of the YAML file,
+    then non-None ``overrides`` (CLI flags).
 
     Unknown keys are an error naming the key and the known ones: a typo must never be ignored.
     """
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = dict(defaults or {})
     if yaml_path is not None:
         path = Path(yaml_path)
         if not path.is_file():

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any, Sequence
+
+import yaml
 
 from ..errors import ConfigError
 
@@ -26,3 +29,18 @@ def parse_class_list(text: str, flag: str = "--classes") -> list[str]:
     if len(set(names)) != len(names):
         raise ConfigError(f"{flag}: class names must be unique, got {names}")
     return names
+
+
+def parse_key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
+    """Repeated KEY=VALUE flags as a dict, values read as YAML scalars/lists (6 -> int, true -> bool,
+    [0.4,1.0] -> list, middle -> str). The one parser for --objective-arg, --option and friends."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"{flag} {item!r}: the value is not a YAML scalar or list") from None
+    return out

@@ -5,7 +5,7 @@ import argparse
 
 from ..config import build_config
 from ..demo import DemoConfig, run_demo
-from ..demo.pipeline import FLAGGED
+from ..demo.config import FLAGGED
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -12,6 +11,7 @@ from PIL import Image
 
 from ..errors import DataError, ImageLoadError
 from .images import open_image
+from .sample import Sample
 from .skips import SkipCounter, SkippingDataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -31,15 +31,6 @@ def read_classes(source: str | os.PathLike | Sequence[str]) -> list[str]:
     return names
 
 
-@dataclass
-class SemSegSample:
-    """An image and its (H, W) long label map (``ignore_index`` where unlabelled)."""
-
-    image: Image.Image
-    label: torch.Tensor
-    key: str
-
-
 def read_label(path: Path) -> np.ndarray:
     """Raw class indices of a single-channel (L, P or 16-bit) label PNG; no colour conversion."""
     try:
@@ -56,7 +47,8 @@ def read_label(path: Path) -> np.ndarray:
 class SemSegFolder(SkippingDataset):
     """Images + label PNGs matched by file stem, with class names and an ignore index.
 
-    ``reduce_zero_label`` (ADE20K): label 0 means "other" and becomes ignore; 1..C become 0..C-1.
+    Yields ``Sample``s with ``semantic`` set. ``reduce_zero_label`` (ADE20K): label 0 means "other" and
+    becomes ignore; 1..C become 0..C-1.
     Label values outside [0, C) become ``ignore_index``.
     """
 
@@ -79,7 +71,7 @@ class SemSegFolder(SkippingDataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> SemSegSample:
+    def __getitem__(self, index: int) -> Sample:
         image_path, label_path = self.pairs[index]
         image = open_image(image_path)
         raw = read_label(label_path)
@@ -91,14 +83,13 @@ class SemSegFolder(SkippingDataset):
             label[raw == 0] = self.ignore_index
         label[(label < 0) | ((label >= len(self.classes)) & (raw != self.ignore_index))] = self.ignore_index
         label[raw == self.ignore_index] = self.ignore_index
-        return SemSegSample(image, torch.from_numpy(label), image_path.stem)
+        return Sample(image, image_path.stem, semantic=torch.from_numpy(label), ignore_index=self.ignore_index)
 
 
 class ImageFolderDataset(SkippingDataset):
-    """root/<class name>/<image>: class names are the folder names (sorted), labels their index."""
+    """root/<class name>/<image>: class names are the folder names (sorted); ``Sample.image_label`` their index."""
 
-    def __init__(self, root: str | os.PathLike, transform: Callable | None = None, *,
-                 skip_counter: SkipCounter | None = None) -> None:
+    def __init__(self, root: str | os.PathLike, *, skip_counter: SkipCounter | None = None) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"{self.root}: no such ImageFolder root")
@@ -109,13 +100,11 @@ class ImageFolderDataset(SkippingDataset):
                         if p.suffix.lower() in IMAGE_SUFFIXES]
         if not self.samples:
             raise DataError(f"{self.root}: class folders hold no images with suffix {IMAGE_SUFFIXES}")
-        self.transform = transform
         self.skips = skip_counter if skip_counter is not None else SkipCounter()
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
+    def __getitem__(self, index: int) -> Sample:
         path, label = self.samples[index]
-        image = open_image(path)
-        return (self.transform(image) if self.transform else image), label
+        return Sample(open_image(path), f"{path.parent.name}/{path.stem}", image_label=label)

@@ -9,7 +9,6 @@ import contextlib
 import io
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +18,8 @@ from PIL import Image
 
 from ..errors import DataError, ImageLoadError
 from .images import open_image
+from .sample import Sample
 from .skips import SkipCounter, SkippingDataset
-
-
-@dataclass
-class RegionSample:
-    """One image and its regions. Boxes are (N, 4) float xyxy pixels; masks (N, H, W) bool."""
-
-    image: Image.Image
-    image_id: int
-    file_name: str
-    boxes: torch.Tensor
-    category_ids: torch.Tensor
-    names: list[str]
-    isthing: torch.Tensor
-    masks: torch.Tensor | None
 
 
 def _xyxy(bbox: list[float]) -> list[float]:
@@ -53,22 +39,37 @@ def _load_coco(path: str | os.PathLike) -> Any:
         raise DataError(f"{path}: not a COCO annotation file ({exc.__class__.__name__}: {exc})") from exc
 
 
-def _sample(image: Image.Image, info: dict, regions: list[tuple[list[float], int, bool, np.ndarray | None]],
-            names: dict[int, str], with_masks: bool) -> RegionSample:
+class CategoryIndex:
+    """COCO category ids <-> the contiguous class indices ``Sample.labels`` use (sorted by id)."""
+
+    def __init__(self, categories: dict[int, dict[str, Any]]) -> None:
+        self.ids = sorted(categories)
+        self.index = {cid: i for i, cid in enumerate(self.ids)}
+        self.classes = [str(categories[cid]["name"]) for cid in self.ids]
+        self.isthing = torch.tensor([bool(categories[cid].get("isthing", 1)) for cid in self.ids], dtype=torch.bool)
+
+    def names(self, labels: torch.Tensor) -> list[str]:
+        """Class names of a sample's labels."""
+        return [self.classes[int(i)] for i in labels]
+
+
+def _sample(image: Image.Image, info: dict, regions: list[tuple[list[float], int, np.ndarray | None]],
+            index: CategoryIndex, with_masks: bool) -> Sample:
     width, height = image.size
     boxes = torch.tensor([r[0] for r in regions], dtype=torch.float32).reshape(-1, 4)
     masks = None
     if with_masks:
-        stack = [torch.from_numpy(r[3].astype(bool)) for r in regions]
+        stack = [torch.from_numpy(r[2].astype(bool)) for r in regions]
         masks = torch.stack(stack) if stack else torch.zeros((0, height, width), dtype=torch.bool)
-    return RegionSample(image=image, image_id=int(info["id"]), file_name=info["file_name"], boxes=boxes,
-                        category_ids=torch.tensor([r[1] for r in regions], dtype=torch.long),
-                        names=[names[r[1]] for r in regions],
-                        isthing=torch.tensor([r[2] for r in regions], dtype=torch.bool), masks=masks)
+    labels = torch.tensor([index.index[r[1]] for r in regions], dtype=torch.long)
+    return Sample(image=image, key=str(info["file_name"]), boxes=boxes, labels=labels, masks=masks)
 
 
 class CocoRegions(SkippingDataset):
     """Things from a COCO instances file, plus stuff from an optional COCO-Stuff file (same images).
+
+    Yields ``Sample``s with boxes, labels (indices into ``classes``, categories sorted by id) and,
+    with ``with_masks``, instance masks; ``isthing[label]`` says whether a class is a thing.
 
     Categories with ``isthing: 0`` in the instances file count as stuff too. Crowd annotations are
     left out unless ``include_crowd``. Masks come from polygons or RLE alike (pycocotools annToMask).
@@ -89,15 +90,26 @@ class CocoRegions(SkippingDataset):
                 isthing = bool(cat.get("isthing", 1)) and thing_file
                 self.categories.setdefault(cat["id"], {**cat, "isthing": int(isthing)})
         self.image_ids = sorted(self.cocos[0][0].getImgIds())
+        self.category_index = CategoryIndex(self.categories)
 
     @property
-    def names(self) -> dict[int, str]:
-        return {cid: cat["name"] for cid, cat in self.categories.items()}
+    def classes(self) -> list[str]:
+        return self.category_index.classes
+
+    @property
+    def isthing(self) -> torch.Tensor:
+        return self.category_index.isthing
+
+    def has_boxes(self, index: int) -> bool:
+        """Whether image ``index`` has at least one (non-crowd) annotation, without decoding it."""
+        image_id = self.image_ids[index]
+        return any(bool(coco.getAnnIds(imgIds=image_id, iscrowd=None if self.include_crowd else False))
+                   for coco, _ in self.cocos if image_id in coco.imgs)
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
-    def __getitem__(self, index: int) -> RegionSample:
+    def __getitem__(self, index: int) -> Sample:
         image_id = self.image_ids[index]
         info = self.cocos[0][0].loadImgs(image_id)[0]
         image = open_image(self.image_dir / info["file_name"])
@@ -109,9 +121,8 @@ class CocoRegions(SkippingDataset):
                 if ann.get("iscrowd", 0) and not self.include_crowd:
                     continue
                 mask = coco.annToMask(ann) if self.with_masks else None
-                isthing = bool(self.categories[ann["category_id"]]["isthing"])
-                regions.append((_xyxy(ann["bbox"]), ann["category_id"], isthing, mask))
-        return _sample(image, info, regions, self.names, self.with_masks)
+                regions.append((_xyxy(ann["bbox"]), ann["category_id"], mask))
+        return _sample(image, info, regions, self.category_index, self.with_masks)
 
 
 def panoptic_ids(path: str | os.PathLike) -> np.ndarray:
@@ -134,16 +145,25 @@ class CocoPanopticRegions(SkippingDataset):
             self.categories = {c["id"]: c for c in doc["categories"]}
             self.images = {im["id"]: im for im in doc["images"]}
             self.annotations = sorted(doc["annotations"], key=lambda a: a["image_id"])
+            self.category_index = CategoryIndex(self.categories)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(f"{path}: expected a COCO panoptic JSON with images, annotations, categories "
                             f"({exc.__class__.__name__}: {exc})") from exc
         self.include_crowd = include_crowd
         self.skips = skip_counter if skip_counter is not None else SkipCounter()
 
+    @property
+    def classes(self) -> list[str]:
+        return self.category_index.classes
+
+    @property
+    def isthing(self) -> torch.Tensor:
+        return self.category_index.isthing
+
     def __len__(self) -> int:
         return len(self.annotations)
 
-    def __getitem__(self, index: int) -> RegionSample:
+    def __getitem__(self, index: int) -> Sample:
         ann = self.annotations[index]
         info = self.images[ann["image_id"]]
         image = open_image(self.image_dir / info["file_name"])
@@ -159,7 +179,5 @@ class CocoPanopticRegions(SkippingDataset):
             mask = ids == seg["id"]
             if not mask.any():
                 continue
-            cat = self.categories[seg["category_id"]]
-            regions.append((_xyxy(seg["bbox"]), seg["category_id"], bool(cat.get("isthing", 1)), mask))
-        names = {cid: c["name"] for cid, c in self.categories.items()}
-        return _sample(image, info, regions, names, True)
+            regions.append((_xyxy(seg["bbox"]), seg["category_id"], mask))
+        return _sample(image, info, regions, self.category_index, True)

@@ -1,4 +1,5 @@
 """The embedded default job: synthetic world -> pretrain -> CLIPSelf -> evaluation -> report."""
-from .pipeline import DemoConfig, run_demo
+from .config import DemoConfig
+from .pipeline import run_demo
 
 __all__ = ["DemoConfig", "run_demo"]

@@ -1,11 +1,9 @@
 """`clipdense demo`: the whole story on one machine, stage by stage, every number measured here."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,70 +12,15 @@ from ..data.synth import SynthConfig
 from ..data.writers import write_world
 from ..errors import ConfigError
 from ..evaluation import evaluate
-from ..models import DENSE_MODES, load_model
+from ..models import load_model
 from ..train.config import TrainConfig
-from ..train.distill import run_distillation
 from ..train.run import run_training
 from ..train.sources import open_training_source
+from .config import DemoConfig, resolve_demo_config
+from .report import write_report
 
 MARKER = "demo.json"
 Log = Callable[[str], None]
-
-
-@dataclass
-class DemoConfig:
-    """Sizes chosen so the full demo ends in under 10 minutes on 2 CPU cores; ``quick`` in about 1."""
-
-    out: str = "runs/demo"
-    quick: bool = False
-    model: str = "tiny-vit-t8"
-    pretrained: str | None = "synthworld"  # the shipped weights; None (--from-scratch) pretrains here first
-    train_scenes: int = 3000
-    val_scenes: int = 100
-    image_size: int = 64
-    pretrain_steps: int = 1500
-    pretrain_batch: int = 64
-    pretrain_lr: float = 2e-3
-    distill_steps: int = 300
-    distill_batch: int = 16
-    distill_lr: float = 1e-4
-    student_size: int = 128
-    global_guard: float = 1.0
-    templates: str = "world"
-    dense_modes: list[str] = field(default_factory=lambda: list(DENSE_MODES))
-    overlays: int = 4
-    seed: int = 0
-    device: str | None = "cpu"
-
-
-QUICK = {"train_scenes": 200, "val_scenes": 24, "pretrain_steps": 40, "pretrain_batch": 32,
-         "distill_steps": 6, "distill_batch": 8, "overlays": 2}
-
-
-def resolve_demo_config(config: DemoConfig) -> DemoConfig:
-    """Apply ``quick`` sizes (flags the user set explicitly are not overridden by the caller)."""
-    return dataclasses.replace(config, **QUICK) if config.quick else config
-
-
-FLAGGED = ("out", "model", "pretrained", "pretrain_steps", "distill_steps", "device")
-
-
-def demo_command(config: DemoConfig) -> str:
-    """The `clipdense demo` line that reproduces ``config``, so a report names how it was made.
-
-    Settings that have no flag (set through ``--config``) are listed after it as key=value.
-    """
-    base = resolve_demo_config(DemoConfig(quick=config.quick))
-    words = ["clipdense demo"] + (["--quick"] if config.quick else [])
-    if config.pretrained is None:
-        words.append("--from-scratch")
-    for name in FLAGGED:
-        value = getattr(config, name)
-        if value != getattr(base, name) and value is not None:
-            words.append(f"--{name.replace('_', '-')} {value}")
-    others = [f.name for f in dataclasses.fields(DemoConfig) if f.name not in FLAGGED + ("quick",)
-              and getattr(config, f.name) != getattr(base, f.name)]
-    return " ".join(words) + ("".join(f" [{n}={getattr(config, n)}]" for n in others) if others else "")
 
 
 def prepare_out(out: Path) -> None:
@@ -123,7 +66,7 @@ def stage_distill(config: DemoConfig, out: Path, model: str, pretrained: str | N
                           pretrained=pretrained, steps=config.distill_steps, batch_size=config.distill_batch,
                           lr=config.distill_lr, warmup_steps=max(config.distill_steps // 10, 1),
                           checkpoint_every=config.distill_steps, objective_args=args)
-    run_distillation(train)
+    run_training(train, open_source=open_training_source)
     return str(out / name)
 
 
@@ -145,8 +88,6 @@ def stage_eval(config: DemoConfig, out: Path, models: dict[str, tuple[str, str |
 
 def run_demo(config: DemoConfig, log: Log = print) -> Path:
     """Run every stage into ``config.out`` and write ``report.md``; returns the report's path."""
-    from .report import write_report
-
     config = resolve_demo_config(config)
     out = Path(config.out)
     prepare_out(out)

@@ -15,7 +15,7 @@ from ..data.world import open_world
 from ..models import load_model
 from ..tasks import segment
 from ..tasks.overlay import colourise, overlay, palette
-from .pipeline import demo_command
+from .config import demo_command
 
 MODELS = ("pretrained", "clipself", "clipself+guard")
 

@@ -13,9 +13,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
-from torchvision.ops import roi_align
 
 from ..errors import ConfigError
+from ..models.pooling import crop_boxes, expand_boxes
 from . import metrics
 from .common import DenseEncoder, ImageEncoder, chunks, normalize, progress
 
@@ -34,22 +34,6 @@ class RegionBatch:
     labels: list[Tensor]      # B x (N_i,) class indices
 
 
-def expand_boxes(boxes: Tensor, scale: Tensor | float, height: int, width: int) -> Tensor:
-    """Scale xyxy boxes about their centres by ``scale`` (per box or scalar), clipped to the image."""
-    scale = torch.as_tensor(scale, dtype=boxes.dtype, device=boxes.device)
-    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-    half = (boxes[:, 2:] - boxes[:, :2]) / 2 * scale.reshape(-1, 1)
-    out = torch.cat([centre - half, centre + half], dim=1)
-    limit = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
-    return torch.minimum(out.clamp_min(0), limit)
-
-
-def crop_regions(images: Tensor, boxes: list[Tensor], size: tuple[int, int]) -> Tensor:
-    """(sum N_i, 3, *size) crops resized by RoIAlign: bilinear, averaging several samples when shrinking."""
-    return roi_align(images.float(), [b.float() for b in boxes], output_size=size, spatial_scale=1.0,
-                     sampling_ratio=-1, aligned=True)
-
-
 def _embed(method: str, batch: RegionBatch, dense: Tensor | None, *, encode_image: ImageEncoder | None,
            input_size: tuple[int, int] | None, pool_boxes: BoxPooler | None, pool_masks: MaskPooler | None,
            thing_mask: Tensor, thing_expand: float, batch_size: int) -> Tensor:
@@ -63,7 +47,7 @@ def _embed(method: str, batch: RegionBatch, dense: Tensor | None, *, encode_imag
     for boxes, labels in zip(batch.boxes, batch.labels):
         scale = torch.where(thing_mask[labels], thing_expand, 1.0).to(boxes.dtype)
         expanded.append(expand_boxes(boxes, scale, height, width))
-    crops = crop_regions(batch.images, expanded, input_size)
+    crops = crop_boxes(batch.images, expanded, input_size)
     return torch.cat([encode_image(part).float() for part in chunks(crops, batch_size)]) if len(crops) \
         else torch.zeros(0, 0)
 

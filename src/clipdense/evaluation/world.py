@@ -96,12 +96,13 @@ def _safe(world: EvalWorld, load: Callable[[], object]) -> object | None:
 def classification_batches(world: EvalWorld, preprocess: Preprocess, batch_size: int
                            ) -> tuple[Batches, list[str]]:
     """ImageFolder split: batches of (images, labels) and the class names (folder names, sorted)."""
-    dataset = ImageFolderDataset(world.paths["classify_dir"], transform=preprocess, skip_counter=world.skips)
+    dataset = ImageFolderDataset(world.paths["classify_dir"], skip_counter=world.skips)
 
     def make(indices: Sequence[int]) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-        pairs = [p for p in (_safe(world, lambda i=i: dataset[i]) for i in indices) if p is not None]
-        if pairs:
-            yield torch.stack([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+        samples = [s for s in (_safe(world, lambda i=i: dataset[i]) for i in indices) if s is not None]
+        if samples:
+            yield (torch.stack([preprocess(s.image) for s in samples]),
+                   torch.tensor([s.image_label for s in samples]))
     return Batches(range(len(dataset)), batch_size, make), list(dataset.classes)
 
 
@@ -131,7 +132,7 @@ def segmentation_samples(world: EvalWorld, to_tensor: Preprocess, short_side: in
 
     def gen() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for sample in dataset:  # iteration skips and counts unreadable images
-            yield to_tensor(_resize(sample.image, short_side)), sample.label
+            yield to_tensor(_resize(sample.image, short_side)), sample.semantic
     return len(dataset), gen()
 
 
@@ -141,7 +142,7 @@ def region_batches(world: EvalWorld, to_tensor: Preprocess, short_side: int | No
     dataset = CocoRegions(world.paths["image_dir"], world.paths["instances"], stuff, with_masks=True,
                           skip_counter=world.skips)
     index = {name: i for i, name in enumerate(world.classes)}
-    unknown = sorted(set(dataset.names.values()) - set(index))
+    unknown = sorted(set(dataset.classes) - set(index))
     if unknown:
         raise DataError(f"{world.paths['instances']}: categories {unknown[:5]} are not in the class list")
 
@@ -156,7 +157,7 @@ def region_batches(world: EvalWorld, to_tensor: Preprocess, short_side: int | No
             batch.images.append(tensor)
             batch.boxes.append(sample.boxes * (tensor.shape[-1] / sample.image.width))
             batch.masks.append(sample.masks)
-            batch.labels.append(torch.tensor([index[n] for n in sample.names]))
+            batch.labels.append(torch.tensor([index[dataset.classes[int(i)]] for i in sample.labels]))
         for b in groups.values():
             yield RegionBatch(torch.stack(b.images), b.boxes, b.masks, b.labels)
     return Batches(range(len(dataset)), batch_size, make)

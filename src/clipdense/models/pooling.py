@@ -83,3 +83,28 @@ def pool_masks(dense: torch.Tensor, masks: Sequence[torch.Tensor]) -> torch.Tens
     if not out:
         return dense.new_zeros((0, dense.shape[1]))
     return torch.cat(out)
+
+
+def expand_boxes(boxes: torch.Tensor, scale: torch.Tensor | float, height: float, width: float) -> torch.Tensor:
+    """Scale xyxy boxes about their centres by ``scale`` (per box or scalar), clipped to the image.
+
+    The one expansion rule for CLIPSelf's teacher crops and the evaluation's ``crops`` baseline;
+    normalised boxes use ``height = width = 1``.
+    """
+    scale = torch.as_tensor(scale, dtype=boxes.dtype, device=boxes.device)
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = (boxes[:, 2:] - boxes[:, :2]) / 2 * scale.reshape(-1, 1)
+    out = torch.cat([centre - half, centre + half], dim=1)
+    limit = torch.tensor([width, height, width, height], dtype=boxes.dtype, device=boxes.device)
+    return torch.minimum(out.clamp_min(0), limit)
+
+
+def crop_boxes(images: torch.Tensor, boxes: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """(sum N_i, C, *size) crops of ``images`` (B, C, H, W) at xyxy pixel ``boxes``, resized by RoIAlign
+    (bilinear, averaging several samples per output pixel when shrinking).
+
+    The one crop path: CLIPSelf's teacher embeds exactly these crops, and the evaluation's ``crops``
+    baseline is measured on them, so that baseline is the signal CLIPSelf distils.
+    """
+    return roi_align(images.float(), [b.float() for b in boxes], output_size=size, spatial_scale=1.0,
+                     sampling_ratio=-1, aligned=True)

@@ -24,7 +24,6 @@ OBJECTIVES: dict[str, str] = {
     "silc": "silc:SilcObjective",
     "clipself": "clipself:ClipSelfObjective",
 }
-PRETRAINING_OBJECTIVES = ("clip", "siglip", "slip", "silc")
 
 
 def objective_class(name: str) -> type[Objective]:

@@ -58,6 +58,7 @@ class ClipObjective(Objective):
     """
 
     name: ClassVar[str] = "clip"
+    needs: ClassVar[frozenset[str]] = frozenset({"caption"})
     Options: ClassVar[type] = ClipOptions
 
     def __init__(self, model: nn.Module, tokenizer: Callable[..., torch.Tensor],

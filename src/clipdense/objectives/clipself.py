@@ -27,41 +27,34 @@ from .teacher_cache import TeacherCache, teacher_fingerprint
 from .views import model_image_stats
 
 
+def _option(default: Any, help: str, **kwargs: Any) -> Any:
+    """A dataclass field whose ``help`` is the flag's help in `clipdense distill` (one declaration)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **kwargs})
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
 @dataclass
 class ClipSelfOptions:
-    """Options of CLIPSelf (``objective_args``; `clipdense distill` flags).
+    """Options of CLIPSelf: ``--objective-arg KEY=VALUE`` of `clipdense train --objective clipself`, and
+    flags of `clipdense distill` (generated from these fields; ``help`` below is their text)."""
 
-    Args:
-        regions: "grid" (m x n splits, the paper's image-patch mode) or "boxes" (given boxes/proposals).
-        max_split, max_regions: the grid rule's M and K (paper: M=6, K=20).
-        dense_mode: the student's dense mode (paper: maskclip-style value path in the last block).
-        student_size: student input side (paper: 1024 for a 224 teacher); 0 = 2x the teacher's.
-        student_sizes: several sides to cycle through step by step (multi-scale); overrides student_size.
-        teacher_size: side of the teacher's crops; 0 = the model's input size.
-        box_expand: teacher crops of given boxes are this much larger (paper: 1.5); grid cells are not expanded.
-        global_guard: weight of 1 - cos(student image embedding, teacher's) on the whole image (0 = off).
-        crop_guard: weight of 1 - cos(student embedding of each crop, teacher's) (0 = off).
-        teacher_cache: folder for cached teacher embeddings ("" = no cache).
-        fixed_regions: draw grid cells from the image's hash, same every epoch (needed for the cache to hit).
-        cache_flush_every: write the cache after this many steps (and at the end).
-        boxes_file: COCO JSON with the boxes for regions="boxes" when the data is not a world (read by
-            the data source; kept here so a resumed run finds it again).
-    """
-
-    regions: str = "grid"
-    max_split: int = 6
-    max_regions: int = 20
-    dense_mode: str = "maskclip"
-    student_size: int = 0
-    student_sizes: list[int] = field(default_factory=list)
-    teacher_size: int = 0
-    box_expand: float = 1.5
-    global_guard: float = 0.0
-    crop_guard: float = 0.0
-    teacher_cache: str = ""
-    fixed_regions: bool = False
-    cache_flush_every: int = 200
-    boxes_file: str = ""
+    regions: str = _option("grid", "grid cells (the paper's image patches) or the data's boxes/proposals",
+                           choices=REGION_MODES)
+    max_split: int = _option(6, "the grid rule's M: at most M cells per side (paper: 6)")
+    max_regions: int = _option(20, "regions per image, K (paper: 20)")
+    dense_mode: str = _option("maskclip", "the student's dense mode (paper: maskclip-style value path)")
+    student_size: int = _option(0, "student input side (paper: 1024 for a 224 teacher); 0 = 2x the teacher's")
+    student_sizes: list[int] = _option([], "several student sides cycled step by step (multi-scale); "
+                                           "overrides student_size")
+    teacher_size: int = _option(0, "side of the teacher's crops; 0 = the model's input size")
+    box_expand: float = _option(1.5, "teacher crops of boxes are this much larger (paper: 1.5); grid cells are not")
+    global_guard: float = _option(0.0, "weight of 1 - cos(student image embedding, teacher's) (0 = off)")
+    crop_guard: float = _option(0.0, "weight of 1 - cos(student crop embedding, teacher's) (0 = off)")
+    teacher_cache: str = _option("", "folder caching the teacher's embeddings (\"\" = no cache)")
+    fixed_regions: bool = _option(False, "grid cells drawn from the image's hash, the same every epoch "
+                                         "(the cache needs it; on with --teacher-cache)")
+    cache_flush_every: int = _option(200, "write the teacher cache after this many steps (and at the end)")
 
 
 def _validate(options: ClipSelfOptions) -> None:
@@ -128,10 +121,15 @@ class ClipSelfObjective(Objective):
     def exported_model(self) -> nn.Module:
         return self.model
 
+    def required_fields(self) -> frozenset[str]:
+        return frozenset({"boxes"}) if self.options.regions == "boxes" else frozenset()
+
+    def describe_requirement(self) -> str:
+        return f"clipself with regions={self.options.regions}"
+
     def sample_transform(self) -> SampleTransform:
         o = self.options
-        return ClipSelfTransform(max(self.student_sizes), self.teacher_size, self.mean, self.std, o.regions,
-                                 o.max_split, o.max_regions, o.box_expand,
+        return ClipSelfTransform(o, max(self.student_sizes), self.teacher_size, self.mean, self.std,
                                  o.fixed_regions or bool(o.teacher_cache), with_global=o.global_guard > 0,
                                  cached=self.cache.__contains__ if self.cache is not None else None)
 

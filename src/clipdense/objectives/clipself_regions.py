@@ -1,4 +1,4 @@
-"""CLIPSelf's regions and per-sample views: grid cells or given boxes, student image, teacher crops.
+"""CLIPSelf's regions and per-sample views: grid cells or the sample's boxes, student image, teacher crops.
 
 Boxes travel in normalised [0, 1] x1,y1,x2,y2 coordinates so the student can run at any size.
 """
@@ -15,7 +15,8 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
-from ..errors import DataError
+from ..data.sample import Sample
+from ..models.pooling import crop_boxes, expand_boxes
 
 REGION_MODES = ("grid", "boxes")
 
@@ -30,13 +31,6 @@ def grid_boxes(generator: torch.Generator, max_split: int = 6, max_regions: int 
     cells = torch.tensor([[xs[i], ys[j], xs[i + 1], ys[j + 1]] for j in range(n) for i in range(m)])
     order = torch.randperm(len(cells), generator=generator)[:max_regions]
     return cells[order]
-
-
-def expand_boxes(boxes: torch.Tensor, factor: float) -> torch.Tensor:
-    """Scale normalised boxes about their centres by ``factor``, clipped to the image."""
-    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-    half = (boxes[:, 2:] - boxes[:, :2]) * factor / 2
-    return torch.cat([centre - half, centre + half], dim=1).clamp(0.0, 1.0)
 
 
 def image_digest(image: Image.Image) -> int:
@@ -54,79 +48,81 @@ def region_keys(image_hash: int, boxes: torch.Tensor, teacher_size: int) -> torc
     return torch.tensor(keys, dtype=torch.int64)
 
 
-def normalised_boxes(boxes: Sequence[Sequence[float]], width: int, height: int, key: str) -> torch.Tensor:
-    """Pixel x1,y1,x2,y2 boxes -> normalised, with a clear error for boxes outside the image."""
-    tensor = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
-    bad = (tensor[:, 2] <= tensor[:, 0]) | (tensor[:, 3] <= tensor[:, 1]) | (tensor[:, :2] < -1).any(1) | \
-          (tensor[:, 2] > width + 1) | (tensor[:, 3] > height + 1)
-    if bad.any():
-        raise DataError(f"{key}: box {tensor[bad][0].tolist()} is empty or outside the {width}x{height} image")
-    return (tensor / torch.tensor([width, height, width, height])).clamp(0.0, 1.0)
+def normalised_boxes(sample: Sample) -> torch.Tensor:
+    """The sample's pixel boxes clipped to the image and normalised; boxes under a pixel on a side are
+    dropped, and the whole image is the one region when none remain (as the official proposal variant)."""
+    width, height = sample.image.size
+    boxes = sample.boxes.reshape(-1, 4).float() if sample.boxes is not None else torch.zeros(0, 4)
+    limit = torch.tensor([width, height, width, height], dtype=torch.float32)
+    boxes = torch.minimum(boxes.clamp_min(0), limit)
+    boxes = boxes[((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)]
+    if not len(boxes):
+        return torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+    return boxes / limit
 
 
 @dataclass
 class ClipSelfTransform:
-    """(image, record, generator) -> student image, teacher crops, boxes, cache keys (padded to K).
+    """(sample, generator) -> student image, teacher crops, boxes, cache keys (padded to K).
 
-    ``record`` is a caption string (grid regions) or a dict with ``boxes`` (pixel xyxy) for box regions.
-    With ``fixed_regions`` the grid is drawn from the image's own hash, so every epoch sees the
-    same cells and the teacher cache can serve them.
+    Regions are grid cells (``options.regions == "grid"``) or the sample's boxes. Teacher crops are cut
+    by ``clipdense.models.pooling.crop_boxes`` (RoIAlign) from the normalised full-resolution image: the
+    same crop path as the evaluation's ``crops`` baseline. With ``fixed_regions`` the grid is drawn
+    from the image's hash, so every epoch sees the same cells and the teacher cache can serve them.
     """
 
+    options: Any   # ClipSelfOptions (objectives.clipself); not imported here to keep the modules acyclic
     student_size: int
     teacher_size: int
     mean: Sequence[float]
     std: Sequence[float]
-    regions: str = "grid"
-    max_split: int = 6
-    max_regions: int = 20
-    box_expand: float = 1.5
     fixed_regions: bool = False
     with_global: bool = True
     cached: Callable[[int], bool] | None = None   # key -> teacher embedding already cached (skip the crop)
 
-    def _boxes(self, image: Image.Image, record: Any, image_hash: int,
-               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def _boxes(self, sample: Sample, image_hash: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(student boxes, teacher crop boxes), both normalised."""
-        if self.regions == "grid":
+        o = self.options
+        if o.regions == "grid":
             if self.fixed_regions:
                 generator = torch.Generator().manual_seed(image_hash)
-            boxes = grid_boxes(generator, self.max_split, self.max_regions)
+            boxes = grid_boxes(generator, o.max_split, o.max_regions)
             return boxes, boxes
-        given = record.get("boxes") if isinstance(record, dict) else None
-        if not given:
-            raise DataError(f"{record.get('key', '?') if isinstance(record, dict) else '?'}: "
-                            "regions=boxes needs boxes for every image")
-        boxes = normalised_boxes(given, image.width, image.height, str(record.get("key", "?")))
+        boxes = normalised_boxes(sample)
         order = torch.arange(len(boxes)) if self.fixed_regions else torch.randperm(len(boxes), generator=generator)
-        boxes = boxes[order[: self.max_regions]]
-        return boxes, expand_boxes(boxes, self.box_expand)
+        boxes = boxes[order[: o.max_regions]]
+        return boxes, expand_boxes(boxes, o.box_expand, 1.0, 1.0)
 
     def _view(self, image: Image.Image, size: int) -> torch.Tensor:
         resized = TF.resize(image, [size, size], interpolation=InterpolationMode.BICUBIC)
         return TF.normalize(TF.to_tensor(resized), list(self.mean), list(self.std))
 
-    def __call__(self, image: Image.Image, record: Any, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def _crops(self, image: Image.Image, crop_boxes_: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """(K, 3, T, T) teacher crops; regions the cache already serves stay zero (never looked at)."""
+        k, size, capacity = len(crop_boxes_), self.teacher_size, self.options.max_regions
+        crops = torch.zeros(capacity, 3, size, size)
+        todo = torch.tensor([not (self.cached is not None and self.cached(int(keys[i]))) for i in range(k)],
+                            dtype=torch.bool)
+        if todo.any():
+            pixels = TF.normalize(TF.to_tensor(image), list(self.mean), list(self.std))
+            scale = torch.tensor([image.width, image.height] * 2, dtype=torch.float32)
+            crops[:k][todo] = crop_boxes(pixels[None], [crop_boxes_[todo] * scale], (size, size))
+        return crops
+
+    def __call__(self, sample: Sample, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        image = sample.image
         image_hash = image_digest(image)
-        boxes, crop_boxes = self._boxes(image, record, image_hash, generator)
-        k, size = len(boxes), self.teacher_size
-        keys = torch.zeros(self.max_regions + 1, dtype=torch.int64)
-        keys[:k] = region_keys(image_hash, crop_boxes, size)
+        boxes, crop_boxes_ = self._boxes(sample, image_hash, generator)
+        k, size, capacity = len(boxes), self.teacher_size, self.options.max_regions
+        keys = torch.zeros(capacity + 1, dtype=torch.int64)
+        keys[:k] = region_keys(image_hash, crop_boxes_, size)
         keys[-1] = region_keys(image_hash, torch.tensor([[0.0, 0.0, 1.0, 1.0]]), size)[0]
-        crops = torch.zeros(self.max_regions, 3, size, size)
-        for i, (x1, y1, x2, y2) in enumerate(crop_boxes.tolist()):
-            if self.cached is not None and self.cached(int(keys[i])):
-                continue  # the teacher cache serves this region: its pixels are never looked at
-            left, top = x1 * image.width, y1 * image.height
-            w, h = max((x2 - x1) * image.width, 1.0), max((y2 - y1) * image.height, 1.0)
-            crop = image.resize((size, size), Image.BICUBIC, box=(left, top, left + w, top + h))
-            crops[i] = TF.normalize(TF.to_tensor(crop), list(self.mean), list(self.std))
-        padded = torch.zeros(self.max_regions, 4)
+        padded = torch.zeros(capacity, 4)
         padded[:k] = boxes
-        valid = torch.zeros(self.max_regions, dtype=torch.bool)
+        valid = torch.zeros(capacity, dtype=torch.bool)
         valid[:k] = True
-        sample = {"image": self._view(image, self.student_size), "crops": crops, "boxes": padded,
-                  "valid": valid, "keys": keys}
+        out = {"image": self._view(image, self.student_size), "crops": self._crops(image, crop_boxes_, keys[:k]),
+               "boxes": padded, "valid": valid, "keys": keys}
         if self.with_global:  # only the global guard looks at the whole image at teacher size
-            sample["global"] = self._view(image, size)
-        return sample
+            out["global"] = self._view(image, size)
+        return out

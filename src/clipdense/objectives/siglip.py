@@ -51,6 +51,7 @@ class SigLipObjective(Objective):
     """
 
     name: ClassVar[str] = "siglip"
+    needs: ClassVar[frozenset[str]] = frozenset({"caption"})
     Options: ClassVar[type] = SigLipOptions
 
     def __init__(self, model: nn.Module, tokenizer: Callable[..., torch.Tensor],

@@ -14,7 +14,7 @@ from typing import Callable, ClassVar
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from PIL import Image
+from ..data.sample import Sample
 from torch import nn
 from torch.func import functional_call
 
@@ -89,7 +89,8 @@ class MultiCrop:
     local_crops: int
     tokenize: Tokenize
 
-    def __call__(self, image: Image.Image, text: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def __call__(self, sample: Sample, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        image, text = sample.image, sample.caption
         return {"globals": torch.stack([self.global_view(image, generator) for _ in range(self.global_crops)]),
                 "locals": torch.stack([self.local_view(image, generator) for _ in range(self.local_crops)]),
                 "text": self.tokenize(text)}
@@ -111,6 +112,7 @@ class SilcObjective(Objective):
     """
 
     name: ClassVar[str] = "silc"
+    needs: ClassVar[frozenset[str]] = frozenset({"caption"})
     Options: ClassVar[type] = SilcOptions
 
     def __init__(self, model: nn.Module, tokenizer: Callable[..., torch.Tensor],

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.distributed.nn
 import torch.nn.functional as F
-from PIL import Image
+from ..data.sample import Sample
 from torch import nn
 
 from ..train.data import SampleTransform
@@ -85,8 +85,9 @@ class SlipTransform:
     ssl_view: ImageView
     tokenize: Tokenize
 
-    def __call__(self, image: Image.Image, text: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        return {"image": self.clip_view(image, generator), "text": self.tokenize(text),
+    def __call__(self, sample: Sample, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        image = sample.image
+        return {"image": self.clip_view(image, generator), "text": self.tokenize(sample.caption),
                 "view1": self.ssl_view(image, generator), "view2": self.ssl_view(image, generator)}
 
 
@@ -94,6 +95,7 @@ class SlipObjective(Objective):
     """CLIP + weighted SimCLR. Batch: image, text, view1, view2."""
 
     name: ClassVar[str] = "slip"
+    needs: ClassVar[frozenset[str]] = frozenset({"caption"})
     Options: ClassVar[type] = SlipOptions
 
     def __init__(self, model: nn.Module, tokenizer: Callable[..., torch.Tensor],

@@ -5,7 +5,6 @@ torchvision's functional ops for the pixels.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -14,29 +13,11 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
+from ..data.sample import Sample
+from ..data.transforms import random_crop_window, uniform
+
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-def _uniform(generator: torch.Generator, low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand((), generator=generator))
-
-
-def crop_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float],
-             generator: torch.Generator) -> tuple[int, int, int, int]:
-    """(top, left, h, w) of a random crop covering ``scale`` of the area (torchvision's algorithm)."""
-    area = width * height
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target = area * _uniform(generator, *scale)
-        aspect = math.exp(_uniform(generator, *log_ratio))
-        w, h = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            top = int(torch.randint(0, height - h + 1, (), generator=generator))
-            left = int(torch.randint(0, width - w + 1, (), generator=generator))
-            return top, left, h, w
-    side = min(width, height)                      # fallback: central square
-    return (height - side) // 2, (width - side) // 2, side, side
 
 
 @dataclass
@@ -61,10 +42,10 @@ class ImageView:
     std: Sequence[float] = OPENAI_STD
 
     def __call__(self, image: Image.Image, generator: torch.Generator) -> torch.Tensor:
-        top, left, h, w = crop_box(image.width, image.height, self.scale, self.ratio, generator)
+        top, left, h, w = random_crop_window(image.width, image.height, self.scale, self.ratio, generator)
         image = TF.resized_crop(image, top, left, h, w, [self.size, self.size],
                                 interpolation=InterpolationMode.BICUBIC)
-        if self.flip and _uniform(generator, 0, 1) < 0.5:
+        if self.flip and uniform(generator, 0, 1) < 0.5:
             image = TF.hflip(image)
         if self.color_jitter > 0:
             image = self._distort(image, generator)
@@ -73,12 +54,12 @@ class ImageView:
 
     def _distort(self, image: Image.Image, generator: torch.Generator) -> Image.Image:
         s = self.color_jitter
-        if _uniform(generator, 0, 1) < 0.8:
-            image = TF.adjust_brightness(image, _uniform(generator, max(0.0, 1 - 0.4 * s), 1 + 0.4 * s))
-            image = TF.adjust_contrast(image, _uniform(generator, max(0.0, 1 - 0.4 * s), 1 + 0.4 * s))
-            image = TF.adjust_saturation(image, _uniform(generator, max(0.0, 1 - 0.4 * s), 1 + 0.4 * s))
-            image = TF.adjust_hue(image, _uniform(generator, -0.1 * s, 0.1 * s))
-        if _uniform(generator, 0, 1) < 0.2:
+        if uniform(generator, 0, 1) < 0.8:
+            image = TF.adjust_brightness(image, uniform(generator, max(0.0, 1 - 0.4 * s), 1 + 0.4 * s))
+            image = TF.adjust_contrast(image, uniform(generator, max(0.0, 1 - 0.4 * s), 1 + 0.4 * s))
+            image = TF.adjust_saturation(image, uniform(generator, max(0.0, 1 - 0.4 * s), 1 + 0.4 * s))
+            image = TF.adjust_hue(image, uniform(generator, -0.1 * s, 0.1 * s))
+        if uniform(generator, 0, 1) < 0.2:
             image = TF.to_grayscale(image, num_output_channels=3)
         return image
 
@@ -109,5 +90,5 @@ class ImageTextTransform:
     view: ImageView
     tokenize: Tokenize
 
-    def __call__(self, image: Image.Image, text: str, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        return {"image": self.view(image, generator), "text": self.tokenize(text)}
+    def __call__(self, sample: Sample, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return {"image": self.view(sample.image, generator), "text": self.tokenize(sample.caption)}

@@ -1,4 +1,4 @@
-"""From a stream of decoded (image, text) samples to resumable, reproducible batches.
+"""From a stream of decoded ``Sample``s to resumable, reproducible batches.
 
 Random augmentation draws from a generator seeded by (seed, global sample index), never from the
 global RNG: a resumed run, a run with other worker counts, and an uninterrupted run all see the
@@ -15,12 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 import torch
-from PIL import Image
-
+from ..data.sample import Sample
 from ..errors import DataError
 
 Batch = dict[str, torch.Tensor]
-SampleTransform = Callable[[Image.Image, str, torch.Generator], dict[str, torch.Tensor]]
+SampleTransform = Callable[[Sample, torch.Generator], dict[str, torch.Tensor]]
 Collate = Callable[[Sequence[dict[str, torch.Tensor]]], Batch]
 
 
@@ -28,7 +27,7 @@ Collate = Callable[[Sequence[dict[str, torch.Tensor]]], Batch]
 class ResumableSource(Protocol):
     """A sample iterable that can report and restore where it is (the data readers implement this)."""
 
-    def __iter__(self) -> Iterator[tuple[Image.Image, str]]: ...
+    def __iter__(self) -> Iterator[Sample]: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
@@ -52,8 +51,8 @@ class BatchStream:
     """Infinite iterator of collated batches, with a position that survives a restart.
 
     Args:
-        source: decoded (PIL image, caption) samples for this rank; infinite (epochs) or finite.
-        transform: the objective's per-sample transform ``(image, text, generator) -> dict``.
+        source: decoded Samples for this rank; infinite (epochs) or finite.
+        transform: the objective's per-sample transform ``(sample, generator) -> dict``.
         batch_size: samples per batch on this rank.
         seed, rank, world_size: give every sample's augmentation seed (see module docstring).
         collate: turns a list of sample dicts into a batch (default: stack).
@@ -62,7 +61,7 @@ class BatchStream:
             so the result does not depend on the thread count.
     """
 
-    def __init__(self, source: Iterable[tuple[Image.Image, str]], transform: SampleTransform, batch_size: int,
+    def __init__(self, source: Iterable[Sample], transform: SampleTransform, batch_size: int,
                  seed: int = 0, rank: int = 0, world_size: int = 1, collate: Collate | None = None,
                  augment_threads: int = 0) -> None:
         self.source, self.transform, self.batch_size = source, transform, batch_size
@@ -70,9 +69,9 @@ class BatchStream:
         self._pool = ThreadPoolExecutor(augment_threads) if augment_threads > 0 else None
         self.position = 0          # samples consumed on this rank
         self._skip = 0             # samples to drop on the next iteration (resume without source state)
-        self._iterator: Iterator[tuple[Image.Image, str]] | None = None
+        self._iterator: Iterator[Sample] | None = None
 
-    def _next_sample(self) -> tuple[Image.Image, str]:
+    def _next_sample(self) -> Sample:
         if self._iterator is None:
             self._iterator = iter(self.source)
             for _ in range(self._skip):
@@ -91,9 +90,9 @@ class BatchStream:
         """Read, augment and collate ``batch_size`` samples."""
         jobs = []
         for _ in range(self.batch_size):
-            image, text = self._next_sample()
+            sample = self._next_sample()
             index = self.position * self.world_size + self.rank
-            jobs.append((image, text, torch.Generator().manual_seed(sample_seed(self.seed, index))))
+            jobs.append((sample, torch.Generator().manual_seed(sample_seed(self.seed, index))))
             self.position += 1
         if self._pool is None:
             return self.collate([self.transform(*job) for job in jobs])
@@ -156,7 +155,7 @@ class PrefetchedBatches:
         self._thread: threading.Thread | None = None
 
     @property
-    def source(self) -> Iterable[tuple[Image.Image, str]]:
+    def source(self) -> Iterable[Sample]:
         return self.stream.source
 
     def _produce(self, out: queue.Queue, stop: threading.Event) -> None:
@@ -200,12 +199,12 @@ class PrefetchedBatches:
 
 
 class InMemorySamples:
-    """A list of (image, text) pairs as an endless, per-epoch shuffled, rank-sharded source.
+    """A list of Samples as an endless, per-epoch shuffled, rank-sharded source.
 
     For tests and small experiments; resumable (it implements ``ResumableSource``).
     """
 
-    def __init__(self, samples: Sequence[tuple[Image.Image, str]], seed: int = 0, rank: int = 0,
+    def __init__(self, samples: Sequence[Sample], seed: int = 0, rank: int = 0,
                  world_size: int = 1, shuffle: bool = True) -> None:
         if not samples:
             raise DataError("no samples given")
@@ -219,7 +218,7 @@ class InMemorySamples:
             random.Random(self.seed * 100_003 + self.epoch).shuffle(order)
         return order[self.rank::self.world_size]
 
-    def __iter__(self) -> Iterator[tuple[Image.Image, str]]:
+    def __iter__(self) -> Iterator[Sample]:
         while True:
             order = self._order()
             while self.index < len(order):

@@ -7,6 +7,7 @@ calls ``forward`` under autocast, backpropagates ``losses["loss"]``, steps the o
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator, Sequence
 
 import torch
@@ -15,10 +16,21 @@ from torch import nn
 from .data import SampleTransform, stack_collate
 
 
+@dataclass(frozen=True)
+class HeadExport:
+    """What a head-training objective exports: ``head`` and the loaded ``Bundle`` it runs on (whose
+    name, pretrained tag and weights fingerprint the head file records)."""
+
+    head: nn.Module
+    backbone: Any
+
+
 class Objective(nn.Module):
     """A training method: owns the trainable modules and turns a batch into named losses."""
 
     name: ClassVar[str] = ""
+    #: The Sample fields every run of this method needs (``required_fields`` may add option-dependent ones).
+    needs: ClassVar[frozenset[str]] = frozenset()
     #: DDP must tolerate parameters without gradient in a step (e.g. a loss term switched on late).
     ddp_find_unused_parameters: bool = False
 
@@ -34,11 +46,25 @@ class Objective(nn.Module):
         """The module whose weights are saved as the run's model.safetensors (e.g. the student)."""
         return self
 
+    def exported_head(self) -> HeadExport | None:
+        """For a method that trains a head: ``exported_model()`` is that head, saved in the head format
+        (``clipdense.heads``) with the backbone it runs on. None (default): the export is a CLIP model."""
+        return None
+
     def after_step(self, step: int) -> None:
         """Hook run after each optimiser step (EMA teachers, centring buffers, clamping)."""
 
+    def required_fields(self) -> frozenset[str]:
+        """The ``Sample`` fields this method trains on (``clipdense.data.sample.FIELDS``); the engine opens
+        the reader of ``--data`` that fills them, or stops with one line saying what the data lacks."""
+        return self.needs
+
+    def describe_requirement(self) -> str:
+        """How error messages name this method (options that change what it needs included)."""
+        return self.name
+
     def sample_transform(self) -> SampleTransform | None:
-        """Per-sample ``(image, text, generator) -> {name: tensor}`` this method trains on.
+        """Per-sample ``(sample, generator) -> {name: tensor}`` this method trains on.
 
         Each method declares its own views (one crop for clip, two for slip, multi-crop for silc);
         the engine's BatchStream applies it with a per-sample seeded generator. None: the method

@@ -7,11 +7,10 @@ from typing import Any, Iterable, Sequence
 
 import torch
 import yaml
-from PIL import Image
-
 from ..config import save_config
 from ..errors import ConfigError, DataError
 from ..models import load_model, model_config
+from ..data.sample import Sample
 from ..objectives import build_objective
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -19,7 +18,7 @@ from .data import BatchStream, PrefetchedBatches
 from .distributed import DistInfo, cleanup, init_distributed, resolve_device
 from .engine import Evaluator, Hook, Trainer, TrainResult
 
-Source = Iterable[tuple[Image.Image, str]]
+Source = Iterable[Sample]
 
 
 def resolve_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
@@ -76,11 +75,11 @@ def run_training(config: TrainConfig, source: Source | None = None, evaluator: E
 
     Args:
         config: the run configuration (``config.validate`` is applied).
-        source: decoded (image, caption) samples for this rank; if None, ``open_source`` builds it.
+        source: decoded Samples for this rank; if None, ``open_source`` builds it.
         evaluator: optional periodic evaluation ``(model, step) -> metrics``.
         hooks: ``(step, trainer)`` callables after each step.
-        open_source: ``(config, rank, world_size) -> source`` used when ``source`` is None
-            (the CLI passes ``sources.open_training_source``).
+        open_source: ``(config, rank, world_size, needed fields, who) -> source`` used when ``source`` is
+            None (the CLI passes ``sources.open_training_source``).
         evaluate_on_world: without an ``evaluator``, run zero-shot + retrieval on the world's
             val split (``val_data`` or ``data``) every ``eval_every`` steps and at the end.
     """
@@ -104,7 +103,8 @@ def run_training(config: TrainConfig, source: Source | None = None, evaluator: E
         if source is None:
             if open_source is None:
                 raise ConfigError("no training data: pass --data")
-            source = open_source(config, info.rank, info.world_size)
+            source = open_source(config, info.rank, info.world_size, objective.required_fields(),
+                                 objective.describe_requirement())
         check_data_size(source, config)
         prefetch, threads = config.loader_threads(device.type)
         batches = BatchStream(source, transform, config.micro_batch_size(info.world_size), seed=config.seed,

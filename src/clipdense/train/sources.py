@@ -1,15 +1,18 @@
-"""Training data from disk (clipdense.data readers) and periodic evaluation on a world's val split."""
+"""Training data from disk (clipdense.data readers, chosen by the fields the objective needs) and
+periodic evaluation on a world's val split."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
-from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data import ImageTextDataset
+from ..data.readers import open_reader
+from ..data.sample import Sample
+from ..data.streams import IndexedSource
 from ..data.world import is_world
 from ..errors import DataError
 from .config import TrainConfig
@@ -21,7 +24,7 @@ def _identity(sample: dict[str, Any]) -> dict[str, Any]:
 
 
 class StreamingSource:
-    """Endless (image, caption) stream over epochs of an ``ImageTextDataset``, decoded in worker processes.
+    """Endless Sample (image, key, caption) stream over epochs of an ``ImageTextDataset``, decoded in worker processes.
 
     Workers only decode (no randomness); augmentation happens in the engine's BatchStream with
     per-sample seeds. With one sample per fetch and chunk_size 1 the DataLoader's round-robin
@@ -39,7 +42,7 @@ class StreamingSource:
         per_rank = self.dataset.num_samples
         return None if per_rank is None else per_rank * self.dataset.world_size
 
-    def __iter__(self) -> Iterator[tuple[Image.Image, str]]:
+    def __iter__(self) -> Iterator[Sample]:
         while True:
             self._start, self._consumed = self.dataset.position, 0
             loader = DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
@@ -49,7 +52,7 @@ class StreamingSource:
                 self.skipped += int(sample["skipped"])
                 self._consumed += 1 + int(sample["skipped"])
                 yielded += 1
-                yield sample["image"], sample["caption"]
+                yield Sample(sample["image"], str(sample["key"]), caption=sample["caption"])
             if yielded == 0 and self._start == 0:   # resumed exactly at an epoch's end is not empty data
                 raise DataError(f"{self.dataset.files}: no readable image-text samples "
                                 f"({self.skipped + self.dataset.skips.count} skipped)")
@@ -64,13 +67,24 @@ class StreamingSource:
         self._start, self._consumed = self.dataset.position, 0
 
 
-def open_training_source(config: TrainConfig, rank: int, world_size: int) -> StreamingSource:
-    """The ``--data`` path (world folder, CSV, shard pattern) as this rank's sample stream."""
+def open_training_source(config: TrainConfig, rank: int, world_size: int, needs: Iterable[str] = (),
+                         who: str = "training") -> StreamingSource | IndexedSource:
+    """This rank's Sample stream from ``--data``: the reader that fills ``needs`` (DataError if none does).
+
+    Image-text data streams through DataLoader workers; annotated formats (COCO, semantic folders,
+    ImageFolder) are read by index. With ``boxes`` needed, images without a box are passed over.
+    """
     if not config.data:
-        raise DataError("--data is required: a synthetic world folder, an open_clip CSV or a shard pattern")
-    dataset = ImageTextDataset(config.data, split="train", shuffle=True, seed=config.seed, rank=rank,
+        raise DataError("--data is required: a world folder, an open_clip CSV, shards, or format:key=value")
+    needs = frozenset(needs)
+    reader, kind = open_reader(config.data, needs, "train", who=who, shuffle=True, seed=config.seed, rank=rank,
                                world_size=world_size, chunk_size=1)
-    return StreamingSource(dataset, num_workers=config.num_workers)
+    if kind.streaming:
+        return StreamingSource(reader, num_workers=config.num_workers)
+    has_boxes = getattr(reader, "has_boxes", None)
+    keep = [i for i in range(len(reader)) if has_boxes(i)] if "boxes" in needs and has_boxes else None
+    return IndexedSource(reader, config.seed, rank, world_size, keep,
+                         what=f"--data {config.data}" + (" (no image has a box)" if keep is not None else ""))
 
 
 def _numbers(tree: Any, prefix: str = "") -> dict[str, float]:

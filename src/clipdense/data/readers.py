@@ -1,0 +1,112 @@
+"""From a ``DataSpec`` to the reader that yields ``Sample``s with the fields a consumer needs.
+
+Each format registers what it provides; a world folder offers several (its CSV for captions, its
+COCO files for boxes, its label PNGs for semantic maps, its ImageFolder for image labels) and the
+first that has every needed field is opened. Data that lacks a field fails here, in one line.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from ..errors import DataError
+from .folders import ImageFolderDataset, SemSegFolder
+from .imagetext import ImageTextDataset
+from .regions import CocoPanopticRegions, CocoRegions
+from .sample import describe_fields
+from .skips import SkipCounter
+from .spec import DataSpec, parse_data
+from .world import open_world
+
+Opener = Callable[..., object]   # (spec, split, needs, skips, **stream_args) -> reader
+
+
+@dataclass(frozen=True)
+class ReaderKind:
+    """A format's reader: the Sample fields it fills and how to open it (spec, split, needs, skips)."""
+
+    fields: frozenset[str]
+    open: Opener
+    streaming: bool = False   # image-text streams (CSV, shards) vs map-style readers with len/getitem
+
+
+def _open_imagetext(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter,
+                    **stream_args: object) -> ImageTextDataset:
+    """``stream_args``: ImageTextDataset's shuffle / seed / rank / world_size / chunk_size."""
+    keys = {f"csv_{k}": spec.get(k) for k in ("img_key", "caption_key") if spec.get(k)}
+    return ImageTextDataset(spec.get("path"), split, format=spec.format, skip_counter=skips, **keys,
+                            **stream_args)
+
+
+def _open_coco(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter, **_: object) -> CocoRegions:
+    return CocoRegions(spec.get("images"), spec.get("annotations"), spec.get("stuff") or None,
+                       with_masks="masks" in needs, skip_counter=skips)
+
+
+def _open_panoptic(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter, **_: object) -> CocoPanopticRegions:
+    return CocoPanopticRegions(spec.get("images"), spec.get("annotations"), spec.get("masks"), skip_counter=skips)
+
+
+def _open_semseg(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter, **_: object) -> SemSegFolder:
+    return SemSegFolder(spec.get("images"), spec.get("labels"), spec.get("classes"),
+                        ignore_index=int(spec.get("ignore_index", 255)),
+                        reduce_zero_label=bool(spec.get("reduce_zero_label", False)), skip_counter=skips)
+
+
+def _open_imagefolder(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter, **_: object) -> ImageFolderDataset:
+    return ImageFolderDataset(spec.get("root"), skip_counter=skips)
+
+
+READERS: dict[str, ReaderKind] = {
+    "csv": ReaderKind(frozenset({"caption"}), _open_imagetext, streaming=True),
+    "wds": ReaderKind(frozenset({"caption"}), _open_imagetext, streaming=True),
+    "coco": ReaderKind(frozenset({"boxes", "labels", "masks"}), _open_coco),
+    "coco-panoptic": ReaderKind(frozenset({"boxes", "labels", "masks"}), _open_panoptic),
+    "semseg": ReaderKind(frozenset({"semantic"}), _open_semseg),
+    "imagefolder": ReaderKind(frozenset({"image_label"}), _open_imagefolder),
+}
+
+
+def world_parts(spec: DataSpec, split: str) -> list[DataSpec]:
+    """The formats inside a world's split, as specs, in the order they are preferred."""
+    world = open_world(spec.get("root"))
+    s = world.split(split)
+    stuff = {"stuff": str(s.stuff)} if s.stuff.is_file() else {}
+    return [DataSpec("csv", {"path": str(s.csv)}, str(spec)),
+            DataSpec("coco", {"images": str(s.image_dir), "annotations": str(s.instances), **stuff}, str(spec)),
+            DataSpec("semseg", {"images": str(s.image_dir), "labels": str(s.semseg_dir),
+                                "classes": str(world.classes_file), "ignore_index": world.ignore_index}, str(spec)),
+            DataSpec("imagefolder", {"root": str(s.classify_dir)}, str(spec))]
+
+
+def provided_fields(spec: DataSpec | str) -> frozenset[str]:
+    """Every field some reader of ``spec`` can fill."""
+    spec = parse_data(spec)
+    if spec.format == "world":
+        return frozenset().union(*(READERS[p.format].fields for p in world_parts(spec, "train")))
+    return READERS[spec.format].fields
+
+
+def resolve_reader(spec: DataSpec | str, needs: Iterable[str] = (), split: str = "train",
+                   who: str = "this task") -> DataSpec:
+    """The concrete (non-world) spec that provides ``needs``; DataError names what is missing."""
+    spec, needs = parse_data(spec), frozenset(needs)
+    candidates = world_parts(spec, split) if spec.format == "world" else [spec]
+    for candidate in candidates:
+        if needs <= READERS[candidate.format].fields:
+            return candidate
+    has = frozenset().union(*(READERS[c.format].fields for c in candidates))
+    missing = describe_fields(needs - has) if needs - has else describe_fields(needs) + " together"
+    raise DataError(f"{who} needs {missing}; --data {spec} has {describe_fields(has)}")
+
+
+def open_reader(spec: DataSpec | str, needs: Iterable[str] = (), split: str = "train",
+                skip_counter: SkipCounter | None = None, who: str = "this task",
+                **stream_args: object) -> tuple[object, ReaderKind]:
+    """Open the reader of ``spec`` that fills ``needs`` (for a world: of ``split``).
+
+    ``stream_args`` go to streaming (image-text) readers only: shuffle, seed, rank, world_size, chunk_size.
+    """
+    concrete = resolve_reader(spec, needs, split, who)
+    kind = READERS[concrete.format]
+    return kind.open(concrete, split, frozenset(needs), skip_counter or SkipCounter(), **stream_args), kind

@@ -1,0 +1,66 @@
+"""The one training example every reader yields: an image, its key, and whichever annotations the data has.
+
+Readers fill the fields their format carries and leave the rest ``None``; objectives declare the
+fields they need (``Objective.required_fields``) and the engine refuses data that lacks one before
+training starts. Nothing rides in a slot meant for something else.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Iterable
+
+import torch
+from PIL import Image
+
+#: Optional annotation fields, in the order error messages list them.
+FIELDS: tuple[str, ...] = ("caption", "boxes", "labels", "masks", "semantic", "image_label")
+FIELD_DOCS: dict[str, str] = {
+    "caption": "a caption string",
+    "boxes": "boxes (N, 4) float xyxy pixels",
+    "labels": "one class index per box, into the reader's class list",
+    "masks": "instance masks (N, H, W) bool, one per box",
+    "semantic": "a semantic label map (H, W) long, ignore_index where unlabelled",
+    "image_label": "one class index for the whole image",
+}
+
+
+@dataclass
+class Sample:
+    """One image with its annotations.
+
+    Args:
+        image: the decoded RGB image.
+        key: a name for the sample (file stem, shard key) used in messages and caches.
+        caption: paired text (image-text data).
+        boxes: (N, 4) float32 xyxy in pixels of ``image``.
+        labels: (N,) int64 class indices into the reader's ``classes`` (contiguous, 0-based).
+        masks: (N, H, W) bool instance masks aligned with ``boxes``.
+        semantic: (H, W) int64 class indices, ``ignore_index`` where unlabelled.
+        image_label: class index of the whole image (classification data).
+        ignore_index: the unlabelled value of ``semantic``.
+    """
+
+    image: Image.Image
+    key: str
+    caption: str | None = None
+    boxes: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    masks: torch.Tensor | None = None
+    semantic: torch.Tensor | None = None
+    image_label: int | None = None
+    ignore_index: int = 255
+
+    def fields(self) -> frozenset[str]:
+        """The optional fields this sample carries."""
+        return frozenset(name for name in FIELDS if getattr(self, name) is not None)
+
+    def replace(self, **changes: object) -> "Sample":
+        """A copy with some fields changed (transforms never modify a reader's sample in place)."""
+        return dataclasses.replace(self, **changes)
+
+
+def describe_fields(fields: Iterable[str]) -> str:
+    """'boxes, labels' or 'images only' for messages."""
+    names = [name for name in FIELDS if name in set(fields)]
+    return ", ".join(names) if names else "images only"
