@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"open_clip architectures ({len(models['open_clip'])}; tags via open_clip.list_pretrained()):")
     print("  " + ", ".join(listed))
     print("dense modes:")
-    for mode, doc in DENSE_MODES.items():
-        print(f"  {mode:10s} {doc}")
+    for name, mode in DENSE_MODES.items():
+        print(f"  {name:10s} {mode.description}")
     objectives = _objectives()
     print("objectives: " + (", ".join(objectives) if objectives else "(none installed)"))
     devices = ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
