@@ -7,7 +7,9 @@ import platform
 
 import torch
 
+from ..data.sample import describe_fields
 from ..models import DENSE_MODES, available_models
+from ..objectives import OBJECTIVES, objective_class
 from ..models.registry import shipped_weights
 
 
@@ -17,11 +19,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _objectives() -> list[str]:
-    try:
-        return sorted(importlib.import_module("clipdense.objectives").available_objectives())
-    except (ImportError, AttributeError):
-        return []
+def _objective_lines() -> list[str]:
+    """One line per registered objective: name, the Sample fields it needs, its summary."""
+    lines = []
+    for name in sorted(OBJECTIVES):
+        cls = objective_class(name)
+        summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        needs = describe_fields(cls.needs) if cls.needs else "images (+ options)"
+        lines.append(f"  {name:10s} needs {needs}: {summary}")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     print("dense modes:")
     for name, mode in DENSE_MODES.items():
         print(f"  {name:10s} {mode.description}")
-    objectives = _objectives()
-    print("objectives: " + (", ".join(objectives) if objectives else "(none installed)"))
+    print("objectives (clipdense train --objective NAME):")
+    print("\n".join(_objective_lines()))
     devices = ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
     print(f"devices: {', '.join(devices)}")
     print(f"versions: python {platform.python_version()}, torch {torch.__version__}, "
