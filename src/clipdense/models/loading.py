@@ -1,24 +1,25 @@
-"""``load_model``: one entry point for open_clip names/tags, hf-hub ids, local files and run dirs."""
+"""``load_model``: one entry point for open_clip names/tags, hf-hub ids, Hugging Face transformers CLIP
+folders, local files and run dirs."""
 from __future__ import annotations
 
-import contextlib
 import difflib
 import json
-import logging
 import os
-import socket
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
-from urllib.parse import urlparse
+from typing import Any, Callable
 
 import open_clip
 import torch
+from open_clip.transform import PreprocessCfg, image_transform_v2
 from torch import nn
 
 from ..errors import ModelLoadError
-from .registry import builtin_models, register_builtin_configs, shipped_weights
+from .hf_transformers import HF_SCHEME, convert_folder, fetch_hf_repo, is_hf_folder
+from .hub import offline_when_unreachable
+from .registry import (PREPROCESS_KEY, builtin_models, register_builtin_configs, register_config,
+                       registered_preprocess, shipped_weights)
+from .text_tokenizer import build_tokenizer
 from .weights import META_MODEL_CONFIG, META_MODEL_NAME, WEIGHT_SUFFIXES, load_into, read_metadata, \
     read_state_dict
 
@@ -54,70 +55,48 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def load_model(spec: str | os.PathLike, pretrained: str | os.PathLike | None = None,
-               device: str | torch.device | None = None, init_seed: int = 0) -> Bundle:
+               device: str | torch.device | None = None, init_seed: int = 0,
+               tokenizer: str | os.PathLike | None = None) -> Bundle:
     """Load a CLIP model.
 
     Args:
         spec: open_clip model name, ``hf-hub:org/repo``, ``local-dir:/path`` (open_clip's folder with
-            open_clip_config.json and weights), built-in tiny name, a clipdense
-            ``.safetensors`` file, or a clipdense run directory.
+            open_clip_config.json and weights), a Hugging Face transformers CLIP folder (config.json +
+            model.safetensors or pytorch_model.bin) or ``hf-transformers:org/repo``, built-in tiny name,
+            a clipdense ``.safetensors`` file, or a clipdense run directory.
         pretrained: open_clip pretrained tag, shipped tag of a tiny model, or a local weights file.
         device: torch device (default: CUDA when available).
         init_seed: seed of the random initialisation (weights not loaded from a file stay random):
             the same seed gives the same model, and the caller's global RNG is left untouched.
+        tokenizer: a local Hugging Face tokenizer folder (or hub repo id) to use instead of the model's
+            own, e.g. SigLIP's tokenizer files copied to a machine without internet. Hugging Face
+            tokenizers are built on first use, so image-only work never needs them.
     """
     register_builtin_configs()
     target = resolve_device(device)
     spec_str = str(spec)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed)
-        if spec_str.startswith(("hf-hub:", "local-dir:")):  # open_clip's own schemas
-            bundle = _load_open_clip(spec_str, None)
+        if spec_str.startswith(HF_SCHEME):
+            _no_pretrained(spec_str, pretrained)
+            repo = spec_str[len(HF_SCHEME):]
+            bundle = _load_hf_folder(fetch_hf_repo(repo), spec_str, tokenizer, tokenizer_source=repo)
+        elif spec_str.startswith(("hf-hub:", "local-dir:")):  # open_clip's own schemas
+            bundle = _load_open_clip(spec_str, None, tokenizer)
         elif Path(spec_str).exists():
-            bundle = _load_path(Path(spec_str), pretrained)
+            bundle = _load_path(Path(spec_str), pretrained, tokenizer)
         else:
-            bundle = _load_named(spec_str, None if pretrained is None else str(pretrained))
+            bundle = _load_named(spec_str, None if pretrained is None else str(pretrained), tokenizer)
     bundle.model.to(target).eval()
     return bundle
-
-
-class _QuietRandomInit(logging.Filter):
-    """open_clip warns on every random init; for tiny models that is the normal case."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "No pretrained weights loaded" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _offline_when_unreachable() -> Iterator[None]:
-    """Switch huggingface_hub to cache-only when its host does not resolve.
-
-    Without this, each missing file costs a minute of retries before the same failure.
-    """
-    import huggingface_hub.constants as hub
-
-    host = urlparse(hub.ENDPOINT).hostname or "huggingface.co"
-    try:
-        socket.getaddrinfo(host, 443)
-        reachable = True
-    except OSError:
-        reachable = False
-    previous = hub.HF_HUB_OFFLINE
-    hub.HF_HUB_OFFLINE = previous or not reachable
-    quiet = _QuietRandomInit()
-    logging.getLogger().addFilter(quiet)
-    try:
-        yield
-    finally:
-        hub.HF_HUB_OFFLINE = previous
-        logging.getLogger().removeFilter(quiet)
 
 
 def _create(name: str, pretrained: str | None = None) -> tuple[nn.Module, Callable]:
     """open_clip model + validation transform, translating download failures into a clear error."""
     try:
-        with _offline_when_unreachable():
-            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained)
+        with offline_when_unreachable():
+            model = open_clip.create_model(name, pretrained=pretrained,
+                                           force_preprocess_cfg=registered_preprocess(name))
     except (OSError, RuntimeError, ValueError, ConnectionError) as exc:
         if pretrained is None and not name.startswith(("hf-hub:", "local-dir:")):
             raise
@@ -126,20 +105,27 @@ def _create(name: str, pretrained: str | None = None) -> tuple[nn.Module, Callab
         if name.startswith("local-dir:"):
             raise ModelLoadError(f"could not load {name}: {first}") from exc
         raise ModelLoadError(f"could not fetch weights for {what} ({first}); {OFFLINE_HINT}") from exc
+    # the validation transform open_clip.create_model_and_transforms builds, from the model's preprocess_cfg
+    preprocess = image_transform_v2(PreprocessCfg(**open_clip.get_model_preprocess_cfg(model)), is_train=False)
     return model, preprocess
 
 
 def _bundle(model: nn.Module, preprocess: Callable, name: str, pretrained: str | None,
-            tokenizer_name: str) -> Bundle:
+            tokenizer: Callable[..., torch.Tensor]) -> Bundle:
     image_size = model.visual.image_size
     size = tuple(image_size) if isinstance(image_size, (tuple, list)) else (image_size, image_size)
-    return Bundle(model=model, tokenizer=open_clip.get_tokenizer(tokenizer_name), preprocess=preprocess,
+    return Bundle(model=model, tokenizer=tokenizer, preprocess=preprocess,
                   name=name, pretrained=pretrained, image_size=(int(size[0]), int(size[1])))
 
 
-def _load_open_clip(name: str, pretrained: str | None) -> Bundle:
+def _load_open_clip(name: str, pretrained: str | None, tokenizer: str | os.PathLike | None = None) -> Bundle:
     model, preprocess = _create(name, pretrained)
-    return _bundle(model, preprocess, name, pretrained, name)
+    if name.startswith(("hf-hub:", "local-dir:")) and tokenizer is None:  # their config lives with the weights
+        with offline_when_unreachable():
+            text = open_clip.get_tokenizer(name)
+    else:
+        text = build_tokenizer(name, tokenizer)
+    return _bundle(model, preprocess, name, pretrained, text)
 
 
 def _check_name(name: str) -> None:
@@ -150,32 +136,51 @@ def _check_name(name: str) -> None:
         raise ModelLoadError(f"unknown model '{name}'{hint}")
 
 
-def _load_named(name: str, pretrained: str | None) -> Bundle:
+def _load_named(name: str, pretrained: str | None, tokenizer: str | os.PathLike | None = None) -> Bundle:
     _check_name(name)
     if pretrained is None:
-        return _load_open_clip(name, None)
+        return _load_open_clip(name, None, tokenizer)
     if Path(pretrained).suffix in WEIGHT_SUFFIXES or Path(pretrained).exists():
-        return _load_file_into(name, Path(pretrained))
+        return _load_file_into(name, Path(pretrained), tokenizer=tokenizer)
     shipped = shipped_weights()
     if (name, pretrained) in shipped:
-        return _load_file_into(name, shipped[(name, pretrained)], tag=pretrained)
+        return _load_file_into(name, shipped[(name, pretrained)], tag=pretrained, tokenizer=tokenizer)
     tags = open_clip.list_pretrained_tags_by_model(name) + [t for (n, t) in shipped if n == name]
     if pretrained not in tags:
         raise ModelLoadError(f"unknown pretrained tag '{pretrained}' for {name}; known tags: {tags or 'none'} "
                              "(or pass a local weights file)")
-    return _load_open_clip(name, pretrained)
+    return _load_open_clip(name, pretrained, tokenizer)
 
 
-def _load_file_into(name: str, path: Path, tag: str | None = None) -> Bundle:
+def _load_file_into(name: str, path: Path, tag: str | None = None,
+                    tokenizer: str | os.PathLike | None = None) -> Bundle:
     """Build ``name`` with random weights, then strictly load the file into it."""
     model, preprocess = _create(name, None)
     load_into(model, read_state_dict(path), str(path))
-    return _bundle(model, preprocess, name, tag or str(path), name)
+    return _bundle(model, preprocess, name, tag or str(path), build_tokenizer(name, tokenizer))
 
 
-def _load_path(path: Path, pretrained: str | os.PathLike | None) -> Bundle:
+def _load_hf_folder(folder: Path, source: str, tokenizer: str | os.PathLike | None,
+                    tokenizer_source: str | None = None) -> Bundle:
+    """Convert a transformers CLIPModel folder into an open_clip CLIP registered under a content-hash name."""
+    converted = convert_folder(folder, source, tokenizer_source)
+    register_config(converted.name, converted.config)
+    model, preprocess = _create(converted.name, None)
+    load_into(model, converted.state_dict, source)
+    return _bundle(model, preprocess, converted.name, source, build_tokenizer(converted.name, tokenizer))
+
+
+def _no_pretrained(spec: str, pretrained: str | os.PathLike | None) -> None:
     if pretrained is not None:
-        raise ModelLoadError(f"{path}: a file or run dir already holds weights; drop --pretrained {pretrained}")
+        raise ModelLoadError(f"{spec}: a file, folder or run dir already holds weights; "
+                             f"drop --pretrained {pretrained}")
+
+
+def _load_path(path: Path, pretrained: str | os.PathLike | None,
+               tokenizer: str | os.PathLike | None = None) -> Bundle:
+    _no_pretrained(str(path), pretrained)
+    if is_hf_folder(path):
+        return _load_hf_folder(path, str(path), tokenizer)
     if path.is_dir():
         path = latest_run_weights(path)
     if path.suffix != ".safetensors":
@@ -187,15 +192,8 @@ def _load_path(path: Path, pretrained: str | os.PathLike | None) -> Bundle:
         raise ModelLoadError(f"{path}: no '{META_MODEL_NAME}' metadata (not written by clipdense); "
                              "pass the model name and the file: --model NAME --pretrained FILE")
     if name not in open_clip.list_models() and META_MODEL_CONFIG in metadata:
-        _register_config(name, json.loads(metadata[META_MODEL_CONFIG]))
-    return _load_file_into(name, path)
-
-
-def _register_config(name: str, config: dict[str, Any]) -> None:
-    """Teach open_clip an architecture that only exists inside a checkpoint's metadata."""
-    folder = Path(tempfile.mkdtemp(prefix="clipdense-cfg-"))
-    (folder / f"{name}.json").write_text(json.dumps(config))
-    open_clip.add_model_config(folder)
+        register_config(name, json.loads(metadata[META_MODEL_CONFIG]))
+    return _load_file_into(name, path, tokenizer=tokenizer)
 
 
 def latest_run_weights(run_dir: Path) -> Path:
@@ -209,10 +207,14 @@ def latest_run_weights(run_dir: Path) -> Path:
 
 
 def model_config(name: str) -> dict[str, Any] | None:
-    """The open_clip JSON config for ``name`` (stored in checkpoints so they describe themselves)."""
+    """The open_clip JSON config for ``name`` (stored in checkpoints so they describe themselves), with the
+    registered ``preprocess_cfg`` of converted models (their mean/std travel with their weights)."""
     register_builtin_configs()
     config = open_clip.get_model_config(name)
-    return dict(config) if config is not None else None
+    if config is None:
+        return None
+    preprocess = registered_preprocess(name)
+    return {**config, PREPROCESS_KEY: preprocess} if preprocess else dict(config)
 
 
 def available_models() -> dict[str, list[str]]:

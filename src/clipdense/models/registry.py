@@ -1,7 +1,9 @@
-"""Built-in tiny architectures (open_clip JSON configs shipped with clipdense) and shipped weights."""
+"""Built-in tiny architectures (open_clip JSON configs shipped with clipdense), shipped weights, and
+architectures registered at run time (from checkpoint metadata or converted Hugging Face models)."""
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +11,9 @@ import open_clip
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+PREPROCESS_KEY = "preprocess_cfg"  # clipdense's addition to an open_clip config, as in open_clip_config.json
 _registered = False
+_preprocess: dict[str, dict[str, Any]] = {}
 
 
 def register_builtin_configs() -> None:
@@ -37,3 +41,28 @@ def shipped_weights() -> dict[tuple[str, str], Path]:
         name, tag = path.stem.split("--", 1)
         found[(name, tag)] = path
     return found
+
+
+def register_config(name: str, config: dict[str, Any]) -> None:
+    """Teach open_clip an architecture that exists only in a checkpoint or a converted model.
+
+    A ``preprocess_cfg`` entry (mean, std, size, interpolation) is kept apart - open_clip's model
+    constructor takes architecture keys only - and is returned by ``registered_preprocess``.
+    """
+    register_builtin_configs()
+    config = dict(config)
+    preprocess = config.pop(PREPROCESS_KEY, None)
+    if preprocess:
+        _preprocess[name] = dict(preprocess)
+    else:
+        _preprocess.pop(name, None)
+    if open_clip.get_model_config(name) == config:
+        return
+    folder = Path(tempfile.mkdtemp(prefix="clipdense-cfg-"))
+    (folder / f"{name}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder)
+
+
+def registered_preprocess(name: str) -> dict[str, Any] | None:
+    """The preprocess settings registered with ``name`` (None: open_clip's defaults apply)."""
+    return dict(_preprocess[name]) if name in _preprocess else None
