@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle  # torch.load(weights_only=True) refuses arbitrary objects with UnpicklingError
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -71,7 +72,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             state: Any = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as exc:
+    except (SafetensorError, RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise ModelLoadError(f"{path}: could not read weights ({str(exc).splitlines()[0]})") from exc
     return _unwrap_state_dict(state, path)
 
