@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..models.dense import DENSE_MODES, dense_forward
+from ..models.dense import DENSE_MODES, dense_forward, tower_facts
 from ..models.pooling import pool_boxes
 from ..train.data import SampleTransform
 from ..train.objective import Objective
@@ -89,13 +89,14 @@ class ClipSelfObjective(Objective):
         # the teacher only ever embeds images: keep its image tower alone (frozen)
         source = teacher if teacher is not None else model
         self.teacher = copy.deepcopy(getattr(source, "visual", source))
-        if type(self.teacher) is not type(model.visual) or self.teacher.output_dim != model.visual.output_dim or \
+        teacher_dim, self.output_dim = tower_facts(self.teacher).output_dim, tower_facts(model).output_dim
+        if type(self.teacher) is not type(model.visual) or teacher_dim != self.output_dim or \
                 self.teacher.state_dict().keys() != model.visual.state_dict().keys() or any(
                     a.shape != b.shape for a, b in zip(self.teacher.state_dict().values(),
                                                        model.visual.state_dict().values())):
             raise ConfigError("teacher and student must have the same image-tower architecture "
-                              f"({type(self.teacher).__name__}, output {self.teacher.output_dim} vs "
-                              f"{type(model.visual).__name__}, output {model.visual.output_dim})")
+                              f"({type(self.teacher).__name__}, output {teacher_dim} vs "
+                              f"{type(model.visual).__name__}, output {self.output_dim})")
         self.teacher.requires_grad_(False).eval()
         for name, param in model.named_parameters():
             if not name.startswith("visual."):
@@ -139,7 +140,7 @@ class ClipSelfObjective(Objective):
         if self.cache is None:
             return F.normalize(self.teacher(images).float(), dim=-1)
         found, values = self.cache.lookup(keys.cpu())
-        out = torch.empty(len(keys), self.model.visual.output_dim, device=images.device)
+        out = torch.empty(len(keys), self.output_dim, device=images.device)
         if found.any():
             out[found.to(images.device)] = torch.stack([v for v in values if v is not None]).to(images.device)
         missing = (~found).to(images.device)
