@@ -5,6 +5,7 @@
     dense = cd.encode_dense(bundle.model, images, mode="maskclip")
 """
 from .errors import ClipDenseError, ConfigError, DataError, ImageLoadError, ModelLoadError
+from .heads import load_head, save_head
 from .models import (DENSE_MODES, Bundle, DenseOutput, dense_forward, encode_dense, load_model, pool_boxes,
                      pool_masks, save_weights, text_classifier)
 from .tasks import classify, segment
@@ -12,6 +13,6 @@ from .tasks import classify, segment
 __version__ = "0.1.0"
 __all__ = [
     "DENSE_MODES", "Bundle", "DenseOutput", "dense_forward", "encode_dense", "load_model", "pool_boxes",
-    "pool_masks", "save_weights", "text_classifier", "classify", "segment",
+    "pool_masks", "save_weights", "text_classifier", "classify", "segment", "load_head", "save_head",
     "ClipDenseError", "ConfigError", "DataError", "ImageLoadError", "ModelLoadError",
 ]

@@ -1,25 +1,24 @@
-"""`clipdense adapt`: fit a few-shot method on an ImageFolder and save it as a small safetensors file."""
+"""`clipdense adapt`: fit a few-shot method on an ImageFolder and save it as a head file (kind adapter/<method>)."""
 from __future__ import annotations
 
 import argparse
 import json
 
-import yaml
-
 from ..errors import ConfigError
 from ..models import load_model
 from ..tasks.adapters import METHODS, AdaptConfig, base_to_novel, evaluate, fit, read_image_folder, save_adapter
-from .common import add_model_args
+from .common import add_model_args, parse_key_values
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("adapt", help="few-shot adaptation (linear probe, CoOp, CoCoOp, MaPLe, "
-                                            "CLIP-Adapter, Tip-Adapter) -> adapter .safetensors")
+                                            "CLIP-Adapter, Tip-Adapter) -> head .safetensors")
     p.add_argument("--method", required=True, choices=METHODS, help="few-shot method")
     p.add_argument("--data", required=True, help="ImageFolder root (root/<class>/<image>) to draw the shots from")
     p.add_argument("--shots", type=int, default=16, help="images per class (K)")
     p.add_argument("--seed", type=int, default=0, help="which K images are drawn, and the init")
-    p.add_argument("--out", required=True, help="adapter file to write (.safetensors)")
+    p.add_argument("--out", required=True,
+                   help="head file to write (.safetensors; `clipdense classify --adapter` and load_head read it)")
     p.add_argument("--steps", type=int, default=200, help="optimiser steps (trained methods)")
     p.add_argument("--lr", type=float, default=2e-3, help="learning rate (trained methods)")
     p.add_argument("--batch-size", type=int, default=32, help="images per step (trained methods)")
@@ -34,22 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_adapt)
 
 
-def parse_options(items: list[str]) -> dict:
-    """KEY=VALUE pairs with YAML-typed values (16 -> int, true -> bool, middle -> str)."""
-    options = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--option expects KEY=VALUE, got {item!r}")
-        options[key.strip()] = yaml.safe_load(value)
-    return options
-
-
 def run_adapt(args: argparse.Namespace) -> int:
     config = AdaptConfig(method=args.method, shots=args.shots, seed=args.seed, steps=args.steps, lr=args.lr,
-                         batch_size=args.batch_size, val_shots=args.val_shots, options=parse_options(args.option))
+                         batch_size=args.batch_size, val_shots=args.val_shots, options=parse_key_values(args.option, "--option"))
     if not args.out.endswith(".safetensors"):
-        raise ConfigError(f"--out {args.out}: adapter files end in .safetensors")
+        raise ConfigError(f"--out {args.out}: head files end in .safetensors")
     bundle = load_model(args.model, args.pretrained, args.device)
     if args.base_to_novel:
         if not args.eval_data:
@@ -61,5 +49,6 @@ def run_adapt(args: argparse.Namespace) -> int:
     if args.eval_data:
         result.info["eval_accuracy"] = evaluate(result.adapter, read_image_folder(args.eval_data))
     print(json.dumps(result.info))
-    print(f"wrote {path} ({args.method}, {len(result.adapter.classes)} classes, model {bundle.name})")
+    print(f"wrote {path} (head adapter/{args.method}, {len(result.adapter.classes)} classes, "
+          f"backbone {bundle.name})")
     return 0

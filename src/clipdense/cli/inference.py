@@ -35,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cls.add_argument("--templates", default="imagenet", help="prompt set or '{}' template")
     cls.add_argument("--top", type=int, default=5, help="how many classes to print")
     cls.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    cls.add_argument("--adapter", default=None, help="few-shot adapter file from `clipdense adapt`")
+    cls.add_argument("--adapter", default=None,
+                     help="few-shot adapter head from `clipdense adapt` (.safetensors, or a run dir's latest), "
+                          "trained on the --model/--pretrained weights")
     add_model_args(cls)
     cls.set_defaults(func=run_classify)
 
@@ -68,10 +70,7 @@ def run_classify(args: argparse.Namespace) -> int:
     bundle = load_model(args.model, args.pretrained, args.device)
     adapter = load_adapter(args.adapter, bundle) if args.adapter else None
     classes = parse_class_list(args.classes) if args.classes or adapter is None else list(adapter.classes)
-    if adapter is not None:
-        probs = adapter.predict(bundle.preprocess(image)[None].to(bundle.device), classes)[0].cpu()
-    else:
-        probs = classify(bundle, image, classes, templates=args.templates)
+    probs = classify(bundle, image, classes, templates=args.templates, adapter=adapter)
     ranked = sorted(zip(classes, probs.tolist()), key=lambda item: -item[1])[:max(args.top, 1)]
     if args.json:
         print(json.dumps({name: round(p, 6) for name, p in ranked}))

@@ -1,6 +1,7 @@
 """Reading and writing weight files: safetensors (self-describing) and torch state dicts."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle  # torch.load(weights_only=True) refuses arbitrary objects with UnpicklingError
@@ -15,9 +16,13 @@ from torch import nn
 from ..config import atomic_write_bytes
 from ..errors import ModelLoadError
 
+#: what kind of clipdense file it is when not a model (e.g. "head"); model files carry META_MODEL_NAME
+META_FORMAT = "clipdense.format"
 META_MODEL_NAME = "clipdense.model_name"
 META_MODEL_CONFIG = "clipdense.model_config"
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+#: values of each tensor that enter the fingerprint (evenly spaced over the flattened tensor)
+FINGERPRINT_SAMPLES = 4096
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike, model_name: str,
@@ -27,12 +32,42 @@ def save_weights(model: nn.Module, path: str | os.PathLike, model_name: str,
 
     The metadata lets ``load_model(path)`` rebuild the model without being told its name.
     """
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = portable_state_dict(model)
     metadata = {META_MODEL_NAME: model_name}
     if model_config is not None:
         metadata[META_MODEL_CONFIG] = json.dumps(model_config)
     metadata.update(extra_metadata or {})
-    atomic_write_bytes(path, save(_dedupe_shared(state), metadata=metadata))
+    atomic_write_bytes(path, save(state, metadata=metadata))
+
+
+def portable_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """``module``'s state as detached, contiguous CPU tensors that safetensors accepts."""
+    return _dedupe_shared({k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()})
+
+
+@torch.no_grad()
+def model_fingerprint(model: nn.Module) -> str:
+    """A short hash that tells two sets of weights of one architecture apart (a name alone cannot).
+
+    Every state tensor contributes its name, shape and up to ``FINGERPRINT_SAMPLES`` evenly spaced
+    values, so a ViT-B costs about a million values, not 150 M. Values are hashed after moving to
+    the CPU and rounding to bfloat16: the same weights give the same fingerprint on any device and
+    in fp32 or bf16 (an fp16 copy is another rounding of the weights, hence other weights).
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        if flat.numel() > FINGERPRINT_SAMPLES:
+            index = torch.arange(FINGERPRINT_SAMPLES, device=flat.device) * flat.numel() // FINGERPRINT_SAMPLES
+            flat = flat[index]
+        flat = flat.cpu()
+        if flat.is_floating_point():
+            data = flat.float().to(torch.bfloat16).view(torch.int16)
+        else:
+            data = flat.to(torch.int64)
+        digest.update(f"{name}:{tuple(tensor.shape)};".encode())
+        digest.update(data.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def _dedupe_shared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

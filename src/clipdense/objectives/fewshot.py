@@ -1,9 +1,9 @@
 """The objective of every trained few-shot method: cross-entropy of the adapter's class logits.
 
 The adapter (CoOp prompts, CoCoOp Meta-Net, MaPLe prompts, CLIP-Adapter MLPs, Tip-Adapter-F keys)
-is the exported module, so the engine's checkpoints hold exactly what was learned. Batches carry
-either frozen image ``features`` (precomputed once: the image tower is frozen) or ``pixels``
-(MaPLe, whose prompts change the image tower's output).
+is the exported module, saved as a head, so the engine's checkpoints hold exactly what was learned.
+Batches carry either frozen image ``features`` (precomputed once: the image tower is frozen) or
+``pixels`` (MaPLe, whose prompts change the image tower's output).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..train.objective import Objective
+from ..train.objective import HeadExport, Objective
 
 
 class FewShotObjective(Objective):
@@ -45,3 +45,7 @@ class FewShotObjective(Objective):
 
     def exported_model(self) -> nn.Module:
         return self.adapter
+
+    def exported_head(self) -> HeadExport:
+        """Checkpoints save the adapter as a head (kind adapter/<method>) tied to the frozen model."""
+        return HeadExport(self.adapter, self.adapter.bundle)

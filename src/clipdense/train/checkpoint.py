@@ -1,6 +1,8 @@
-"""Run-directory checkpoints: ``step-NNNNNNNN/{model.safetensors, state.pt[, ema.safetensors]}``.
+"""Run-directory checkpoints: ``step-NNNNNNNN/{model|head.safetensors, state.pt[, ema[-head].safetensors]}``.
 
-Weights are safetensors (self-describing, loadable by ``load_model``); everything else a resume
+The exported module is written as what it is: a CLIP model (``model.safetensors``, loadable by
+``load_model``) or, for a run that trains a head, a head file (``head.safetensors`` and
+``ema-head.safetensors``, loadable by ``load_head``). Everything else a resume
 needs (optimiser, scaler, EMA, objective extras, RNG, data position) is a dict of tensors and
 primitives read back with ``torch.load(weights_only=True)``. Every file is written atomically and
 the step directory is renamed into place last, so a kill at any moment leaves either a complete
@@ -14,17 +16,51 @@ import random
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
 from ..config import atomic_write_bytes
 from ..errors import ConfigError
+from ..heads import HEAD_FILE, Backbone, kind_of, save_head
 from ..models.weights import save_weights
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
+MODEL_FILE = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class Export:
+    """How a run writes its exported module: file names and the writer ``(module, path, metadata)``."""
+
+    filename: str
+    ema_filename: str
+    write: Callable[[nn.Module, Path, Mapping[str, str]], None]
+
+
+def model_export(model_name: str, model_config: Mapping[str, Any] | None) -> Export:
+    """The export is a CLIP model: safetensors with its name and open_clip config (``load_model``)."""
+    def write(model: nn.Module, path: Path, metadata: Mapping[str, str]) -> None:
+        save_weights(model, path, model_name, model_config=model_config, extra_metadata=metadata)
+    return Export(MODEL_FILE, "ema.safetensors", write)
+
+
+def head_export(head: nn.Module, backbone: Any) -> Export:
+    """The export is ``head`` (a registered kind, checked now) trained on ``backbone`` (a Bundle): a head
+    file (``load_head``). The backbone is fingerprinted at every save: the file names the weights it ran on.
+    """
+    kind_of(head)
+
+    def write(module: nn.Module, path: Path, metadata: Mapping[str, str]) -> None:
+        save_head(module, path, Backbone.of(backbone), extra_metadata=metadata)
+    return Export(HEAD_FILE, "ema-head.safetensors", write)
+
+
+#: the files a complete checkpoint holds its export in (one of them)
+EXPORT_FILES = (MODEL_FILE, HEAD_FILE)
 
 
 def checkpoint_dir(run_dir: str | os.PathLike, step: int) -> Path:
@@ -37,7 +73,7 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     if not root.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if (m := STEP_DIR.match(p.name))
-             and (p / "state.pt").is_file() and (p / "model.safetensors").is_file()]
+             and (p / "state.pt").is_file() and any((p / name).is_file() for name in EXPORT_FILES)]
     return sorted(found)
 
 
@@ -63,19 +99,20 @@ def restore_rng(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: str | os.PathLike, step: int, model: nn.Module, model_name: str,
-                    model_config: Mapping[str, Any] | None, state: Mapping[str, Any],
-                    ema_model: nn.Module | None = None, keep: int = 2) -> Path:
-    """Write one checkpoint (built in a temp folder, then renamed) and prune to the newest ``keep``."""
+def save_checkpoint(run_dir: str | os.PathLike, step: int, model: nn.Module, export: Export,
+                    state: Mapping[str, Any], ema_model: nn.Module | None = None, keep: int = 2) -> Path:
+    """Write one checkpoint (built in a temp folder, then renamed) and prune to the newest ``keep``.
+
+    ``model`` (and ``ema_model``) are written by ``export`` (a model or a head file).
+    """
     final = checkpoint_dir(run_dir, step)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         meta = {"clipdense.step": str(step)}
-        save_weights(model, tmp / "model.safetensors", model_name, model_config=model_config, extra_metadata=meta)
+        export.write(model, tmp / export.filename, meta)
         if ema_model is not None:
-            save_weights(ema_model, tmp / "ema.safetensors", model_name, model_config=model_config,
-                         extra_metadata={**meta, "clipdense.ema": "true"})
+            export.write(ema_model, tmp / export.ema_filename, {**meta, "clipdense.ema": "true"})
         buffer = io.BytesIO()
         torch.save(dict(state), buffer)
         atomic_write_bytes(tmp / "state.pt", buffer.getvalue())

@@ -77,7 +77,8 @@ class Trainer:
 
     Args:
         config: the run's TrainConfig (steps, lr, precision, checkpointing ...).
-        objective: the method; its ``exported_model()`` is what checkpoints save.
+        objective: the method; its ``exported_model()`` is what checkpoints save (as a head file when
+            ``exported_head()`` says it is a head, else as a CLIP model).
         batches: iterator of batches for this rank (micro-batch sized); if it has
             ``state_dict``/``load_state_dict`` its position is checkpointed.
         run_dir: where checkpoints and metrics go.
@@ -100,6 +101,7 @@ class Trainer:
         self._first_bad_step = torch.zeros((), dtype=torch.long, device=device)
         self.amp_dtype = autocast_dtype(config.precision, device)
         exported = objective.exported_model()
+        self.export = self._export_format(exported)
         lock_image_blocks(exported, config.lock_image_blocks)
         lock_text_blocks(exported, config.lock_text_blocks)
         if config.grad_checkpointing and hasattr(exported, "set_grad_checkpointing"):
@@ -256,6 +258,16 @@ class Trainer:
         barrier()
 
     # ---------------------------------------------------------------------------- checkpoints
+    def _export_format(self, exported: nn.Module) -> ckpt.Export:
+        """A CLIP model export (model.safetensors) unless the objective says it trains a head."""
+        head = self.objective.exported_head()
+        if head is None:
+            return ckpt.model_export(self.model_name, self.model_config)
+        if head.head is not exported:
+            raise ConfigError(f"{type(self.objective).__name__}.exported_head() names a module that is not its "
+                              "exported_model()")
+        return ckpt.head_export(head.head, head.backbone)
+
     def _exported_prefix(self) -> str:
         prefix = _module_prefix(self.objective, self.objective.exported_model())
         if prefix is None:
@@ -291,8 +303,8 @@ class Trainer:
                      "rng": ckpt.capture_rng(), "data": data_state, "skipped_steps": self.skipped_steps,
                      "model_name": self.model_name, "objective_name": self.objective.name,
                      "world_size": self.dist.world_size}
-            ckpt.save_checkpoint(self.run_dir, self.step, exported, self.model_name, self.model_config, state,
-                                 ema_model=ema_model, keep=self.config.keep_checkpoints)
+            ckpt.save_checkpoint(self.run_dir, self.step, exported, self.export, state, ema_model=ema_model,
+                                 keep=self.config.keep_checkpoints)
         barrier()
 
     def load_checkpoint(self, path: Path) -> None:
@@ -307,8 +319,11 @@ class Trainer:
         if state["world_size"] != self.dist.world_size:
             raise ConfigError(f"cannot resume {path} exactly: it ran on {state['world_size']} processes, "
                               f"this run has {self.dist.world_size}")
+        if not (path / self.export.filename).is_file():
+            raise ConfigError(f"cannot resume {path}: this run exports {self.export.filename}, the checkpoint "
+                              f"holds {[p.name for p in path.glob('*.safetensors')]}")
         prefix = self._exported_prefix()
-        weights = read_state_dict(path / "model.safetensors")
+        weights = read_state_dict(path / self.export.filename)
         full = {(f"{prefix}.{k}" if prefix else k): v for k, v in weights.items()}
         full.update(state["objective"])
         self.objective.load_state_dict(full, strict=True)

@@ -6,42 +6,20 @@ the engine's optimiser can never touch the frozen weights.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
 from torch import nn
 
-from ...config import atomic_write_bytes
 from ...errors import ClipDenseError, ConfigError, ModelLoadError
+from ...heads import HeadKind, kind_of, load_head, register_head_kind, save_head
 from ...models.text import text_classifier
 
-META_METHOD = "clipdense.adapter.method"
-META_MODEL = "clipdense.adapter.model_name"
-META_PRETRAINED = "clipdense.adapter.pretrained"
-META_FINGERPRINT = "clipdense.adapter.model_fingerprint"
-META_CLASSES = "clipdense.adapter.classes"
-META_OPTIONS = "clipdense.adapter.options"
-FORMAT_KEY, FORMAT = "clipdense.format", "adapter-v1"
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """A short hash of a few small weight tensors: tells two checkpoints of one architecture apart.
-
-    The model name alone cannot: two random inits (or two fine-tunes) of tiny-vit-t8 share it.
-    """
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        if tensor.numel() <= 4096 and tensor.is_floating_point():
-            digest.update(name.encode())
-            digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+#: every few-shot method by its explicit name, filled as the classes are defined (``Adapter.__init_subclass__``)
+ADAPTERS: dict[str, type["Adapter"]] = {}
 
 
 class Adapter(nn.Module):
@@ -56,6 +34,16 @@ class Adapter(nn.Module):
     method: ClassVar[str] = ""
     #: True when the method can only score the classes it was trained on (linear probe).
     closed_set: ClassVar[bool] = False
+    #: True when gradient steps on the engine fit it (the others are closed-form or training-free).
+    trained: ClassVar[bool] = False
+    #: True when it trains on pixels, not frozen image features (its prompts change the image tower).
+    needs_pixels: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass that names its ``method`` is registered as a method and as head kind adapter/<method>."""
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("method"):
+            register_adapter(cls)
 
     def __init__(self, bundle: Any, classes: Sequence[str], templates: str = "photo") -> None:
         super().__init__()
@@ -79,6 +67,13 @@ class Adapter(nn.Module):
     def options(self) -> dict[str, Any]:
         """Constructor keyword arguments (JSON) that rebuild this adapter's shapes on load."""
         return {"templates": self.templates}
+
+    @classmethod
+    def from_head_config(cls, config: Mapping[str, Any], bundle: Any, classes: Sequence[str] | None) -> "Adapter":
+        """Rebuild (untrained) from a head file's config (= ``options()``) and vocabulary."""
+        if not classes:
+            raise ConfigError(f"{cls.method} needs the class vocabulary it was trained on")
+        return cls(bundle, list(classes), **dict(config))
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, D) unit-norm image features; methods that prompt the image tower override this."""
@@ -127,62 +122,26 @@ class Adapter(nn.Module):
         return self.clip.logit_scale.exp().float().detach()
 
 
-# ---------------------------------------------------------------------------------- files
+# ----------------------------------------------------------------------------- registry, files
+def register_adapter(cls: type[Adapter]) -> None:
+    """Make ``cls`` a method (``ADAPTERS``) and a head kind, so its files load with ``load_head``."""
+    taken = ADAPTERS.get(cls.method)
+    if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ConfigError(f"adapter method {cls.method!r} is already {taken.__qualname__}")
+    ADAPTERS[cls.method] = cls
+    register_head_kind(HeadKind(name=f"adapter/{cls.method}", module_type=cls, build=cls.from_head_config,
+                                config_of=lambda adapter: adapter.options(),
+                                classes_of=lambda adapter: list(adapter.classes)))
+
+
 def save_adapter(adapter: Adapter, path: str | os.PathLike) -> Path:
-    """Atomic safetensors with metadata naming the method, the model (name + fingerprint) and classes."""
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise ConfigError(f"{path}: adapter files are .safetensors")
-    state = {k: v.detach().contiguous().cpu() for k, v in adapter.state_dict().items()}
-    metadata = {FORMAT_KEY: FORMAT, META_METHOD: adapter.method, META_MODEL: adapter.bundle.name,
-                META_PRETRAINED: str(adapter.bundle.pretrained or ""),
-                META_FINGERPRINT: model_fingerprint(adapter.clip),
-                META_CLASSES: json.dumps(adapter.classes), META_OPTIONS: json.dumps(adapter.options())}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, save(state, metadata=metadata))
-    return path
-
-
-def read_adapter_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """The metadata of an adapter file; anything else is a one-line error."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"{path}: adapter file not found")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = dict(handle.metadata() or {})
-    except (SafetensorError, OSError) as exc:
-        raise ModelLoadError(f"{path}: not a readable safetensors file ({exc})") from exc
-    if metadata.get(FORMAT_KEY) != FORMAT or META_METHOD not in metadata:
-        raise ModelLoadError(f"{path}: not a clipdense adapter file (written by `clipdense adapt`)")
-    return metadata
-
-
-def check_same_model(path: Path, metadata: dict[str, str], bundle: Any) -> None:
-    """An adapter only means something on the exact weights it was trained with."""
-    trained = metadata[META_MODEL]
-    pretrained = metadata.get(META_PRETRAINED) or "none"
-    if trained != bundle.name:
-        raise ModelLoadError(f"{path}: adapter was trained for model '{trained}' (pretrained {pretrained}), "
-                             f"not '{bundle.name}'; load it with --model {trained}")
-    if metadata.get(META_FINGERPRINT) != model_fingerprint(bundle.model):
-        raise ModelLoadError(f"{path}: adapter was trained on other weights of '{trained}' "
-                             f"(pretrained {pretrained}) than the ones loaded; use the same --model/--pretrained")
+    """Save as a head file (kind adapter/<method>, options, classes, the model's spec and fingerprint)."""
+    return save_head(adapter, path, adapter.bundle)
 
 
 def load_adapter(path: str | os.PathLike, bundle: Any) -> Adapter:
-    """Rebuild the adapter saved at ``path`` around ``bundle`` (which must be the model it was trained on)."""
-    from .methods import adapter_class
-
-    path = Path(path)
-    metadata = read_adapter_metadata(path)
-    check_same_model(path, metadata, bundle)
-    cls = adapter_class(metadata[META_METHOD])
-    options = json.loads(metadata[META_OPTIONS])
-    adapter = cls(bundle, json.loads(metadata[META_CLASSES]), **options)
-    state = load_file(str(path), device=str(bundle.device))
-    try:
-        adapter.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelLoadError(f"{path}: adapter weights do not fit ({str(exc).splitlines()[0]})") from exc
-    return adapter.to(bundle.device).eval()
+    """The adapter head at ``path`` rebuilt on ``bundle`` (which must hold the weights it was trained on)."""
+    head = load_head(path, bundle)
+    if not isinstance(head, Adapter):
+        raise ModelLoadError(f"{path}: a {kind_of(head).name} head, not a few-shot adapter")
+    return head

@@ -31,6 +31,7 @@ class ClipAdapter(Adapter):
     """
 
     method = "clip-adapter"
+    trained = True
 
     def __init__(self, bundle: Any, classes: Sequence[str], ratio: float = 0.2, text_ratio: float = 0.0,
                  reduction: int = 4, templates: str = "photo") -> None:

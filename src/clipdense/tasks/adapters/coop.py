@@ -27,6 +27,7 @@ class CoOp(Adapter):
     """
 
     method = "coop"
+    trained = True
 
     def __init__(self, bundle: Any, classes: Sequence[str], n_ctx: int = 4, class_position: str = "end",
                  class_specific: bool = False, ctx_init: str = "", templates: str = "photo") -> None:

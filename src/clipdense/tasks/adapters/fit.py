@@ -20,7 +20,7 @@ from ...train.config import TrainConfig
 from ...train.engine import Trainer
 from .base import Adapter
 from .linear_probe import LinearProbe
-from .methods import ADAPTERS, TRAINED, build_adapter
+from .methods import ADAPTERS, build_adapter
 from .protocol import (LabelledImages, ShuffledBatches, accuracy, base_novel_split, batched, frozen_features,
                        harmonic_mean, load_pixels, read_image_folder, restrict_classes, sample_few_shot)
 from .tip_adapter import TipAdapter
@@ -110,8 +110,8 @@ def fit(bundle: Any, data: str | os.PathLike | LabelledImages, config: AdaptConf
         info.update(adapter.fit(features, labels, val_features, val_labels))
     if isinstance(adapter, TipAdapter):
         adapter.fill_cache(features, labels)
-    if config.method in TRAINED:
-        inputs, key = (pixels, "pixels") if config.method == "maple" else (features, "features")
+    if adapter.trained:
+        inputs, key = (pixels, "pixels") if adapter.needs_pixels else (features, "features")
         batches = ShuffledBatches(inputs, labels, config.batch_size, seed=config.seed, key=key)
         info.update(train_adapter(adapter, batches, config, run_dir))
     if isinstance(adapter, TipAdapter) and val_features is not None:

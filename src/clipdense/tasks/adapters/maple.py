@@ -27,6 +27,7 @@ class MaPLe(CoOp):
     """
 
     method = "maple"
+    needs_pixels = True
 
     def __init__(self, bundle: Any, classes: Sequence[str], n_ctx: int = 2, depth: int = 2,
                  class_position: str = "end", ctx_init: str = "", templates: str = "photo") -> None:

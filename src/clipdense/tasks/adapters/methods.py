@@ -1,4 +1,8 @@
-"""The method registry: explicit names (never inferred) for every few-shot method."""
+"""The method registry: explicit names (never inferred) for every few-shot method.
+
+Each ``Adapter`` subclass registers itself when it is defined (``base.ADAPTERS``); this module
+imports them all, so the registry is complete once the package is imported.
+"""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -6,7 +10,7 @@ from typing import Any, Sequence
 import torch
 
 from ...errors import ConfigError
-from .base import Adapter
+from .base import ADAPTERS, Adapter
 from .clip_adapter import ClipAdapter
 from .cocoop import CoCoOp
 from .coop import CoOp
@@ -25,13 +29,11 @@ class ZeroShot(Adapter):
         return self.logit_scale() * features.to(self.device) @ self.zero_shot_weights(names).T
 
 
-ADAPTERS: dict[str, type[Adapter]] = {cls.method: cls for cls in (
-    LinearProbe, CoOp, CoCoOp, MaPLe, ClipAdapter, TipAdapter, TipAdapterF, ZeroShot)}
 #: methods `clipdense adapt` offers (the zero-shot baseline learns nothing to save).
-METHODS: tuple[str, ...] = ("linear-probe", "coop", "cocoop", "maple", "clip-adapter", "tip-adapter",
-                            "tip-adapter-f")
+METHODS: tuple[str, ...] = tuple(cls.method for cls in (LinearProbe, CoOp, CoCoOp, MaPLe, ClipAdapter, TipAdapter,
+                                                        TipAdapterF))
 #: methods trained by the engine (the others are closed-form or training-free).
-TRAINED: tuple[str, ...] = ("coop", "cocoop", "maple", "clip-adapter", "tip-adapter-f")
+TRAINED: tuple[str, ...] = tuple(method for method in METHODS if ADAPTERS[method].trained)
 
 
 def adapter_class(method: str) -> type[Adapter]:

@@ -89,3 +89,4 @@ class TipAdapterF(TipAdapter):
 
     method = "tip-adapter-f"
     train_keys = True
+    trained = True
