@@ -20,7 +20,7 @@ from .hub import offline_when_unreachable
 from .registry import (PREPROCESS_KEY, builtin_models, register_builtin_configs, register_config,
                        registered_preprocess, shipped_weights)
 from .text_tokenizer import build_tokenizer
-from .weights import META_MODEL_CONFIG, META_MODEL_NAME, WEIGHT_SUFFIXES, load_into, read_metadata, \
+from .weights import META_FORMAT, META_MODEL_CONFIG, META_MODEL_NAME, WEIGHT_SUFFIXES, load_into, read_metadata, \
     read_state_dict
 
 OFFLINE_HINT = ("no network here? Download the weights where the internet is reachable, then pass the file: "
@@ -188,6 +188,9 @@ def _load_path(path: Path, pretrained: str | os.PathLike | None,
                              "pass the model name and the file: --model NAME --pretrained FILE")
     metadata = read_metadata(path)
     name = metadata.get(META_MODEL_NAME)
+    if not name and metadata.get(META_FORMAT):
+        raise ModelLoadError(f"{path}: a clipdense '{metadata[META_FORMAT]}' file, not a model (a head loads with "
+                             "load_head(path, bundle) on the backbone it was trained on)")
     if not name:
         raise ModelLoadError(f"{path}: no '{META_MODEL_NAME}' metadata (not written by clipdense); "
                              "pass the model name and the file: --model NAME --pretrained FILE")
