@@ -59,7 +59,7 @@ def fetch_repo_files(repo_id: str, required: str, one_of: Sequence[str], optiona
     Args:
         repo_id: ``org/name`` on the hub.
         required: a file the repo must have (its folder is returned).
-        one_of: alternatives in order of preference (e.g. safetensors before a pickle-free .bin).
+        one_of: alternatives in order of preference (safetensors before .bin).
         optional: files that may be absent.
         hint: what to tell the user when nothing can be fetched (how to pass a local folder).
     """
@@ -75,11 +75,11 @@ def fetch_repo_files(repo_id: str, required: str, one_of: Sequence[str], optiona
         for name in one_of:
             try:
                 path = Path(hf_hub_download(repo_id, name))
+                for shard in _shards(path):
+                    hf_hub_download(repo_id, shard)
             except errors as exc:
                 last = exc
                 continue
-            for shard in _shards(path):
-                hf_hub_download(repo_id, shard)
             break
         else:
             raise ModelLoadError(f"could not fetch weights of {repo_id}: none of {list(one_of)} "
