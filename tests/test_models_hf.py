@@ -122,6 +122,22 @@ def test_bin_weights_load_like_safetensors(tmp_path, hf_folder):
         assert torch.equal(value, from_safetensors[key]), key
 
 
+def test_sharded_checkpoint_loads_like_one_file(tmp_path, hf_folder):
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(hf_folder[0] / "model.safetensors")
+    keys = sorted(state)
+    shards = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
+    for name, part in shards.items():
+        save_file({k: state[k] for k in part}, tmp_path / name)
+    weight_map = {k: name for name, part in shards.items() for k in part}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (tmp_path / "config.json").write_bytes((hf_folder[0] / "config.json").read_bytes())
+    sharded = cd.load_model(tmp_path, device="cpu").model.state_dict()
+    for key, value in cd.load_model(hf_folder[0], device="cpu").model.state_dict().items():
+        assert torch.equal(value, sharded[key]), key
+
+
 def test_bin_with_arbitrary_objects_is_refused(tmp_path):
     _save_hf_clip(tmp_path, weights="bin")
     state = torch.load(tmp_path / "pytorch_model.bin", weights_only=True)
