@@ -15,7 +15,7 @@ from clipdense.objectives import build_objective
 from clipdense.objectives.clipself import ClipSelfObjective, ClipSelfOptions, ensemble_weights
 from clipdense.data.sample import Sample
 from clipdense.models.pooling import crop_boxes, expand_boxes
-from clipdense.objectives.clipself_regions import grid_boxes
+from clipdense.objectives.clipself_regions import grid_boxes, teacher_crops
 from clipdense.objectives.teacher_cache import TeacherCache, teacher_fingerprint
 
 
@@ -45,17 +45,24 @@ def test_grid_follows_published_rule(seed):
     widths = (boxes[:, 2] - boxes[:, 0]).mul(1e4).round().unique() / 1e4
     heights = (boxes[:, 3] - boxes[:, 1]).mul(1e4).round().unique() / 1e4
     assert len(widths) == 1 and len(heights) == 1          # equal cells of one grid
-    m, n = round(1 / float(widths[0])), round(1 / float(heights[0]))
-    assert 1 <= m <= 6 and math.ceil((m + 1) / 2) <= n <= min(2 * m, 6)
-    assert len(boxes) == min(m * n, 20) and len({tuple(b) for b in boxes.tolist()}) == len(boxes)
+    cols, rows = round(1 / float(widths[0])), round(1 / float(heights[0]))
+    assert 1 <= rows <= 6 and (rows + 1) // 2 <= cols <= min(2 * rows, 6)
+    assert len(boxes) == min(rows * cols, 20) and len({tuple(b) for b in boxes.tolist()}) == len(boxes)
     assert (boxes >= 0).all() and (boxes <= 1).all()
 
 
-def test_grid_draws_cover_the_whole_range():
-    seen = {(round(1 / float(b[0, 2] - b[0, 0])), round(1 / float(b[0, 3] - b[0, 1])))
-            for b in (grid_boxes(torch.Generator().manual_seed(s)) for s in range(400))}
-    expected = {(m, n) for m in range(1, 7) for n in range(math.ceil((m + 1) / 2), min(2 * m, 6) + 1)}
-    assert seen == expected
+def test_grid_draws_the_24_official_pairs_uniformly():
+    """The official law: uniform over (rows, cols) with cols in floor((rows+1)/2)..min(2 rows, 6) - 24 pairs,
+    1x2 (one row, two columns), 2x4 and 3x6 among them (the old rule never drew those)."""
+    counts: dict[tuple[int, int], int] = {}
+    for s in range(2400):
+        b = grid_boxes(torch.Generator().manual_seed(s))
+        pair = (round(1 / float(b[0, 3] - b[0, 1])), round(1 / float(b[0, 2] - b[0, 0])))
+        counts[pair] = counts.get(pair, 0) + 1
+    expected = {(m, n) for m in range(1, 7) for n in range((m + 1) // 2, min(2 * m, 6) + 1)}
+    assert set(counts) == expected and len(expected) == 24 and {(1, 2), (2, 4), (3, 6)} <= expected
+    assert all(50 <= c <= 150 for c in counts.values())   # 100 expected each
+    assert counts[(1, 1)] < 150                           # the whole image is not drawn twice as often
 
 
 def test_expand_boxes_about_centre_and_clipped():
@@ -70,7 +77,8 @@ def test_loss_equals_hand_computed_case():
     out = objective(batch)
     student, teacher = objective.model, objective.teacher
     size = batch["image"].shape[-1]
-    dense = cd.dense_forward(student, batch["image"], "maskclip").dense  # pooled unnormalised, as CLIPSelf
+    # the official order: unit-norm patch features, then RoIAlign, then unit norm again (fails for raw pooling)
+    dense = F.normalize(cd.dense_forward(student, batch["image"], "maskclip").dense, dim=1)
     losses = []
     for i in range(2):
         for box, crop in zip(batch["boxes"][i][batch["valid"][i]], batch["crops"][i][batch["valid"][i]]):
@@ -80,14 +88,23 @@ def test_loss_equals_hand_computed_case():
     torch.testing.assert_close(out["loss"], torch.stack(losses).mean(), atol=1e-5, rtol=1e-5)
 
 
-def test_student_equals_teacher_at_start_and_only_vision_trains():
+def test_student_equals_teacher_at_start_and_only_the_blocks_train():
+    """Published recipe: only the transformer blocks train; patch embedding, class/position embeddings,
+    ln_pre, ln_post and proj stay frozen ("fix output layers")."""
     objective = _objective(global_guard=1.0)
     out = objective(_batch(objective, _images(2)))
     assert float(out["global_guard"]) < 1e-5
     out["loss"].backward()
-    assert all(p.grad is not None for p in objective.model.visual.parameters())
-    assert all(not p.requires_grad for n, p in objective.model.named_parameters() if not n.startswith("visual."))
+    trainable = {n for n, p in objective.model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("visual.transformer.resblocks.") for n in trainable)
+    assert all(objective.model.get_parameter(n).grad is not None for n in trainable)
+    frozen = {"visual.conv1.weight", "visual.class_embedding", "visual.positional_embedding", "visual.ln_pre.weight",
+              "visual.ln_post.weight", "visual.ln_post.bias", "visual.proj", "token_embedding.weight"}
+    assert not frozen & trainable
     assert all(not p.requires_grad for p in objective.teacher.parameters())
+    whole = _objective(train="tower")
+    assert {n for n, p in whole.model.named_parameters() if p.requires_grad} == {
+        n for n, _ in whole.model.named_parameters() if n.startswith("visual.")}
 
 
 def test_teacher_cache_serves_same_targets_and_invalidates(tmp_path):
@@ -137,12 +154,29 @@ def test_box_regions_use_given_boxes_and_expanded_crops():
     image = _images(1, (80, 100))[0]
     batch = _batch(objective, [image], [[[10, 20, 50, 60]]])
     assert int(batch["valid"].sum()) == 1
-    torch.testing.assert_close(batch["boxes"][0, 0], torch.tensor([0.1, 0.25, 0.5, 0.75]))
+    # 100 x 80 letterboxed into the square canvas: x / 100, y / 100 (the bottom 20 % is padding)
+    torch.testing.assert_close(batch["boxes"][0, 0], torch.tensor([0.1, 0.2, 0.5, 0.6]))
+    squashed = _batch(_objective(regions="boxes", keep_aspect=False), [image], [[[10, 20, 50, 60]]])
+    torch.testing.assert_close(squashed["boxes"][0, 0], torch.tensor([0.1, 0.25, 0.5, 0.75]))
     clipped = _batch(objective, [image], [[[10, 20, 150, 60], [200, 200, 300, 300]]])   # overhang / outside
     assert int(clipped["valid"].sum()) == 1
-    torch.testing.assert_close(clipped["boxes"][0, 0], torch.tensor([0.1, 0.25, 1.0, 0.75]))
+    torch.testing.assert_close(clipped["boxes"][0, 0], torch.tensor([0.1, 0.2, 1.0, 0.6]))
     nothing = _batch(objective, [image], [[[200, 200, 300, 300]]])                      # whole-image fallback
-    torch.testing.assert_close(nothing["boxes"][0, 0], torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    torch.testing.assert_close(nothing["boxes"][0, 0], torch.tensor([0.0, 0.0, 1.0, 0.8]))
+    small = _batch(objective, [image], [[[10, 20, 50, 60], [0, 0, 7, 9]]])              # 63 px^2 < 8^2: dropped
+    assert int(small["valid"].sum()) == 1
+
+
+def test_student_image_is_letterboxed_bottom_right():
+    objective = _objective(regions="boxes", student_size=50)
+    image = Image.new("RGB", (100, 80), (255, 255, 255))
+    batch = _batch(objective, [image], [[[10, 20, 50, 60]]])
+    black = (0 - torch.tensor(objective.mean)) / torch.tensor(objective.std)
+    white = (1 - torch.tensor(objective.mean)) / torch.tensor(objective.std)
+    torch.testing.assert_close(batch["image"][0, :, :40, :].mean((1, 2)), white, atol=1e-3, rtol=0)
+    torch.testing.assert_close(batch["image"][0, :, 40:, :].mean((1, 2)), black, atol=1e-3, rtol=0)
+    crop = batch["crops"][0, 0]                               # 60 x 60 expanded box: square, no padding
+    torch.testing.assert_close(crop.mean((1, 2)), white, atol=1e-3, rtol=0)
 
 
 def test_teacher_crops_are_the_evaluation_crop_path():
@@ -153,7 +187,20 @@ def test_teacher_crops_are_the_evaluation_crop_path():
     pixels = TF.normalize(TF.to_tensor(image), list(objective.mean), list(objective.std))[None]
     box = expand_boxes(torch.tensor([[10.0, 20.0, 50.0, 60.0]]), 1.5, 80, 100)
     size = objective.teacher_size
-    torch.testing.assert_close(batch["crops"][0, 0], crop_boxes(pixels, [box], (size, size))[0], atol=1e-4, rtol=0)
+    black = [-m / s for m, s in zip(objective.mean, objective.std)]
+    expected = crop_boxes(pixels, [box], (size, size), keep_aspect=True, fill=black)[0]
+    torch.testing.assert_close(batch["crops"][0, 0], expected, atol=1e-4, rtol=0)
+    assert torch.equal(expected, teacher_crops(pixels, [box], size, objective.mean, objective.std)[0])
+
+
+def test_keep_aspect_crops_pad_bottom_right() -> None:
+    images = torch.arange(2 * 4 * 6, dtype=torch.float32).reshape(1, 2, 4, 6)
+    wide = crop_boxes(images, [torch.tensor([[0.0, 0.0, 6.0, 2.0]])], (3, 3), keep_aspect=True, fill=[-1.0, -2.0])
+    assert wide.shape == (1, 2, 3, 3)
+    assert (wide[0, 0, 1:] == -1).all() and (wide[0, 1, 1:] == -2).all()    # a 6 x 2 box fills 3 x 1
+    assert (wide[0, :, :1] >= 0).all()
+    stretched = crop_boxes(images, [torch.tensor([[0.0, 0.0, 6.0, 2.0]])], (3, 3))
+    assert (stretched >= 0).all()
 
 
 def test_ensemble_weights_mix():

@@ -99,12 +99,35 @@ def expand_boxes(boxes: torch.Tensor, scale: torch.Tensor | float, height: float
     return torch.minimum(out.clamp_min(0), limit)
 
 
-def crop_boxes(images: torch.Tensor, boxes: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+def crop_boxes(images: torch.Tensor, boxes: Sequence[torch.Tensor], size: tuple[int, int],
+               keep_aspect: bool = False, fill: Sequence[float] | torch.Tensor | float = 0.0) -> torch.Tensor:
     """(sum N_i, C, *size) crops of ``images`` (B, C, H, W) at xyxy pixel ``boxes``, resized by RoIAlign
     (bilinear, averaging several samples per output pixel when shrinking).
 
     The one crop path: CLIPSelf's teacher embeds exactly these crops, and the evaluation's ``crops``
     baseline is measured on them, so that baseline is the signal CLIPSelf distils.
+
+    Args:
+        keep_aspect: resize each crop so its longer side fills ``size`` and pad the rest at the bottom and
+            right (CLIPSelf's ``ResizeLongest``); otherwise every crop is stretched to ``size``.
+        fill: the padding value per channel, in the units of ``images`` (for normalised images, the
+            normalised value of a black pixel: ``-mean / std``).
     """
-    return roi_align(images.float(), [b.float() for b in boxes], output_size=size, spatial_scale=1.0,
-                     sampling_ratio=-1, aligned=True)
+    flat = [b.float().reshape(-1, 4) for b in boxes]
+    if not keep_aspect:
+        return roi_align(images.float(), flat, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    out_h, out_w = size
+    fill_values = torch.as_tensor(fill, dtype=torch.float32).reshape(-1, 1, 1)
+    crops = []
+    for index, image_boxes in enumerate(flat):
+        for box in image_boxes:
+            w, h = float(box[2] - box[0]), float(box[3] - box[1])
+            scale = min(out_h / max(h, 1e-6), out_w / max(w, 1e-6))
+            new_h, new_w = max(1, min(out_h, round(h * scale))), max(1, min(out_w, round(w * scale)))
+            canvas = fill_values.expand(images.shape[1], out_h, out_w).clone()
+            canvas[:, :new_h, :new_w] = roi_align(images[index:index + 1].float(), [box[None]], (new_h, new_w),
+                                                  spatial_scale=1.0, sampling_ratio=-1, aligned=True)[0]
+            crops.append(canvas)
+    if not crops:
+        return images.new_zeros((0, images.shape[1], out_h, out_w), dtype=torch.float32)
+    return torch.stack(crops)

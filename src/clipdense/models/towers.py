@@ -71,6 +71,11 @@ class Tower(ABC):
     def facts(self) -> TowerFacts:
         """Widths, patch and image size, block count."""
 
+    @property
+    @abstractmethod
+    def blocks(self) -> nn.ModuleList:
+        """The transformer blocks, in order (what CLIPSelf's published recipe trains)."""
+
     @abstractmethod
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor | None]:
         """Tokens (B, prefix + N, C) ready for block 0, the (h, w) patch grid, and a rotary table or None."""
@@ -138,6 +143,10 @@ class OpenClipTower(Tower):
                           patch_size=_pair(v.patch_size), image_size=_pair(v.image_size),
                           num_blocks=len(v.transformer.resblocks), num_prefix_tokens=1)
 
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.visual.transformer.resblocks
+
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], None]:
         v = self.visual
         x = v.conv1(images.to(v.conv1.weight.dtype))
@@ -192,8 +201,8 @@ class TimmTower(Tower):
             raise ModelLoadError(f"dense features need timm's plain PatchEmbed, got {type(embed).__name__}")
         pool = self.trunk.attn_pool
         if pool is not None and (type(pool) is not AttentionPoolLatent or pool.pos_embed is not None):
-            raise ModelLoadError(f"dense features: attention pool {type(pool).__name__} with a position table "
-                                 "is not supported (timm's AttentionPoolLatent without one is)")
+            raise ModelLoadError(f"dense features: this {type(pool).__name__} head is not supported (timm's "
+                                 "AttentionPoolLatent without a position table is)")
 
     @cached_property
     def facts(self) -> TowerFacts:
@@ -201,6 +210,10 @@ class TimmTower(Tower):
         return TowerFacts(width=int(t.embed_dim), output_dim=self._output_dim(),
                           patch_size=_pair(t.patch_embed.patch_size), image_size=_pair(self.visual.image_size),
                           num_blocks=len(t.blocks), num_prefix_tokens=int(t.num_prefix_tokens))
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.trunk.blocks
 
     def _output_dim(self) -> int:
         for head in (self.visual.head, self.trunk.head):

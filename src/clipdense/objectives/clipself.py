@@ -19,12 +19,15 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models.dense import DENSE_MODES, dense_forward, tower_facts
+from ..models.towers import tower_of
 from ..models.pooling import pool_boxes
 from ..train.data import SampleTransform
 from ..train.objective import Objective
 from .clipself_regions import REGION_MODES, ClipSelfTransform
 from .teacher_cache import TeacherCache, teacher_fingerprint
 from .views import model_image_stats
+
+TRAINABLE = ("blocks", "tower")
 
 
 def _option(default: Any, help: str, **kwargs: Any) -> Any:
@@ -55,11 +58,30 @@ class ClipSelfOptions:
     fixed_regions: bool = _option(False, "grid cells drawn from the image's hash, the same every epoch "
                                          "(the cache needs it; on with --teacher-cache)")
     cache_flush_every: int = _option(200, "write the teacher cache after this many steps (and at the end)")
+    train: str = _option("blocks", "what trains: the tower's transformer blocks only, the stem, class/position "
+                                   "embeddings and output layers frozen (published: 'fix output layers'), or the "
+                                   "whole image 'tower'", choices=TRAINABLE)
+    keep_aspect: bool = _option(True, "student image and teacher crops keep their aspect: longest side resized, "
+                                      "padded bottom-right (published); false squashes them to squares")
+    min_box_size: float = _option(8.0, "boxes under this side^2 in pixels are dropped (published: 8)")
+    max_box_size: float = _option(1024.0, "boxes over this side^2 in pixels are dropped (published: 1024)")
+
+
+def freeze_all_but(model: nn.Module, train: str) -> None:
+    """Only the image tower trains ("tower"), or only its transformer blocks ("blocks")."""
+    model.requires_grad_(False)
+    trainable = tower_of(model).blocks if train == "blocks" else model.visual
+    trainable.requires_grad_(True)
 
 
 def _validate(options: ClipSelfOptions) -> None:
     if options.regions not in REGION_MODES:
         raise ConfigError(f"regions must be one of {REGION_MODES}, got {options.regions!r}")
+    if options.train not in TRAINABLE:
+        raise ConfigError(f"train must be one of {TRAINABLE}, got {options.train!r}")
+    if not 0 <= options.min_box_size <= options.max_box_size:
+        raise ConfigError(f"expected 0 <= min_box_size <= max_box_size, got {options.min_box_size}, "
+                          f"{options.max_box_size}")
     if options.dense_mode not in DENSE_MODES:
         raise ConfigError(f"dense_mode must be one of {sorted(DENSE_MODES)}, got {options.dense_mode!r}")
     if options.max_split < 1 or options.max_regions < 1:
@@ -98,9 +120,7 @@ class ClipSelfObjective(Objective):
                               f"({type(self.teacher).__name__}, output {teacher_dim} vs "
                               f"{type(model.visual).__name__}, output {self.output_dim})")
         self.teacher.requires_grad_(False).eval()
-        for name, param in model.named_parameters():
-            if not name.startswith("visual."):
-                param.requires_grad_(False)
+        freeze_all_but(model, self.options.train)
         size, self.mean, self.std = model_image_stats(model)
         self.teacher_size = self.options.teacher_size or size
         sizes = list(self.options.student_sizes) or [self.options.student_size or 2 * self.teacher_size]
@@ -163,7 +183,10 @@ class ClipSelfObjective(Objective):
         out = dense_forward(self.model, images, self.options.dense_mode)
         size = images.shape[-1]
         boxes = [b[v] * size for b, v in zip(batch["boxes"], valid)]
-        student = F.normalize(pool_boxes(out.dense, boxes, (size, size), validate=False).float(), dim=-1)
+        # normalise each patch feature before RoIAlign and the pooled one after, as the official code does
+        # (and as the evaluation's rois pool the unit-norm map)
+        dense = F.normalize(out.dense.float(), dim=1)
+        student = F.normalize(pool_boxes(dense, boxes, (size, size), validate=False), dim=-1)
         crops = batch["crops"][valid]
         target = self.teacher_targets(crops, keys[:, :-1][valid])
         cosine = (student * target).sum(-1)

@@ -5,7 +5,6 @@ Boxes travel in normalised [0, 1] x1,y1,x2,y2 coordinates so the student can run
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -21,14 +20,19 @@ from ..models.pooling import crop_boxes, expand_boxes
 REGION_MODES = ("grid", "boxes")
 
 
+def grid_choices(max_split: int = 6) -> list[tuple[int, int]]:
+    """The official grid law's (rows, cols) pairs: rows m in 1..M, cols from floor((m+1)/2) to min(2m, M)
+    (24 pairs for M = 6)."""
+    return [(m, n) for m in range(1, max_split + 1) for n in range((m + 1) // 2, min(2 * m, max_split) + 1)]
+
+
 def grid_boxes(generator: torch.Generator, max_split: int = 6, max_regions: int = 20) -> torch.Tensor:
-    """CLIPSelf's grid rule: m in 1..M, n in ceil((m+1)/2)..min(2m, M); an m (columns) x n (rows)
-    grid, shuffled, at most K cells kept. Returns (k, 4) normalised boxes."""
-    m = int(torch.randint(1, max_split + 1, (), generator=generator))
-    n_low, n_high = math.ceil((m + 1) / 2), min(2 * m, max_split)
-    n = int(torch.randint(n_low, n_high + 1, (), generator=generator))
-    xs, ys = torch.linspace(0, 1, m + 1), torch.linspace(0, 1, n + 1)
-    cells = torch.tensor([[xs[i], ys[j], xs[i + 1], ys[j + 1]] for j in range(n) for i in range(m)])
+    """CLIPSelf's image-patch regions: a (rows, cols) pair drawn uniformly from ``grid_choices``, the image
+    cut into that grid, the cells shuffled and at most K kept. Returns (k, 4) normalised boxes."""
+    choices = grid_choices(max_split)
+    rows, cols = choices[int(torch.randint(len(choices), (), generator=generator))]
+    xs, ys = torch.linspace(0, 1, cols + 1), torch.linspace(0, 1, rows + 1)
+    cells = torch.tensor([[xs[i], ys[j], xs[i + 1], ys[j + 1]] for j in range(rows) for i in range(cols)])
     order = torch.randperm(len(cells), generator=generator)[:max_regions]
     return cells[order]
 
@@ -48,17 +52,34 @@ def region_keys(image_hash: int, boxes: torch.Tensor, teacher_size: int) -> torc
     return torch.tensor(keys, dtype=torch.int64)
 
 
-def normalised_boxes(sample: Sample) -> torch.Tensor:
-    """The sample's pixel boxes clipped to the image and normalised; boxes under a pixel on a side are
-    dropped, and the whole image is the one region when none remain (as the official proposal variant)."""
+def normalised_boxes(sample: Sample, min_size: float = 0.0, max_size: float = float("inf")) -> torch.Tensor:
+    """The sample's pixel boxes clipped to the image and normalised. Boxes under a pixel on a side, or whose
+    area is outside [min_size^2, max_size^2], are dropped (the official proposal variant's 8 / 1024); when
+    none remain the whole image is the one region (the official code uses its top-left quarter)."""
     width, height = sample.image.size
     boxes = sample.boxes.reshape(-1, 4).float() if sample.boxes is not None else torch.zeros(0, 4)
     limit = torch.tensor([width, height, width, height], dtype=torch.float32)
     boxes = torch.minimum(boxes.clamp_min(0), limit)
-    boxes = boxes[((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)]
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    boxes = boxes[(w >= 1) & (h >= 1) & (w * h >= min_size ** 2) & (w * h <= max_size ** 2)]
     if not len(boxes):
         return torch.tensor([[0.0, 0.0, 1.0, 1.0]])
     return boxes / limit
+
+
+def letterbox_scale(width: int, height: int, size: int) -> tuple[int, int]:
+    """(new width, new height) of an image whose longest side is resized to ``size`` (aspect kept)."""
+    scale = size / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def teacher_crops(images: torch.Tensor, boxes: list[torch.Tensor], size: int, mean: Sequence[float],
+                  std: Sequence[float], keep_aspect: bool = True) -> torch.Tensor:
+    """Crops of normalised ``images`` at pixel ``boxes`` as CLIPSelf's teacher sees them: ``size`` x ``size``,
+    longest side resized and the rest padded black (``keep_aspect``), or stretched. The evaluation's
+    ``crops`` baseline calls this too, so it measures exactly the signal CLIPSelf distils."""
+    black = [-m / s for m, s in zip(mean, std)]
+    return crop_boxes(images, boxes, (size, size), keep_aspect=keep_aspect, fill=black)
 
 
 @dataclass
@@ -88,25 +109,38 @@ class ClipSelfTransform:
                 generator = torch.Generator().manual_seed(image_hash)
             boxes = grid_boxes(generator, o.max_split, o.max_regions)
             return boxes, boxes
-        boxes = normalised_boxes(sample)
+        boxes = normalised_boxes(sample, o.min_box_size, o.max_box_size)
         order = torch.arange(len(boxes)) if self.fixed_regions else torch.randperm(len(boxes), generator=generator)
         boxes = boxes[order[: o.max_regions]]
         return boxes, expand_boxes(boxes, o.box_expand, 1.0, 1.0)
 
-    def _view(self, image: Image.Image, size: int) -> torch.Tensor:
-        resized = TF.resize(image, [size, size], interpolation=InterpolationMode.BICUBIC)
-        return TF.normalize(TF.to_tensor(resized), list(self.mean), list(self.std))
+    def _student(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+        """The student image (S x S) and the (x, y, x, y) factor from image-normalised to canvas-normalised
+        boxes: with ``keep_aspect`` the longest side is resized and the rest padded black at the bottom/right
+        (CLIPSelf's ResizeLongest); otherwise the image is squashed."""
+        size = self.student_size
+        if not self.options.keep_aspect:
+            resized = TF.resize(image, [size, size], interpolation=InterpolationMode.BICUBIC)
+            return TF.normalize(TF.to_tensor(resized), list(self.mean), list(self.std)), torch.ones(4)
+        new_w, new_h = letterbox_scale(image.width, image.height, size)
+        resized = TF.resize(image, [new_h, new_w], interpolation=InterpolationMode.BICUBIC)
+        canvas = TF.pad(resized, [0, 0, size - new_w, size - new_h], fill=0)
+        longest = max(image.width, image.height)   # exact scale, as the official code maps its boxes
+        factor = torch.tensor([image.width / longest, image.height / longest] * 2)
+        return TF.normalize(TF.to_tensor(canvas), list(self.mean), list(self.std)), factor
 
-    def _crops(self, image: Image.Image, crop_boxes_: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        """(K, 3, T, T) teacher crops; regions the cache already serves stay zero (never looked at)."""
-        k, size, capacity = len(crop_boxes_), self.teacher_size, self.options.max_regions
+    def _crops(self, pixels: torch.Tensor, crop_boxes_: torch.Tensor, keys: torch.Tensor,
+               capacity: int) -> torch.Tensor:
+        """(capacity, 3, T, T) teacher crops of normalised boxes; regions the cache already serves stay zero
+        (never looked at). Cut by the evaluation's crop path (``teacher_crops``)."""
+        k, size = len(crop_boxes_), self.teacher_size
         crops = torch.zeros(capacity, 3, size, size)
         todo = torch.tensor([not (self.cached is not None and self.cached(int(keys[i]))) for i in range(k)],
                             dtype=torch.bool)
         if todo.any():
-            pixels = TF.normalize(TF.to_tensor(image), list(self.mean), list(self.std))
-            scale = torch.tensor([image.width, image.height] * 2, dtype=torch.float32)
-            crops[:k][todo] = crop_boxes(pixels[None], [crop_boxes_[todo] * scale], (size, size))
+            scale = torch.tensor([pixels.shape[-1], pixels.shape[-2]] * 2, dtype=torch.float32)
+            crops[:k][todo] = teacher_crops(pixels[None], [crop_boxes_[todo] * scale], size, self.mean, self.std,
+                                            self.options.keep_aspect)
         return crops
 
     def __call__(self, sample: Sample, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -118,11 +152,14 @@ class ClipSelfTransform:
         keys[:k] = region_keys(image_hash, crop_boxes_, size)
         keys[-1] = region_keys(image_hash, torch.tensor([[0.0, 0.0, 1.0, 1.0]]), size)[0]
         padded = torch.zeros(capacity, 4)
-        padded[:k] = boxes
         valid = torch.zeros(capacity, dtype=torch.bool)
         valid[:k] = True
-        out = {"image": self._view(image, self.student_size), "crops": self._crops(image, crop_boxes_, keys[:k]),
+        student, factor = self._student(image)
+        padded[:k] = boxes * factor
+        pixels = TF.normalize(TF.to_tensor(image), list(self.mean), list(self.std))
+        out = {"image": student, "crops": self._crops(pixels, crop_boxes_, keys[:k], capacity),
                "boxes": padded, "valid": valid, "keys": keys}
         if self.with_global:  # only the global guard looks at the whole image at teacher size
-            out["global"] = self._view(image, size)
+            whole = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
+            out["global"] = self._crops(pixels, whole, keys[-1:], 1)[0]
         return out
