@@ -11,8 +11,8 @@ import torch
 from clipdense.cli.main import main
 from clipdense.data import SynthConfig, write_world
 from clipdense.errors import ConfigError
-from clipdense.evaluation import json_ready, resolve_modes, resolve_tasks, to_markdown
-from clipdense.evaluation.world import open_eval_world, region_batches, segmentation_samples
+from clipdense.evaluation import EVAL_TASKS, json_ready, open_eval_data, resolve_modes, resolve_tasks, to_markdown
+from clipdense.evaluation.regions import region_batches
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
 
@@ -25,23 +25,36 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_world_adapter_scales_boxes_and_keeps_label_resolution(world: Path) -> None:
-    ew = open_eval_world(world)
-    assert ew.classes[ew.things[0]] == json.loads((world / "world.json").read_text())["things"][0]
-    assert set(ew.groups) == {"base", "novel"} and set(ew.groups["novel"]) <= set(ew.things)
-    full = list(region_batches(ew, lambda im: torch.zeros(3, im.height, im.width), None, batch_size=4))
-    half = list(region_batches(ew, lambda im: torch.zeros(3, im.height, im.width), 32, batch_size=4))
+def test_world_data_scales_boxes_and_keeps_label_resolution(world: Path) -> None:
+    data = open_eval_data(world)
+    meta = json.loads((world / "world.json").read_text())
+    assert data.split == "val" and data.things == meta["things"]
+    assert set(data.groups) == {"base", "novel"} and set(data.groups["novel"]) <= set(meta["things"])
+    reader = data.open(EVAL_TASKS["regions"])
+    assert reader.classes == meta["classes"]
+    blank = lambda im: torch.zeros(3, im.height, im.width)  # noqa: E731
+    full = list(region_batches(reader, blank, None, 4, data.skips))
+    half = list(region_batches(reader, blank, 32, 4, data.skips))
     assert [b.images.shape[-1] for b in full] == [64, 64] and half[0].images.shape[-2:] == (32, 32)
     assert torch.allclose(half[0].boxes[0] * 2, full[0].boxes[0])
     labels = torch.cat([lab for b in full for lab in b.labels])
-    assert (labels < len(ew.classes)).all() and any(int(x) in ew.stuff for x in labels)
-    count, samples = segmentation_samples(ew, lambda im: torch.zeros(3, im.height, im.width), 32)
-    image, label = next(samples)
-    assert count == 6 and image.shape[-2:] == (32, 32) and label.shape == (64, 64)
+    assert (labels < len(reader.classes)).all() and not reader.isthing[labels].all()
+    semseg = data.open(EVAL_TASKS["segmentation"])
+    assert len(semseg) == 6 and semseg[0].semantic.shape == (64, 64) and semseg.classes == meta["classes"]
+
+
+def test_retrieval_reads_shards_like_the_csv(world: Path, tiny_bundle) -> None:
+    """The world's val CSV and its val shards hold the same pairs: the same recalls, split only for the world."""
+    from clipdense.evaluation import evaluate
+    by_csv = evaluate(tiny_bundle, world, tasks="retrieval", device="cpu")
+    by_shards = evaluate(tiny_bundle, str(world / "shards" / "val-*.tar"), tasks="retrieval", device="cpu")
+    assert by_csv["split"] == "val" and by_shards["split"] is None and by_shards["data_format"] == "wds"
+    assert by_shards["tasks"]["retrieval"] == by_csv["tasks"]["retrieval"]
+    assert by_shards["tasks"]["retrieval"]["num_images"] == 6
 
 
 def test_resolvers_and_report_helpers() -> None:
-    assert resolve_tasks("all") == ("zeroshot", "retrieval", "segmentation", "regions")
+    assert resolve_tasks("all")[:4] == ("zeroshot", "retrieval", "segmentation", "regions")
     assert resolve_tasks("regions,zeroshot") == ("zeroshot", "regions")
     assert "maskclip" in resolve_modes("all") and resolve_modes("sclip,sclip") == ("sclip",)
     with pytest.raises(ConfigError, match="--tasks"):

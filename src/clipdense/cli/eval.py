@@ -1,4 +1,4 @@
-"""`clipdense eval`: every benchmark task on a world (or a dataset in its layout) -> Markdown + JSON."""
+"""`clipdense eval`: the registered benchmark tasks on a world or a real dataset -> Markdown + JSON."""
 from __future__ import annotations
 
 import argparse
@@ -12,10 +12,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `eval` to the command line."""
     parser = subparsers.add_parser("eval", help="zero-shot, retrieval, segmentation and region benchmarks")
     add_model_args(parser)
-    parser.add_argument("--data", required=True, help="world folder (clipdense data synth) or the same layout")
-    parser.add_argument("--split", default="val", help="split to evaluate (default: val)")
+    parser.add_argument("--data", required=True,
+                        help="a world folder (clipdense data synth), an open_clip CSV, tar shards, "
+                             "coco:images=DIR,annotations=FILE[,stuff=FILE], "
+                             "semseg:images=DIR,labels=DIR,classes=FILE[,reduce_zero_label=true,ignore_index=255], "
+                             "imagefolder:root=DIR, or a data YAML with format: and those keys")
+    parser.add_argument("--split", default="val",
+                        help="split of a world to evaluate (default: val); other data is evaluated as given")
     parser.add_argument("--tasks", default="all",
-                        help="'all' or a comma list of zeroshot,retrieval,segmentation,regions (default: all)")
+                        help="'all' (every task the data can feed; the others are noted as not run) or a comma "
+                             "list of registered tasks: zeroshot (ImageFolder), retrieval (CSV, shards), "
+                             "segmentation (semseg), regions (COCO) (default: all)")
     parser.add_argument("--dense-mode", default="maskclip",
                         help="dense mode(s) for segmentation and regions: one, a comma list, or 'all' "
                              "(default: maskclip)")
@@ -40,12 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     """Load the model, run the tasks, print the Markdown table, write JSON + Markdown."""
-    from ..evaluation import evaluate, to_markdown, write_results
+    from ..evaluation import evaluate, plan_tasks, to_markdown, write_results
     from ..models import load_model
 
     if args.out is not None and Path(args.out).suffix.lower() != ".json":
         raise ConfigError(f"--out {args.out}: expected a .json path (the Markdown goes beside it as .md)")
     methods = [m.strip() for m in args.region_methods.split(",") if m.strip()]
+    plan_tasks(args.data, args.tasks, args.split)   # refuse data that cannot feed the tasks before loading a model
     bundle = load_model(args.model, pretrained=args.pretrained, device=args.device)
     results = evaluate(bundle, args.data, tasks=args.tasks, dense_mode=args.dense_mode,
                        image_size=args.image_size, batch_size=args.batch_size, device=args.device,

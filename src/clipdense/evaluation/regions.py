@@ -9,15 +9,23 @@ Scores are per-class mean top-1 / top-5 against *all* classes, reported over thi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
+from ..data.sample import Sample
 from ..errors import ConfigError
 from ..models.pooling import crop_boxes, expand_boxes
 from . import metrics
 from .common import DenseEncoder, ImageEncoder, chunks, normalize, progress
+from .inputs import Batches, resize_short_side, sample_batches
+from .registry import register_task
+
+if TYPE_CHECKING:
+    from ..data import CocoRegions
+    from ..data.skips import SkipCounter
+    from .context import EvalContext
 
 METHODS: tuple[str, ...] = ("rois", "crops", "maskpool")
 BoxPooler = Callable[[Tensor, list[Tensor], tuple[int, int]], Tensor]   # pool_boxes(dense, boxes, image_size)
@@ -119,3 +127,51 @@ def _check_methods(methods: Sequence[str], encode_dense: DenseEncoder | None, en
         if missing:
             raise ConfigError(f"region method {method!r} needs {missing} (got None)")
 
+
+def region_batches(reader: CocoRegions, to_tensor: Callable, short_side: int | None, batch_size: int,
+                   skips: SkipCounter) -> Batches:
+    """Batches of same-size images with their boxes (scaled to the resized image), masks and labels
+    (indices into ``reader.classes``); images without regions are left out."""
+    def collate(samples: list[Sample]) -> Iterable[RegionBatch]:
+        groups: dict[tuple[int, int], RegionBatch] = {}
+        for sample in samples:
+            if not len(sample.boxes):
+                continue
+            tensor = to_tensor(resize_short_side(sample.image, short_side))
+            batch = groups.setdefault(tuple(tensor.shape[-2:]), RegionBatch([], [], [], []))
+            batch.images.append(tensor)
+            batch.boxes.append(sample.boxes * (tensor.shape[-1] / sample.image.width))
+            batch.masks.append(sample.masks)
+            batch.labels.append(sample.labels)
+        return [RegionBatch(torch.stack(b.images), b.boxes, b.masks, b.labels) for b in groups.values()]
+    return sample_batches(reader, batch_size, skips, collate)
+
+
+@register_task("regions", needs={"boxes", "labels", "masks"},
+               summary="CLIPSelf's region classification (rois / crops / maskpool, things / stuff)")
+def run_regions(ctx: EvalContext, reader: CocoRegions) -> tuple[dict, int]:
+    """Crops do not depend on the dense mode, so they run once; rois / maskpool run per mode.
+    Classes and thing/stuff come from the reader (COCO categories and their ``isthing``)."""
+    settings, classes = ctx.settings, list(reader.classes)
+    weights = ctx.classifier(classes)
+    isthing = reader.isthing.tolist()
+    common = dict(things=[i for i, t in enumerate(isthing) if t], stuff=[i for i, t in enumerate(isthing) if not t],
+                  groups=ctx.data.group_indices(classes), batch_size=settings.batch_size,
+                  show_progress=settings.show_progress)
+    batches = region_batches(reader, ctx.to_tensor, settings.short_side, settings.batch_size, ctx.data.skips)
+    out: dict = {"dense": {}}
+    images = 0
+    if "crops" in settings.region_methods:
+        crops = region_classification(weights, batches, methods=("crops",), encode_image=ctx.encode_image,
+                                      input_size=ctx.input_size, total=len(batches), **common)
+        out.update(crops=crops["crops"], num_regions=crops["num_regions"], chance=crops["chance"])
+        images += len(batches.items)
+    dense_methods = tuple(m for m in settings.region_methods if m != "crops")
+    for mode in settings.modes if dense_methods else ():
+        res = region_classification(weights, batches, methods=dense_methods, encode_dense=ctx.dense(mode),
+                                    pool_boxes=ctx.pool_boxes, pool_masks=ctx.pool_masks, total=len(batches),
+                                    **common)
+        out["dense"][mode] = {m: res[m] for m in dense_methods}
+        out.update(num_regions=res["num_regions"], chance=res["chance"])
+        images += len(batches.items)
+    return out, images

@@ -7,6 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import atomic_write_bytes
+from .registry import EVAL_TASKS
+
+#: Tasks whose tables are written here; other registered tasks bring their own (``EvalTask.report``).
+BUILT_IN = ("zeroshot", "retrieval", "segmentation", "regions")
 
 
 def json_ready(value: Any) -> Any:
@@ -98,11 +102,20 @@ def _region_methods(reg: dict) -> dict[tuple[str, str], dict]:
     return out
 
 
+def _task_lines(name: str, result: Any) -> list[str]:
+    """A registered task's own Markdown (its ``report`` hook), else its result as one line of JSON."""
+    task = EVAL_TASKS.get(name)
+    if task is not None and task.report is not None:
+        return task.report(result)
+    return [f"`{json.dumps(json_ready(result))}`"]
+
+
 def to_markdown(results: dict) -> str:
     """Markdown tables of every task in ``results`` (from ``evaluate``), numbers in %, with chance rows."""
     tasks = results.get("tasks", {})
+    split = f" [{results['split']}]" if results.get("split") else ""
     lines = [f"## clipdense eval: {results.get('model')} ({results.get('pretrained') or 'random init'}) "
-             f"on {results.get('data')} [{results.get('split')}]", ""]
+             f"on {results.get('data')}{split}", ""]
     lines += [f"Dense tasks at short side {results.get('image_size')} px"
               + (f", sliding window {results['window']}" if results.get("window") else ", whole image")
               + f"; device {results.get('device')}.", ""]
@@ -111,6 +124,7 @@ def to_markdown(results: dict) -> str:
                  if "segmentation" in tasks else []),
                 ("Region classification (CLIPSelf protocol)", _regions_lines(tasks["regions"])
                  if "regions" in tasks else [])]
+    sections += [(name, _task_lines(name, result)) for name, result in tasks.items() if name not in BUILT_IN]
     for title, body in sections:
         if body:
             lines += [f"### {title}", "", *body, ""]
@@ -118,6 +132,10 @@ def to_markdown(results: dict) -> str:
                        for t, s in results.get("seconds", {}).items())
     if timing:
         lines += [f"Time: {timing}."]
+    skipped = results.get("skipped_tasks") or {}
+    if skipped:
+        lines += [f"Not run (the data has {', '.join(results.get('data_fields') or ['images only'])}): "
+                  + "; ".join(f"{task} {why}" for task, why in skipped.items()) + "."]
     if results.get("skipped_images"):
         lines += [f"Skipped {results['skipped_images']} unreadable images."]
     return "\n".join(lines).rstrip() + "\n"

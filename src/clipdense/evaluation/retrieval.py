@@ -1,14 +1,23 @@
 """Image-text retrieval (the CLIP / open_clip protocol): recall@k in both directions."""
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor
 
+from ..data.images import open_image
 from ..errors import ConfigError
 from . import metrics
 from .common import ImageEncoder, TextEncoder, encode_in_batches, normalize, progress
+from .inputs import Batches, load_or_skip
+from .registry import register_task
+
+if TYPE_CHECKING:
+    from ..data import ImageTextDataset
+    from .context import EvalContext
+
+CaptionBatch = tuple[Tensor, list[list[str]]]   # (images, every caption of each image)
 
 
 def retrieval(encode_image: ImageEncoder, encode_text: TextEncoder,
@@ -53,3 +62,38 @@ def retrieval(encode_image: ImageEncoder, encode_text: TextEncoder,
         "num_images": num_images,
         "num_texts": len(texts),
     }
+
+
+@register_task("retrieval", needs={"caption"}, summary="image<->text recall@1/5/10 (open_clip CSV, shards)")
+def run_retrieval(ctx: EvalContext, reader: ImageTextDataset) -> tuple[dict, int]:
+    """Recall@k over the reader's pairs at the model's own preprocessing; a CSV's rows are grouped by image."""
+    batches = _csv_batches(ctx, reader) if reader.format == "csv" else _stream_batches(ctx, reader)
+    result = retrieval(ctx.encode_image, ctx.encode_text, batches, total=len(batches) if reader.format == "csv"
+                       else None, show_progress=ctx.settings.show_progress)
+    return result, result["num_images"]
+
+
+def _csv_batches(ctx: EvalContext, reader: ImageTextDataset) -> Batches:
+    """An image listed on several rows is one image with several captions (the COCO / Flickr protocol)."""
+    captions: dict[str, list[str]] = {}
+    for image, caption in reader.rows:
+        captions.setdefault(image, []).append(caption)
+
+    def make(chunk: Sequence[tuple[str, list[str]]]) -> Iterable[CaptionBatch]:
+        pairs = [(im, caps) for im, caps in
+                 ((load_or_skip(ctx.data.skips, lambda p=p: open_image(p)), c) for p, c in chunk) if im is not None]
+        if pairs:
+            yield torch.stack([ctx.preprocess(im) for im, _ in pairs]), [caps for _, caps in pairs]
+    return Batches(list(captions.items()), ctx.settings.batch_size, make)
+
+
+def _stream_batches(ctx: EvalContext, reader: ImageTextDataset) -> Iterator[CaptionBatch]:
+    """WebDataset shards: one caption per sample, in file order (the reader counts unreadable ones)."""
+    batch: list[tuple[Tensor, str]] = []
+    for item in reader:
+        batch.append((ctx.preprocess(item["image"]), item["caption"]))
+        if len(batch) == ctx.settings.batch_size:
+            yield torch.stack([im for im, _ in batch]), [[c] for _, c in batch]
+            batch = []
+    if batch:
+        yield torch.stack([im for im, _ in batch]), [[c] for _, c in batch]

@@ -9,7 +9,7 @@ Two settings, both reported because they answer different questions:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +18,15 @@ from torch import Tensor
 from ..errors import ConfigError
 from . import metrics
 from .common import LogitsFn, progress
+from .inputs import resize_short_side
+from .registry import register_task
+
+if TYPE_CHECKING:
+    from ..data import SemSegFolder
+    from .context import EvalContext
 
 Predictor = Callable[[Tensor], Tensor]  # (B, C, H, W) scores -> (B, H, W) class indices
+SEG_LOGIT_SCALE = 50.0  # fixed, as ClearCLIP / NACLIP do, so thresholds mean the same for every model
 
 
 @dataclass
@@ -176,3 +183,23 @@ def _chance_miou(confmat: Tensor, num_classes: int) -> float:
     tp = counts / num_classes
     iou = tp / (counts + total / num_classes - tp)
     return iou.mean().item()
+
+
+@register_task("segmentation", needs={"semantic"},
+               summary="zero-shot mIoU over every class, and things-only with a background threshold")
+def run_segmentation(ctx: EvalContext, reader: SemSegFolder) -> tuple[dict, int]:
+    """Both settings per dense mode; classes from the reader's class-name file, things from a world (else all)."""
+    classes = list(reader.classes)
+    thing_names = set(classes if ctx.data.things is None else ctx.data.things)
+    things = [i for i, name in enumerate(classes) if name in thing_names]
+    stuff = [i for i, name in enumerate(classes) if name not in thing_names]
+    weights, settings = ctx.classifier(classes), ctx.settings
+    out, images = {}, 0
+    for mode in settings.modes:
+        samples = ((ctx.to_tensor(resize_short_side(s.image, settings.short_side)), s.semantic) for s in reader)
+        out[mode] = segmentation_both(ctx.segment_logits(mode, weights), samples, len(classes), things, stuff,
+                                      settings.background_threshold, SEG_LOGIT_SCALE, reader.ignore_index,
+                                      total=len(reader), show_progress=settings.show_progress,
+                                      batch_size=settings.batch_size)
+        images += len(reader)
+    return out, images

@@ -1,14 +1,21 @@
 """Zero-shot classification (CLIP's protocol): cosine of image embeddings with a prompt-ensemble classifier."""
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
+from ..data.sample import Sample
 from ..errors import ConfigError
 from . import metrics
 from .common import ImageEncoder, normalize, progress
+from .inputs import sample_batches
+from .registry import register_task
+
+if TYPE_CHECKING:
+    from ..data import ImageFolderDataset
+    from .context import EvalContext
 
 
 def zeroshot_classification(encode_image: ImageEncoder, classifier: Tensor,
@@ -55,3 +62,17 @@ def _scores(logits: Tensor, labels: Tensor, ks: Sequence[int]) -> dict:
     out["mean_per_class_top1"] = metrics.per_class_mean_accuracy(metrics.topk_correct(logits, labels, 1), labels) \
         if labels.numel() else float("nan")
     return out
+
+
+@register_task("zeroshot", needs={"image_label"}, summary="top-1 / top-5 on labelled images (ImageFolder)")
+def run_zeroshot(ctx: EvalContext, reader: ImageFolderDataset) -> tuple[dict, int]:
+    """Every image of the reader against a classifier over its class names, at the model's own preprocessing."""
+    def collate(samples: list[Sample]) -> list[tuple[Tensor, Tensor]]:
+        return [(torch.stack([ctx.preprocess(s.image) for s in samples]),
+                 torch.tensor([s.image_label for s in samples]))]
+    names = list(reader.classes)
+    batches = sample_batches(reader, ctx.settings.batch_size, ctx.data.skips, collate)
+    result = zeroshot_classification(ctx.encode_image, ctx.classifier(names), batches,
+                                     groups=ctx.data.group_indices(names), total=len(batches),
+                                     show_progress=ctx.settings.show_progress)
+    return result, result["num_samples"]
