@@ -54,6 +54,11 @@ class Objective(nn.Module):
     def after_step(self, step: int) -> None:
         """Hook run after each optimiser step (EMA teachers, centring buffers, clamping)."""
 
+    def prepare(self, bundle: Any, source: Any, data: str | None = None) -> None:
+        """Called once by ``run_training`` before the optimiser is built, with the loaded model ``Bundle``, the
+        opened training source (its ``reader`` names the data's classes) and ``--data`` as given: objectives that
+        train a head read the backbone spec and the class vocabulary here. Default: nothing."""
+
     def required_fields(self) -> frozenset[str]:
         """The ``Sample`` fields this method trains on (``clipdense.data.sample.FIELDS``); the engine opens
         the reader of ``--data`` that fills them, or stops with one line saying what the data lacks."""

@@ -106,6 +106,7 @@ def run_training(config: TrainConfig, source: Source | None = None, evaluator: E
             source = open_source(config, info.rank, info.world_size, objective.required_fields(),
                                  objective.describe_requirement())
         check_data_size(source, config)
+        objective.prepare(bundle, source, config.data or None)
         prefetch, threads = config.loader_threads(device.type)
         batches = BatchStream(source, transform, config.micro_batch_size(info.world_size), seed=config.seed,
                               rank=info.rank, world_size=info.world_size, collate=objective.collate,
