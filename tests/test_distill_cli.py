@@ -116,3 +116,19 @@ def test_distill_defaults_are_the_same_with_and_without_a_config(world, tmp_path
     flagged = resolve_distill_config(build_parser().parse_args(["distill", "--data", str(world), "--regions", "boxes",
                                                                 "--student-sizes", "64", "96", "--fixed-regions"]))
     assert flagged.objective_args == {"regions": "boxes", "student_sizes": [64, 96], "fixed_regions": True}
+
+
+@pytest.mark.parametrize("name", ["b16-coco-patches", "b16-coco-proposals", "l14-coco-patches", "l14-coco-proposals"])
+def test_published_recipe_configs_are_valid(name):
+    """The published recipe is one config away: every key known, CLIPSelf options valid, the paper's values."""
+    from clipdense.config import build_config
+    from clipdense.objectives.clipself import ClipSelfOptions, _validate
+    from clipdense.train.config import TrainConfig
+
+    config = build_config(TrainConfig, f"configs/clipself-eva02-{name}.yaml")
+    options = build_config(ClipSelfOptions, None, config.objective_args)
+    _validate(options)
+    assert (config.lr, config.weight_decay, config.warmup_steps, config.grad_clip) == (1e-5, 0.1, 1000, 0.0)
+    assert (config.beta1, config.beta2, config.eps, config.batch_size) == (0.9, 0.98, 1e-6, 16)
+    assert options.train == "blocks" and options.keep_aspect and options.student_size in (1024, 896)
+    assert options.regions == ("grid" if "patches" in name else "boxes")
