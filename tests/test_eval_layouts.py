@@ -48,6 +48,7 @@ class ColourContext(EvalContext):
         self.data = open_eval_data(data_spec, split)
         self.settings = EvalSettings(modes=("toy",), short_side=H, **settings)
         self.input_size, self.pool_boxes, self.pool_masks = (32, 32), pool_boxes, pool_masks
+        self._mean, self._std = [0.5] * 3, [0.5] * 3             # to_tensor below: (p - 0.5) / 0.5
         self.preprocess = lambda image: self.to_tensor(image.resize((32, 32)))
 
     def to_tensor(self, image: Image.Image) -> torch.Tensor:

@@ -1,7 +1,6 @@
 """CLIPSelf: loss by hand, the published grid rule, the teacher cache, exact resume, bad inputs."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -14,8 +13,8 @@ import clipdense as cd
 from clipdense.objectives import build_objective
 from clipdense.objectives.clipself import ClipSelfObjective, ClipSelfOptions, ensemble_weights
 from clipdense.data.sample import Sample
-from clipdense.models.pooling import crop_boxes, expand_boxes
-from clipdense.objectives.clipself_regions import grid_boxes, teacher_crops
+from clipdense.models.pooling import crop_boxes, expand_boxes, teacher_crops
+from clipdense.objectives.clipself_regions import grid_boxes
 from clipdense.objectives.teacher_cache import TeacherCache, teacher_fingerprint
 
 

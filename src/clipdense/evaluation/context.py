@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ..errors import ConfigError
 from ..models import Bundle, encode_dense, pool_boxes, pool_masks, text_classifier
+from ..models.pooling import teacher_crops
 from ..tasks.images import normalisation
 from ..tasks.segment import segment_logits
 from .common import DenseEncoder, LogitsFn
@@ -84,6 +85,11 @@ class EvalContext:
     def to_tensor(self, image: Image.Image) -> Tensor:
         """A PIL image as a normalised (3, H, W) tensor at its own size (dense tasks resize first)."""
         return TF.normalize(TF.to_tensor(image), self._mean, self._std)
+
+    def crop(self, images: Tensor, boxes: list[Tensor]) -> Tensor:
+        """Crops of normalised ``images`` at pixel ``boxes`` for the image tower: CLIPSelf's teacher crop path
+        (letterboxed to the input size), so the ``crops`` baseline is what CLIPSelf distils."""
+        return teacher_crops(images, boxes, self.input_size[0], self._mean, self._std, keep_aspect=True)
 
     def dense(self, mode: str) -> DenseEncoder:
         """images -> (B, D, h, w) unit-norm dense map in dense mode ``mode``."""

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .context import EvalContext
 
 METHODS: tuple[str, ...] = ("rois", "crops", "maskpool")
+CropFn = Callable[[Tensor, list[Tensor]], Tensor]                        # crop(images, boxes) -> crops
 BoxPooler = Callable[[Tensor, list[Tensor], tuple[int, int]], Tensor]   # pool_boxes(dense, boxes, image_size)
 MaskPooler = Callable[[Tensor, list[Tensor]], Tensor]                    # pool_masks(dense, masks)
 
@@ -44,7 +45,7 @@ class RegionBatch:
 
 def _embed(method: str, batch: RegionBatch, dense: Tensor | None, *, encode_image: ImageEncoder | None,
            input_size: tuple[int, int] | None, pool_boxes: BoxPooler | None, pool_masks: MaskPooler | None,
-           thing_mask: Tensor, thing_expand: float, batch_size: int) -> Tensor:
+           thing_mask: Tensor, thing_expand: float, batch_size: int, crop: CropFn | None = None) -> Tensor:
     """(sum N_i, D) embeddings of every region in ``batch`` by ``method``."""
     height, width = batch.images.shape[-2:]
     if method == "rois":
@@ -55,7 +56,7 @@ def _embed(method: str, batch: RegionBatch, dense: Tensor | None, *, encode_imag
     for boxes, labels in zip(batch.boxes, batch.labels):
         scale = torch.where(thing_mask[labels], thing_expand, 1.0).to(boxes.dtype)
         expanded.append(expand_boxes(boxes, scale, height, width))
-    crops = crop_boxes(batch.images, expanded, input_size)
+    crops = crop(batch.images, expanded) if crop is not None else crop_boxes(batch.images, expanded, input_size)
     return torch.cat([encode_image(part).float() for part in chunks(crops, batch_size)]) if len(crops) \
         else torch.zeros(0, 0)
 
@@ -66,7 +67,7 @@ def region_classification(classifier: Tensor, batches: Iterable[RegionBatch], th
                           input_size: tuple[int, int] | None = None, pool_boxes: BoxPooler | None = None,
                           pool_masks: MaskPooler | None = None, thing_expand: float = 1.5,
                           groups: Mapping[str, Sequence[int]] | None = None, batch_size: int = 64,
-                          total: int | None = None, show_progress: bool = False) -> dict:
+                          total: int | None = None, show_progress: bool = False, crop: CropFn | None = None) -> dict:
     """Per-class mean top-1/top-5 of each method, over thing classes and over stuff classes.
 
     Args:
@@ -74,6 +75,9 @@ def region_classification(classifier: Tensor, batches: Iterable[RegionBatch], th
         batches: images with ground-truth boxes, masks and labels.
         encode_dense: images -> (B, D, h, w) dense map (``rois``, ``maskpool``).
         encode_image / input_size: image tower and its input size (``crops``).
+        crop: ``(images, boxes) -> crops`` at the tower's input size; default: ``crop_boxes`` stretched to
+            ``input_size``. The runner passes CLIPSelf's own ``teacher_crops`` (letterboxed), so the ``crops``
+            row is the signal CLIPSelf distils.
         pool_boxes / pool_masks: region pooling of the dense map (clipdense.models' in practice).
         groups: named class subsets (base / novel) reported as per-class means over their classes.
     """
@@ -92,7 +96,7 @@ def region_classification(classifier: Tensor, batches: Iterable[RegionBatch], th
             labels_all.append(labels)
             dense = encode_dense(batch.images) if any(m != "crops" for m in methods) else None
             for method in methods:
-                emb = _embed(method, batch, dense, encode_image=encode_image, input_size=input_size,
+                emb = _embed(method, batch, dense, encode_image=encode_image, input_size=input_size, crop=crop,
                              pool_boxes=pool_boxes, pool_masks=pool_masks, thing_mask=thing_mask,
                              thing_expand=thing_expand, batch_size=batch_size)
                 logits = normalize(emb).cpu() @ weights.t()
@@ -163,7 +167,7 @@ def run_regions(ctx: EvalContext, reader: CocoRegions) -> tuple[dict, int]:
     images = 0
     if "crops" in settings.region_methods:
         crops = region_classification(weights, batches, methods=("crops",), encode_image=ctx.encode_image,
-                                      input_size=ctx.input_size, total=len(batches), **common)
+                                      input_size=ctx.input_size, crop=ctx.crop, total=len(batches), **common)
         out.update(crops=crops["crops"], num_regions=crops["num_regions"], chance=crops["chance"])
         images += len(batches.items)
     dense_methods = tuple(m for m in settings.region_methods if m != "crops")

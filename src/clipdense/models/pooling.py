@@ -131,3 +131,12 @@ def crop_boxes(images: torch.Tensor, boxes: Sequence[torch.Tensor], size: tuple[
     if not crops:
         return images.new_zeros((0, images.shape[1], out_h, out_w), dtype=torch.float32)
     return torch.stack(crops)
+
+
+def teacher_crops(images: torch.Tensor, boxes: list[torch.Tensor], size: int, mean: Sequence[float],
+                  std: Sequence[float], keep_aspect: bool = True) -> torch.Tensor:
+    """Crops of normalised ``images`` at pixel ``boxes`` as CLIPSelf's teacher sees them: ``size`` x ``size``,
+    longest side resized and the rest padded black (``keep_aspect``), or stretched. The evaluation's
+    ``crops`` baseline calls this too, so it measures exactly the signal CLIPSelf distils."""
+    black = [-m / s for m, s in zip(mean, std)]
+    return crop_boxes(images, boxes, (size, size), keep_aspect=keep_aspect, fill=black)

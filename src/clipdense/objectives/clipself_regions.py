@@ -15,7 +15,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 
 from ..data.sample import Sample
-from ..models.pooling import crop_boxes, expand_boxes
+from ..models.pooling import expand_boxes, teacher_crops
 
 REGION_MODES = ("grid", "boxes")
 
@@ -71,15 +71,6 @@ def letterbox_scale(width: int, height: int, size: int) -> tuple[int, int]:
     """(new width, new height) of an image whose longest side is resized to ``size`` (aspect kept)."""
     scale = size / max(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def teacher_crops(images: torch.Tensor, boxes: list[torch.Tensor], size: int, mean: Sequence[float],
-                  std: Sequence[float], keep_aspect: bool = True) -> torch.Tensor:
-    """Crops of normalised ``images`` at pixel ``boxes`` as CLIPSelf's teacher sees them: ``size`` x ``size``,
-    longest side resized and the rest padded black (``keep_aspect``), or stretched. The evaluation's
-    ``crops`` baseline calls this too, so it measures exactly the signal CLIPSelf distils."""
-    black = [-m / s for m, s in zip(mean, std)]
-    return crop_boxes(images, boxes, (size, size), keep_aspect=keep_aspect, fill=black)
 
 
 @dataclass
