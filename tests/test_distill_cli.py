@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
 import torch
@@ -65,8 +66,14 @@ def test_distill_cli_with_cache_ensemble_then_eval(world, tmp_path, capsys):
     assert (out / "ensemble.safetensors").is_file()
     assert cd.load_model(out / "ensemble.safetensors", device="cpu").name == "tiny-vit-t8"
     assert "clipself" in (out / "config.yaml").read_text()
-    assert main(["eval", "--model", str(out), "--data", str(world), "--tasks", "regions", "--device", "cpu"]) == 0
+    # the student's size travels with the weights, and evaluation reads the dense map at it
+    assert cd.load_model(str(out), device="cpu").dense_size == 64
+    assert cd.load_model(out / "ensemble.safetensors", device="cpu").dense_size == 64
+    assert cd.load_model("tiny-vit-t8", device="cpu").dense_size is None
+    assert main(["eval", "--model", str(out), "--data", str(world), "--tasks", "regions", "--device", "cpu",
+                 "--out", str(tmp_path / "r.json")]) == 0
     assert "rois" in capsys.readouterr().out
+    assert json.loads((tmp_path / "r.json").read_text())["image_size"] == 64
 
 
 def test_distill_errors(world, tmp_path, capsys):

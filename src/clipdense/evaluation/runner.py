@@ -83,7 +83,8 @@ def evaluate(bundle: Bundle, data: str | os.PathLike | DataSpec, tasks: str | Se
         tasks: 'all' (every registered task the data can feed), or names.
         split: the split of a world; other data is evaluated as given.
         dense_mode: one mode, several (list or 'a,b') or 'all'; dense tasks run once per mode.
-        image_size: short side for dense tasks (segmentation, regions); default: the model's input size.
+        image_size: short side for dense tasks (segmentation, regions); default: the size the model's dense
+            map is meant for (``bundle.dense_size``: a CLIPSelf student's training size), else its input size.
             Zero-shot and retrieval always use the model's own preprocessing.
         window / stride: sliding-window inference for segmentation (pixels, after resizing); None: whole image.
         background_threshold: probability under which a pixel is background in the things-only setting.
@@ -93,7 +94,8 @@ def evaluate(bundle: Bundle, data: str | os.PathLike | DataSpec, tasks: str | Se
         "seconds": ..., "images_per_second": ..., "skipped_images": ..., ...}`` with the run's settings.
     """
     plan = plan_tasks(data, tasks, split)
-    settings = EvalSettings(resolve_modes(dense_mode), image_size or min(bundle.image_size), batch_size, templates,
+    short_side = image_size or bundle.dense_size or min(bundle.image_size)
+    settings = EvalSettings(resolve_modes(dense_mode), short_side, batch_size, templates,
                             window, stride, background_threshold, tuple(region_methods), show_progress)
     target = resolve_device(device)
     bundle.model.to(target).eval()

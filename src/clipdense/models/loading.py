@@ -20,8 +20,8 @@ from .hub import offline_when_unreachable
 from .registry import (PREPROCESS_KEY, builtin_models, register_builtin_configs, register_config,
                        registered_preprocess, shipped_weights)
 from .text_tokenizer import build_tokenizer
-from .weights import META_FORMAT, META_MODEL_CONFIG, META_MODEL_NAME, WEIGHT_SUFFIXES, load_into, read_metadata, \
-    read_state_dict
+from .weights import META_DENSE_SIZE, META_FORMAT, META_MODEL_CONFIG, META_MODEL_NAME, WEIGHT_SUFFIXES, load_into, \
+    read_metadata, read_state_dict
 
 OFFLINE_HINT = ("no network here? Download the weights where the internet is reachable, then pass the file: "
                 "load_model(NAME, pretrained='/path/to/open_clip_model.safetensors') or "
@@ -38,6 +38,9 @@ class Bundle:
     name: str
     pretrained: str | None
     image_size: tuple[int, int]
+    #: the input side dense features are meant to be read at (a CLIPSelf student's training size, recorded in
+    #: its weights); None: the model's own ``image_size``
+    dense_size: int | None = None
 
     @property
     def device(self) -> torch.device:
@@ -196,7 +199,10 @@ def _load_path(path: Path, pretrained: str | os.PathLike | None,
                              "pass the model name and the file: --model NAME --pretrained FILE")
     if name not in open_clip.list_models() and META_MODEL_CONFIG in metadata:
         register_config(name, json.loads(metadata[META_MODEL_CONFIG]))
-    return _load_file_into(name, path, tokenizer=tokenizer)
+    bundle = _load_file_into(name, path, tokenizer=tokenizer)
+    if metadata.get(META_DENSE_SIZE, "").isdigit():
+        bundle.dense_size = int(metadata[META_DENSE_SIZE])
+    return bundle
 
 
 def latest_run_weights(run_dir: Path) -> Path:

@@ -20,6 +20,7 @@ from ..errors import ModelLoadError
 META_FORMAT = "clipdense.format"
 META_MODEL_NAME = "clipdense.model_name"
 META_MODEL_CONFIG = "clipdense.model_config"
+META_DENSE_SIZE = "clipdense.dense_size"   # input side a dense model was trained to be read at (CLIPSelf student)
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 #: values of each tensor that enter the fingerprint (evenly spaced over the flattened tensor)
 FINGERPRINT_SAMPLES = 4096

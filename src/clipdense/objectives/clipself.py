@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from ..models.dense import DENSE_MODES, dense_forward, tower_facts
 from ..models.towers import tower_of
 from ..models.pooling import pool_boxes
+from ..models.weights import META_DENSE_SIZE
 from ..train.data import SampleTransform
 from ..train.objective import Objective
 from .clipself_regions import REGION_MODES, ClipSelfTransform
@@ -141,6 +142,10 @@ class ClipSelfObjective(Objective):
 
     def exported_model(self) -> nn.Module:
         return self.model
+
+    def export_metadata(self) -> dict[str, str]:
+        """The student's input side: the size its dense map is trained to be read at (evaluation uses it)."""
+        return {META_DENSE_SIZE: str(max(self.student_sizes))}
 
     def required_fields(self) -> frozenset[str]:
         return frozenset({"boxes"}) if self.options.regions == "boxes" else frozenset()

@@ -100,16 +100,17 @@ def restore_rng(state: Mapping[str, Any]) -> None:
 
 
 def save_checkpoint(run_dir: str | os.PathLike, step: int, model: nn.Module, export: Export,
-                    state: Mapping[str, Any], ema_model: nn.Module | None = None, keep: int = 2) -> Path:
+                    state: Mapping[str, Any], ema_model: nn.Module | None = None, keep: int = 2,
+                    metadata: Mapping[str, str] | None = None) -> Path:
     """Write one checkpoint (built in a temp folder, then renamed) and prune to the newest ``keep``.
 
-    ``model`` (and ``ema_model``) are written by ``export`` (a model or a head file).
+    ``model`` (and ``ema_model``) are written by ``export`` (a model or a head file), with ``metadata``.
     """
     final = checkpoint_dir(run_dir, step)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        meta = {"clipdense.step": str(step)}
+        meta = {**(metadata or {}), "clipdense.step": str(step)}
         export.write(model, tmp / export.filename, meta)
         if ema_model is not None:
             export.write(ema_model, tmp / export.ema_filename, {**meta, "clipdense.ema": "true"})

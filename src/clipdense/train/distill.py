@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ..models import load_model, save_weights
 from ..models.loading import latest_run_weights, model_config
+from ..models.weights import META_DENSE_SIZE
 from ..objectives.clipself import ensemble_weights
 from .config import TrainConfig
 
@@ -16,5 +17,8 @@ def write_ensemble(config: TrainConfig, ratio: float) -> Path:
     teacher = load_model(config.model, config.pretrained, device="cpu")
     mixed = ensemble_weights(student.model, teacher.model, ratio)
     path = run_dir / "ensemble.safetensors"
-    save_weights(mixed, path, student.name, model_config(student.name), {"clipdense.ensemble_ratio": str(ratio)})
+    metadata = {"clipdense.ensemble_ratio": str(ratio)}
+    if student.dense_size:
+        metadata[META_DENSE_SIZE] = str(student.dense_size)
+    save_weights(mixed, path, student.name, model_config(student.name), metadata)
     return path

@@ -304,7 +304,7 @@ class Trainer:
                      "model_name": self.model_name, "objective_name": self.objective.name,
                      "world_size": self.dist.world_size}
             ckpt.save_checkpoint(self.run_dir, self.step, exported, self.export, state, ema_model=ema_model,
-                                 keep=self.config.keep_checkpoints)
+                                 keep=self.config.keep_checkpoints, metadata=self.objective.export_metadata())
         barrier()
 
     def load_checkpoint(self, path: Path) -> None:

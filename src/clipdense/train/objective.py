@@ -51,6 +51,10 @@ class Objective(nn.Module):
         (``clipdense.heads``) with the backbone it runs on. None (default): the export is a CLIP model."""
         return None
 
+    def export_metadata(self) -> dict[str, str]:
+        """Extra safetensors metadata for the exported file (e.g. the input size a dense model is meant for)."""
+        return {}
+
     def after_step(self, step: int) -> None:
         """Hook run after each optimiser step (EMA teachers, centring buffers, clamping)."""
 
