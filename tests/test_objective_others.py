@@ -85,3 +85,30 @@ def test_silc_started_term_survives_a_state_load() -> None:
     assert "distill_loss" not in fresh(batch)
     fresh.load_state_dict(started.state_dict())
     assert fresh(batch)["distill_loss"] > 0
+
+
+def test_silc_sigmoid_variant_uses_siglips_loss_on_each_global_view(tmp_path) -> None:
+    """SILC-S: the image-text term is SigLIP's sigmoid loss (with a learnable bias) averaged over the global
+    views; the distillation term is unchanged; the bias is saved and reloads."""
+    objective, stream = objective_and_batch("silc", contrastive="sigmoid", **SMALL_SILC)
+    model = objective.model
+    assert model.logit_bias.item() == -10.0 and math.isclose(model.logit_scale.exp().item(), 10.0, rel_tol=1e-5)
+    batch = stream.next_batch()
+    text = F.normalize(model.encode_text(batch["text"]), dim=-1)
+    labels = 2 * torch.eye(len(text)) - 1
+    expected = 0.0
+    for view in range(batch["globals"].shape[1]):
+        image = F.normalize(model.encode_image(batch["globals"][:, view]), dim=-1)
+        expected = expected + (-F.logsigmoid(labels * (10.0 * image @ text.T - 10.0)).sum() / len(text))
+    out = objective(batch)
+    assert torch.allclose(out["clip_loss"], expected / batch["globals"].shape[1], atol=1e-5)
+    assert torch.allclose(out["loss"], out["clip_loss"] + out["distill_loss"], atol=1e-6)
+    check_learns_and_reaches_every_parameter(objective, stream, key="clip_loss")
+
+
+def test_silc_rejects_an_unknown_contrastive_term() -> None:
+    import pytest
+
+    from clipdense.errors import ConfigError
+    with pytest.raises(ConfigError, match="contrastive must be one of"):
+        objective_and_batch("silc", contrastive="hinge", **SMALL_SILC)

@@ -43,6 +43,27 @@ class SigLipOptions:
     crop_scale: tuple[float, float] = (0.9, 1.0)
 
 
+def attach_logit_bias(model: nn.Module, init_temperature: float, init_bias: float, reset: bool = False) -> None:
+    """Give ``model`` SigLIP's learnable bias (a CLIP model has none) and SigLIP's initial t' and b; a model
+    that already has a bias keeps its learnt values unless ``reset``."""
+    fresh = getattr(model, "logit_bias", None) is None
+    if fresh:
+        model.logit_bias = nn.Parameter(torch.zeros((), device=model.logit_scale.device))
+    if fresh or reset:
+        with torch.no_grad():
+            model.logit_scale.fill_(init_temperature)
+            model.logit_bias.fill_(init_bias)
+
+
+def sigmoid_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor,
+                 dist_impl: str = "bidir") -> torch.Tensor:
+    """open_clip's SigLipLoss over all ranks (unit-norm fp32 features). Each rank sums its rows over all ranks'
+    texts / local batch; the mean over ranks (DDP's gradient average) equals the single-process loss."""
+    rank, world = rank_and_world()
+    return SigLipLoss(rank=rank, world_size=world, dist_impl=dist_impl)(image.float(), text.float(), scale.float(),
+                                                                        bias.float())
+
+
 class SigLipObjective(Objective):
     """Sigmoid image-text loss. Batch: ``{"image": (B,3,H,W), "text": (B,L)}``.
 
@@ -58,14 +79,8 @@ class SigLipObjective(Objective):
                  options: SigLipOptions | None = None, total_steps: int = 1) -> None:
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
-        self.options = options or SigLipOptions()
-        fresh = getattr(model, "logit_bias", None) is None
-        if fresh:
-            model.logit_bias = nn.Parameter(torch.zeros((), device=model.logit_scale.device))
-        if fresh or self.options.reset_temperature:
-            with torch.no_grad():
-                model.logit_scale.fill_(self.options.init_temperature)
-                model.logit_bias.fill_(self.options.init_bias)
+        self.options = o = options or SigLipOptions()
+        attach_logit_bias(model, o.init_temperature, o.init_bias, o.reset_temperature)
 
     def exported_model(self) -> nn.Module:
         return self.model
@@ -74,10 +89,7 @@ class SigLipObjective(Objective):
         image = self.model.encode_image(batch["image"], normalize=True).float()
         text = self.model.encode_text(batch["text"], normalize=True).float()
         scale, bias = self.model.logit_scale.exp().float(), self.model.logit_bias.float()
-        rank, world = rank_and_world()
-        loss = SigLipLoss(rank=rank, world_size=world, dist_impl=self.options.dist_impl)(image, text, scale, bias)
-        # Each rank sums its rows over all ranks' texts / local batch; the mean over ranks (logged, and
-        # DDP's gradient average) equals the single-process loss of the global batch.
+        loss = sigmoid_loss(image, text, scale, bias, self.options.dist_impl)
         return {"loss": loss, "siglip_loss": loss.detach(), "logit_scale": scale.detach(),
                 "logit_bias": bias.detach()}
 

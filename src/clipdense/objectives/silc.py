@@ -14,15 +14,17 @@ from typing import Callable, ClassVar
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from ..data.sample import Sample
 from torch import nn
 from torch.func import functional_call
 
+from ..data.sample import Sample
+from ..errors import ConfigError
 from ..models.dense import interpolate_pos_embed
 from ..train.data import SampleTransform
 from ..train.distributed import rank_and_world
 from ..train.objective import Objective
 from .clip import contrastive_loss
+from .siglip import attach_logit_bias, sigmoid_loss
 from .views import ImageView, Tokenize, model_image_stats
 
 
@@ -43,7 +45,15 @@ class SilcOptions:
         center_momentum: 0.9 (DINO teacher centring).
         start_fraction: turn the term on after this fraction of the steps, re-initialising the
             teacher from the student (SigLIP 2 uses 0.8); 0 = from the start (SILC).
+        contrastive: the image-text term: "softmax" (InfoNCE, SILC-C) or "sigmoid" (SigLIP's pairwise loss
+            with a learnable bias, SILC-S; SILC §4 trains both).
+        init_temperature, init_bias: SILC-S's starting t' = log 10 and b = -10 (SigLIP §3.3; kept when the
+            model already has a bias).
         local_loss, gather_with_grad, max_logit_scale: as the clip objective.
+
+    The SILC paper names its DINO-style head and EMA teacher but not every value: momentum, temperatures,
+    centring, head sizes and crop counts above are our choices, each DINO's published value (Caron et al.
+    2021, §3.1 and App.), noted per field.
     """
 
     distill_weight: float = 1.0
@@ -63,6 +73,12 @@ class SilcOptions:
     local_loss: bool = True
     gather_with_grad: bool = True
     max_logit_scale: float = 100.0
+    contrastive: str = "softmax"
+    init_temperature: float = math.log(10.0)
+    init_bias: float = -10.0
+
+
+CONTRASTIVE = ("softmax", "sigmoid")
 
 
 class DinoHead(nn.Module):
@@ -120,6 +136,10 @@ class SilcObjective(Objective):
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
         self.options = o = options or SilcOptions()
+        if o.contrastive not in CONTRASTIVE:
+            raise ConfigError(f"contrastive must be one of {CONTRASTIVE}, got {o.contrastive!r}")
+        if o.contrastive == "sigmoid":
+            attach_logit_bias(model, o.init_temperature, o.init_bias)
         self.start_step = int(round(o.start_fraction * total_steps))
         self.ddp_find_unused_parameters = self.start_step > 0
         self.head = DinoHead(int(model.visual.output_dim), o.out_dim, o.hidden_dim, o.bottleneck_dim)
@@ -147,13 +167,19 @@ class SilcObjective(Objective):
         text = self.model.encode_text(batch["text"], normalize=True)
         image = F.normalize(self.model.encode_image(globals_.flatten(0, 1)).float(), dim=-1).view(b, g, -1)
         scale = self.model.logit_scale.exp()
-        clip = sum(contrastive_loss(image[:, i], text, scale, o.local_loss, o.gather_with_grad)
-                   for i in range(g)) / g
+        clip = sum(self._contrastive(image[:, i], text, scale) for i in range(g)) / g
         out = {"clip_loss": clip.detach(), "logit_scale": scale.detach()}
         if not self.distilling:
             return {"loss": clip, **out}
         distill = self._distillation(globals_.flatten(0, 1), batch["locals"], b)
         return {"loss": clip + o.distill_weight * distill, "distill_loss": distill.detach(), **out}
+
+    def _contrastive(self, image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """SILC-C (InfoNCE) or SILC-S (sigmoid) image-text loss of one global view."""
+        o = self.options
+        if o.contrastive == "sigmoid":
+            return sigmoid_loss(image, text, scale, self.model.logit_bias)
+        return contrastive_loss(image, text, scale, o.local_loss, o.gather_with_grad)
 
     def _distillation(self, globals_: torch.Tensor, locals_: torch.Tensor, b: int) -> torch.Tensor:
         """Cross-entropy of each local student view against each centred, sharpened teacher global view."""

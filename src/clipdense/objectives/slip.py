@@ -12,9 +12,9 @@ import math
 import torch
 import torch.distributed.nn
 import torch.nn.functional as F
-from ..data.sample import Sample
 from torch import nn
 
+from ..data.sample import Sample
 from ..train.data import SampleTransform
 from ..train.distributed import rank_and_world
 from ..train.objective import Objective
