@@ -19,13 +19,17 @@ def test_quick_demo_writes_report(tmp_path, capsys):
     for heading in ("Whole-image recognition", "Region recognition", "Zero-shot semantic segmentation",
                     "Training-free dense modes"):
         assert heading in report
-    for row in ("| pretrained |", "| clipself |", "| clipself+guard |", "| naclip |"):
+    for row in ("| pretrained |", "| clipself boxes |", "| clipself boxes+guard |", "| clipself grid |",
+                "| clipself grid+guard |", "| naclip |"):
         assert row in report
+    assert "of teacher crops" in report and "Dense maps are read at 128 px" in report
     assert f"Command: `clipdense demo --quick --out {out}`" in report   # the line that remakes it
     assert Image.open(out / "figures" / "losses.png").size[0] > 100
     assert Image.open(out / "figures" / "segmentations.png").size[0] > 100
     results = json.loads((out / "eval" / "results.json").read_text())
-    assert set(results) == {"pretrained", "clipself", "clipself+guard"}
+    assert set(results) == {"pretrained", "clipself boxes", "clipself boxes+guard", "clipself grid",
+                            "clipself grid+guard"}
+    assert all(r["image_size"] == 128 for r in results.values())      # every model read at the students' size
     assert "total" in capsys.readouterr().out
     # a second run reuses its own folder; a foreign folder is refused
     (tmp_path / "foreign").mkdir()

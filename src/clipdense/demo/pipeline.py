@@ -21,13 +21,22 @@ from .report import write_report
 
 MARKER = "demo.json"
 Log = Callable[[str], None]
+#: CLIPSelf runs of the demo: (label in the report, run folder, regions, guarded). Boxes are the world's objects
+#: (the paper's region variant); the grid is the paper's "image patches" row.
+VARIANTS: tuple[tuple[str, str, str, bool], ...] = (
+    ("clipself boxes", "clipself-boxes", "boxes", False),
+    ("clipself boxes+guard", "clipself-boxes-guard", "boxes", True),
+    ("clipself grid", "clipself-grid", "grid", False),
+    ("clipself grid+guard", "clipself-grid-guard", "grid", True),
+)
 
 
 def prepare_out(out: Path) -> None:
     """Reuse a previous demo folder; refuse to write into anything else that is not empty."""
     if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise ConfigError(f"--out {out}: folder exists and is not a clipdense demo folder; choose another --out")
-    for stage in ("world", "pretrain", "clipself", "clipself-guard", "eval", "figures"):
+    stages = ("world", "pretrain", "clipself", "clipself-guard", "eval", "figures") + tuple(v[1] for v in VARIANTS)
+    for stage in stages:
         shutil.rmtree(out / stage, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -59,8 +68,9 @@ def stage_pretrain(config: DemoConfig, out: Path) -> tuple[str, str | None]:
 
 
 def stage_distill(config: DemoConfig, out: Path, model: str, pretrained: str | None, name: str,
-                  guard: float) -> str:
-    args = {"regions": "grid", "dense_mode": "maskclip", "student_size": config.student_size,
+                  regions: str, guard: float) -> str:
+    """One CLIPSelf run as published (blocks train, letterboxed views, unit-norm pooling) on ``regions``."""
+    args = {"regions": regions, "dense_mode": "maskclip", "student_size": config.student_size,
             "global_guard": guard, "max_regions": 12, "teacher_cache": str(out / "teacher-cache")}
     train = _train_config(config, out, objective="clipself", out=str(out / name), model=model,
                           pretrained=pretrained, steps=config.distill_steps, batch_size=config.distill_batch,
@@ -72,7 +82,8 @@ def stage_distill(config: DemoConfig, out: Path, model: str, pretrained: str | N
 
 def stage_eval(config: DemoConfig, out: Path, models: dict[str, tuple[str, str | None]],
                log: Log) -> dict[str, Any]:
-    """Every model on every task (maskclip dense mode); the start model also in every dense mode."""
+    """Every model on every task (maskclip dense mode); the start model also in every dense mode. Dense tasks
+    read every model at the students' size, so the start model's crops are the teacher's at that size."""
     results: dict[str, Any] = {}
     world = out / "world"
     for label, (spec, pretrained) in models.items():
@@ -80,7 +91,7 @@ def stage_eval(config: DemoConfig, out: Path, models: dict[str, tuple[str, str |
         modes = config.dense_modes if label == "pretrained" else ["maskclip"]
         log(f"  evaluating {label} ({', '.join(modes)})")
         results[label] = evaluate(bundle, world, tasks="all", dense_mode=modes, templates=config.templates,
-                                  device=config.device, batch_size=64)
+                                  device=config.device, batch_size=64, image_size=config.student_size)
     (out / "eval").mkdir(exist_ok=True)
     (out / "eval" / "results.json").write_text(json.dumps(results, indent=1, default=str))
     return results
@@ -106,10 +117,11 @@ def run_demo(config: DemoConfig, log: Log = print) -> Path:
     timed("synthetic world", lambda: stage_world(config, out))
     start_label = "pretraining (clip)" if not config.pretrained else f"start model ({config.pretrained})"
     start_model = timed(start_label, lambda: stage_pretrain(config, out))
-    plain = timed("CLIPSelf", lambda: stage_distill(config, out, *start_model, "clipself", 0.0))
-    guarded = timed("CLIPSelf + global guard",
-                    lambda: stage_distill(config, out, *start_model, "clipself-guard", config.global_guard))
-    models = {"pretrained": start_model, "clipself": (plain, None), "clipself+guard": (guarded, None)}
+    models = {"pretrained": start_model}
+    for label, name, regions, guarded in VARIANTS:
+        guard = config.global_guard if guarded else 0.0
+        run = timed(label, lambda: stage_distill(config, out, *start_model, name, regions, guard))
+        models[label] = (run, None)
     results = timed("evaluation", lambda: stage_eval(config, out, models, log))
     report = timed("report", lambda: write_report(config, out, models, results, timings))
     log(f"[demo] total {sum(timings.values()):.0f} s; report: {report}")
