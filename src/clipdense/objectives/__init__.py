@@ -23,6 +23,8 @@ OBJECTIVES: dict[str, str] = {
     "slip": "slip:SlipObjective",
     "silc": "silc:SilcObjective",
     "clipself": "clipself:ClipSelfObjective",
+    "fvit": "fvit:FViTObjective",
+    "vild": "vild:ViLDObjective",
 }
 
 

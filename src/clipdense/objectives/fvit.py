@@ -1,0 +1,265 @@
+"""F-ViT: an open-vocabulary detector trained on a frozen CLIP ViT (CLIPSelf's ``F-ViT/``, Wu et al. 2024).
+
+``clipdense train --objective fvit --model SPEC --pretrained ... --data COCO_OR_WORLD``: the backbone stays frozen,
+the pyramid, RPN and RoI head train on the base classes' boxes only (novel columns are masked out of the loss,
+their boxes never reach the targets), the background counts ``background_weight`` (0.2). The run exports a head
+(``detector/fvit``) bound to the backbone's fingerprint. ``vild.py`` builds ViLD on the same pieces.
+
+Which classes are base and which novel: ``split=ov-coco`` (the shipped 48 / 17 lists), else a world's own split
+(world.json: novel things never appear in its train scenes), else every thing class of the data is base; ``novel``
+adds names. Classes of neither kind (OV-COCO's other 15, stuff) take no part.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Sequence
+
+import torch
+import torchvision.transforms.functional as TF
+from torch import nn
+
+from ..data.ovcoco import detection_split
+from ..data.sample import Sample
+from ..data.spec import parse_data
+from ..data.transforms import Compose, RandomHFlip, ScaleJitter, keep_boxes
+from ..data.world import open_world
+from ..errors import ConfigError, DataError
+from ..heads.detection import DetectorConfig, FViTDetector
+from ..heads.detection.detector import Detector
+from ..train.objective import HeadExport, Objective
+
+
+@dataclass
+class DetectionOptions:
+    """Options of the detector objectives (``--objective-arg KEY=VALUE``); architecture keys are
+    ``DetectorConfig``'s (F-ViT's recipe by default)."""
+
+    split: str = ""                 # "" = the data's own (a world's base/novel), or a shipped split: ov-coco
+    novel: list[str] = field(default_factory=list)   # more novel class names (never trained on)
+    jitter: list[float] = field(default_factory=lambda: [0.1, 2.0])   # scale jitter range (large-scale jitter)
+    hflip: bool = True
+    max_boxes: int = 100            # boxes kept per image (the rest dropped)
+    background_weight: float = 0.2
+    image_size: int = 0             # longest side the detector sees; 0 = 4x the model's input size
+    taps: list[int] = field(default_factory=list)
+    fpn_channels: int = 256
+    head_convs: int = 4
+    head_channels: int = 256
+    fc_channels: int = 1024
+    anchor_sizes: list[int] = field(default_factory=list)
+    rpn_batch: int = 256
+    roi_batch: int = 512
+    rpn_post_nms_train: int = 2000
+    rpn_post_nms_test: int = 1000
+    temperature: float = 50.0
+    learn_temperature: bool = True
+    dense_mode: str = "maskclip"
+    templates: str = "imagenet"
+    alpha: float = 0.1
+    beta: float = 0.8
+    nms: float = 0.4
+    detections: int = 100
+
+
+def detector_config(options: Any) -> DetectorConfig:
+    """The ``DetectorConfig`` fields set by the objective's options."""
+    names = {f.name for f in dataclasses.fields(DetectorConfig)}
+    return DetectorConfig(**{k: v for k, v in vars(options).items() if k in names})
+
+
+@dataclass
+class Vocabulary:
+    """The classifier's columns (base then novel, in the data's order) and which reader labels train.
+
+    ``columns[label]`` = 1 + column for a base class of the reader, 0 for any label that never trains.
+    """
+
+    names: list[str]
+    base: list[str]
+    novel: list[str]
+    columns: torch.Tensor
+
+    @property
+    def trained(self) -> torch.Tensor:
+        return torch.tensor([n in set(self.base) for n in self.names], dtype=torch.bool)
+
+
+def data_vocabulary(classes: Sequence[str], isthing: Sequence[bool], split: str, novel: Sequence[str],
+                    world_novel: Sequence[str] = ()) -> Vocabulary:
+    """Base / novel classes among the data's thing classes (see the module docstring)."""
+    things = [c for c, t in zip(classes, isthing) if t]
+    if split:
+        chosen = detection_split(split)
+        base = [c for c in things if c in chosen.base and c not in novel]
+        novel_names = [c for c in things if c in chosen.novel or c in novel]
+    else:
+        held = set(world_novel) | set(novel)
+        base = [c for c in things if c not in held]
+        novel_names = [c for c in things if c in held]
+    if not base:
+        raise DataError(f"split {split or 'of the data'}: no base class among the data's thing classes "
+                        f"{things[:5]}{'...' if len(things) > 5 else ''}")
+    names = base + novel_names
+    columns = torch.tensor([1 + names.index(c) if c in base else 0 for c in classes], dtype=torch.long)
+    return Vocabulary(names, base, novel_names, columns)
+
+
+def source_classes(source: Any) -> tuple[list[str], list[bool]]:
+    """(class names, isthing) of a training source's reader, in label order."""
+    reader = getattr(source, "reader", source)
+    classes = getattr(reader, "classes", None)
+    if classes is None:
+        raise DataError("detection training needs data that names its classes (COCO instances, a world)")
+    isthing = getattr(reader, "isthing", None)
+    flags = [bool(t) for t in isthing] if isthing is not None else [True] * len(classes)
+    return list(classes), flags
+
+
+def world_novel(data: str | None) -> list[str]:
+    """A world's novel things when ``data`` is a world folder, else nothing."""
+    if not data:
+        return []
+    spec = parse_data(data)
+    return open_world(spec.get("root")).novel_things if spec.format == "world" else []
+
+
+@dataclass
+class DetectionTransform:
+    """(sample, generator) -> image (3, S, S) in [0, 1] padded bottom-right, size (2,), boxes (max_boxes, 4) and
+    labels (max_boxes,) = 1 + classifier column, -1 padding. Only base-class boxes survive; flip and large-scale
+    jitter move them with the pixels."""
+
+    options: Any
+    image_size: int
+    vocabulary: Callable[[], Vocabulary]
+
+    def geometry(self) -> Compose:
+        ops: list[Any] = [RandomHFlip(0.5)] if self.options.hflip else []
+        return Compose(ops + [ScaleJitter(self.image_size, tuple(self.options.jitter))])
+
+    def trained_only(self, sample: Sample) -> Sample:
+        """Labels as 1 + column; boxes of classes that never train (novel, stuff, unused) dropped."""
+        columns = self.vocabulary().columns
+        labels = columns[sample.labels] if sample.labels is not None and len(sample.labels) else \
+            torch.zeros(0, dtype=torch.long)
+        boxes = sample.boxes.reshape(-1, 4).float() if sample.boxes is not None else torch.zeros(0, 4)
+        kept = sample.replace(boxes=boxes, labels=labels, masks=None, semantic=None)
+        return keep_boxes(kept, labels > 0)
+
+    def pack(self, sample: Sample) -> dict[str, torch.Tensor]:
+        size, capacity = self.image_size, self.options.max_boxes
+        image = torch.zeros(3, size, size)
+        pixels = TF.to_tensor(sample.image)
+        image[:, :pixels.shape[1], :pixels.shape[2]] = pixels
+        boxes, labels = torch.zeros(capacity, 4), torch.full((capacity,), -1, dtype=torch.long)
+        count = min(len(sample.boxes), capacity)
+        boxes[:count], labels[:count] = sample.boxes[:count], sample.labels[:count]
+        return {"image": image, "size": torch.tensor(pixels.shape[1:]), "boxes": boxes, "labels": labels}
+
+    def __call__(self, sample: Sample, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return self.pack(self.geometry()(self.trained_only(sample), generator))
+
+
+def batch_targets(batch: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """The padded batch as torchvision wants it: image list (each at its own size) and target dicts."""
+    sizes = batch["size"].tolist()
+    images = [image[:, :h, :w] for image, (h, w) in zip(batch["image"], sizes)]
+    targets = [{"boxes": boxes[labels > 0], "labels": labels[labels > 0]}
+               for boxes, labels in zip(batch["boxes"], batch["labels"])]
+    return images, targets
+
+
+class DetectionObjective(Objective):
+    """Shared by F-ViT and ViLD: a frozen CLIP, a detector head, base-class losses; subclasses add theirs."""
+
+    needs: ClassVar[frozenset[str]] = frozenset({"boxes", "labels"})
+    detector_class: ClassVar[type[Detector]] = Detector
+
+    def __init__(self, model: nn.Module, tokenizer: Callable[..., torch.Tensor], options: Any = None,
+                 total_steps: int = 1) -> None:
+        super().__init__()
+        self.options = options or self.Options()
+        if len(self.options.jitter) != 2 or not 0 < float(self.options.jitter[0]) <= float(self.options.jitter[1]):
+            raise ConfigError(f"jitter {self.options.jitter}: expected [low, high] with 0 < low <= high")
+        if self.options.max_boxes < 1 or not 0 <= self.options.background_weight:
+            raise ConfigError("max_boxes must be >= 1 and background_weight >= 0")
+        model.requires_grad_(False)
+        model.eval()
+        object.__setattr__(self, "bundle", _Loading(model, tokenizer))   # the real Bundle arrives in prepare()
+        self.detector = self.detector_class(self.bundle, detector_config(self.options), [])
+        self._vocabulary: Vocabulary | None = None
+        self.register_buffer("text", torch.zeros(0), persistent=False)
+        self.register_buffer("trained", torch.zeros(0, dtype=torch.bool), persistent=False)
+
+    def prepare(self, bundle: Any, source: Any, data: str | None = None) -> None:
+        """Read the backbone spec and the data's classes: the classifier's columns, the head's vocabulary."""
+        classes, isthing = source_classes(source)
+        vocabulary = data_vocabulary(classes, isthing, self.options.split, self.options.novel, world_novel(data))
+        self.use_vocabulary(bundle, vocabulary)
+
+    def use_vocabulary(self, bundle: Any, vocabulary: Vocabulary) -> None:
+        """Bind the real backbone ``Bundle`` and the class vocabulary (``prepare`` does this from the data)."""
+        if bundle.model is not self.bundle.model:
+            raise ConfigError("prepare(): the bundle must hold the model this objective was built on")
+        object.__setattr__(self, "bundle", bundle)
+        object.__setattr__(self.detector, "bundle", bundle)
+        self._vocabulary = vocabulary
+        self.detector.classes = list(vocabulary.base)
+        self.detector.config.novel = list(vocabulary.novel)
+        self.text = self.detector.text_embeddings(vocabulary.names).to(self.detector.logit_scale.device)
+        self.trained = vocabulary.trained.to(self.text.device)
+
+    def vocabulary(self) -> Vocabulary:
+        if self._vocabulary is None:
+            raise ConfigError(f"{self.name}: the class vocabulary is unknown until prepare(bundle, source, data)")
+        return self._vocabulary
+
+    def sample_transform(self) -> DetectionTransform:
+        return DetectionTransform(self.options, self.detector.config.image_size, self.vocabulary)
+
+    def exported_model(self) -> nn.Module:
+        return self.detector
+
+    def exported_head(self) -> HeadExport:
+        self.vocabulary()
+        return HeadExport(self.detector, self.bundle)
+
+    def train(self, mode: bool = True) -> "DetectionObjective":
+        super().train(mode)
+        self.bundle.model.eval()
+        return self
+
+    def _apply(self, fn: Callable, recurse: bool = True) -> "DetectionObjective":
+        """The frozen backbone moves with the objective (``.to(device)``) without being part of its state."""
+        super()._apply(fn, recurse)
+        self.bundle.model._apply(fn, recurse)
+        return self
+
+    def detection_step(self, batch: dict[str, torch.Tensor]):
+        images, targets = batch_targets(batch)
+        return self.detector.losses(images, targets, self.text, self.trained, self.options.background_weight)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        losses = self.detection_step(batch).losses
+        return {"loss": sum(losses.values()), **{k: v.detach() for k, v in losses.items()},
+                "temperature": self.detector.logit_scale.detach().exp()}
+
+
+class _Loading:
+    """Stands in for the ``Bundle`` between construction and ``prepare`` (text tower and facts only)."""
+
+    def __init__(self, model: nn.Module, tokenizer: Callable[..., torch.Tensor]) -> None:
+        self.model, self.tokenizer = model, tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+class FViTObjective(DetectionObjective):
+    """F-ViT on a frozen CLIP ViT (see the module docstring)."""
+
+    name: ClassVar[str] = "fvit"
+    Options: ClassVar[type] = DetectionOptions
+    detector_class: ClassVar[type[Detector]] = FViTDetector
