@@ -27,8 +27,8 @@ from ..data.transforms import keep_boxes
 from ..errors import ConfigError, DataError
 from ..heads.detection import ViLDDetector
 from ..heads.detection.detector import Detector
-from ..models.pooling import expand_boxes
-from .clipself_regions import image_digest, region_keys, teacher_crops
+from ..models.pooling import expand_boxes, teacher_crops
+from .clipself_regions import image_digest, region_keys
 from .fvit import DetectionObjective, DetectionOptions, DetectionTransform
 from .teacher_cache import TeacherCache, teacher_fingerprint
 from .views import model_image_stats
