@@ -25,6 +25,8 @@ OBJECTIVES: dict[str, str] = {
     "clipself": "clipself:ClipSelfObjective",
     "fvit": "fvit:FViTObjective",
     "vild": "vild:ViLDObjective",
+    "catseg": "catseg:CatSegObjective",
+    "lseg": "lseg:LSegObjective",
 }
 
 
