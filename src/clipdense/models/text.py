@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
 from ..errors import ConfigError
+from .text_cache import cached_embeddings, text_cache_enabled
 
 Template = Union[str, Callable[[str], str]]
 TEMPLATE_SETS: dict[str, Sequence[Template]] = {
@@ -45,11 +46,29 @@ def resolve_templates(templates: str | Sequence[Template]) -> list[Callable[[str
 
 @torch.no_grad()
 def text_classifier(bundle, classnames: Sequence[str], templates: str | Sequence[Template] = "imagenet",
-                    batch_size: int = 256) -> torch.Tensor:
-    """(C, D) unit-norm class embeddings: mean of the normalised embeddings of each class's prompts."""
+                    batch_size: int = 256, cache: bool | None = None) -> torch.Tensor:
+    """(C, D) unit-norm class embeddings: mean of the normalised embeddings of each class's prompts.
+
+    Args:
+        cache: read and write the on-disk cache of class embeddings (``models.text_cache``, keyed by the
+            weights' fingerprint, the tokenizer and each class's prompts); None follows ``use_text_cache``.
+    """
     if not classnames:
         raise ConfigError("classnames: empty list")
     fill = resolve_templates(templates)
+
+    def compute(names: list[str]) -> torch.Tensor:
+        return _encode_classes(bundle, names, fill, batch_size)
+
+    if not (text_cache_enabled() if cache is None else cache):
+        return compute(list(classnames))
+    return cached_embeddings(bundle.model, bundle.tokenizer, list(classnames),
+                             lambda name: [t(name) for t in fill], compute)
+
+
+def _encode_classes(bundle, classnames: list[str], fill: list[Callable[[str], str]],
+                    batch_size: int) -> torch.Tensor:
+    """Run every prompt of every class through the text tower; (C, D) unit-norm prompt means."""
     texts = [t(name) for name in classnames for t in fill]
     device = next(bundle.model.parameters()).device
     chunks = []
