@@ -80,8 +80,9 @@ def run_training(config: TrainConfig, source: Source | None = None, evaluator: E
         hooks: ``(step, trainer)`` callables after each step.
         open_source: ``(config, rank, world_size, needed fields, who) -> source`` used when ``source`` is
             None (the CLI passes ``sources.open_training_source``).
-        evaluate_on_world: without an ``evaluator``, run zero-shot + retrieval on the world's
-            val split (``val_data`` or ``data``) every ``eval_every`` steps and at the end.
+        evaluate_on_world: without an ``evaluator``, for a run that trains a CLIP model (not a head), run
+            zero-shot + retrieval on the world's val split (``val_data`` or ``data``) every ``eval_every``
+            steps and at the end.
     """
     device = resolve_device(config.device)
     info: DistInfo = init_distributed(device.type)
@@ -116,7 +117,7 @@ def run_training(config: TrainConfig, source: Source | None = None, evaluator: E
         if info.is_main:
             run_dir.mkdir(parents=True, exist_ok=True)
             save_config(config, run_dir / "config.yaml")
-        if evaluator is None and evaluate_on_world:
+        if evaluator is None and evaluate_on_world and objective.exported_head() is None:   # CLIP models only
             from .sources import world_evaluator
             evaluator = world_evaluator(config, bundle.name, bundle.tokenizer, bundle.preprocess, device)
         trainer = Trainer(config, objective, batches, run_dir, bundle.name, _export_config(bundle.name, bundle.model),
