@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tasks", default="all",
                         help="'all' (every task the data can feed; the others are noted as not run) or a comma "
                              "list of registered tasks: zeroshot (ImageFolder), retrieval (CSV, shards), "
-                             "segmentation (semseg), regions (COCO) (default: all)")
+                             "segmentation (semseg), regions (COCO), detection (COCO, with --head) (default: all)")
     parser.add_argument("--dense-mode", default="maskclip",
                         help="dense mode(s) for segmentation and regions: one, a comma list, or 'all' "
                              "(default: maskclip)")
@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default=None,
                         help="write results JSON here and a .md beside it (default: print only)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument("--head", default=None,
+                        help="a trained head (file or run dir) for the tasks that evaluate one: detection "
+                             "(--model/--pretrained: the backbone it was trained on)")
     parser.set_defaults(func=run_eval)
 
 
@@ -53,13 +56,13 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.out is not None and Path(args.out).suffix.lower() != ".json":
         raise ConfigError(f"--out {args.out}: expected a .json path (the Markdown goes beside it as .md)")
     methods = [m.strip() for m in args.region_methods.split(",") if m.strip()]
-    plan_tasks(args.data, args.tasks, args.split)   # refuse data that cannot feed the tasks before loading a model
+    plan_tasks(args.data, args.tasks, args.split, args.head)   # refuse data that cannot feed the tasks before loading a model
     bundle = load_model(args.model, pretrained=args.pretrained, device=args.device)
     results = evaluate(bundle, args.data, tasks=args.tasks, dense_mode=args.dense_mode,
                        image_size=args.image_size, batch_size=args.batch_size, device=args.device,
                        split=args.split, templates=args.templates, window=args.window, stride=args.stride,
                        background_threshold=args.bg_threshold, region_methods=methods,
-                       show_progress=not args.no_progress)
+                       show_progress=not args.no_progress, head=args.head)
     print(to_markdown(results), end="")
     if args.out is not None:
         json_path, md_path = write_results(results, args.out)

@@ -10,6 +10,7 @@ from .zeroshot import zeroshot_classification
 from .retrieval import retrieval
 from .segmentation import segmentation_both, segmentation_with_background, semantic_segmentation
 from .regions import METHODS as REGION_METHODS, RegionBatch, region_classification
+from .detection import box_ap, evaluate_detector
 from .context import EvalContext, EvalSettings
 from .inputs import EvalData, open_eval_data
 from .report import json_ready, to_markdown, write_results
@@ -17,7 +18,7 @@ from .runner import EvalPlan, evaluate, plan_tasks, resolve_modes
 
 __all__ = [
     "EVAL_TASKS", "EvalContext", "EvalData", "EvalPlan", "EvalSettings", "EvalTask", "REGION_METHODS",
-    "RegionBatch", "add_task", "evaluate", "json_ready", "metrics", "open_eval_data", "plan_tasks",
+    "RegionBatch", "add_task", "box_ap", "evaluate_detector", "evaluate", "json_ready", "metrics", "open_eval_data", "plan_tasks",
     "region_classification", "register_task", "resolve_modes", "resolve_tasks", "retrieval", "segmentation_both",
     "segmentation_with_background", "semantic_segmentation", "to_markdown", "write_results",
     "zeroshot_classification",

@@ -38,6 +38,7 @@ class EvalSettings:
         background_threshold: probability under which a pixel is background in the things-only setting.
         region_methods: which of rois / crops / maskpool the regions task runs.
         show_progress: progress bars on stderr.
+        head: a trained head (file or run dir) for the tasks that evaluate one (``--head``).
     """
 
     modes: tuple[str, ...]
@@ -49,6 +50,7 @@ class EvalSettings:
     background_threshold: float = 0.1
     region_methods: tuple[str, ...] = METHODS
     show_progress: bool = False
+    head: str | None = None
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.region_methods if m not in METHODS]

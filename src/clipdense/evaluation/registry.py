@@ -31,6 +31,8 @@ class EvalTask:
         summary: one line for help texts.
         report: result -> Markdown lines of its section in ``to_markdown`` (the built-in tasks have their
             tables in ``report.py``; without either, the section shows the result as JSON).
+        needs_head: the task evaluates a trained head (``--head``), not the bare model: without one it is
+            left out of 'all' with a note, and refused when named.
     """
 
     name: str
@@ -38,6 +40,7 @@ class EvalTask:
     run: TaskFn
     summary: str = ""
     report: Callable[[dict], list[str]] | None = None
+    needs_head: bool = False
 
 
 #: name -> task, in registration order (the order ``--tasks all`` runs them).
@@ -58,10 +61,11 @@ def add_task(task: EvalTask) -> EvalTask:
 
 
 def register_task(name: str, needs: Iterable[str], summary: str = "",
-                  report: Callable[[dict], list[str]] | None = None) -> Callable[[TaskFn], TaskFn]:
+                  report: Callable[[dict], list[str]] | None = None,
+                  needs_head: bool = False) -> Callable[[TaskFn], TaskFn]:
     """Decorator: register the decorated function as task ``name`` needing the Sample fields ``needs``."""
     def wrap(run: TaskFn) -> TaskFn:
-        add_task(EvalTask(name, frozenset(needs), run, summary, report))
+        add_task(EvalTask(name, frozenset(needs), run, summary, report, needs_head))
         return run
     return wrap
 

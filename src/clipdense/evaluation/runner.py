@@ -33,8 +33,8 @@ class EvalPlan:
 
 
 def plan_tasks(data: str | os.PathLike | DataSpec, tasks: str | Sequence[str] = "all",
-               split: str = "val") -> EvalPlan:
-    """Check ``tasks`` against ``data`` before any model is loaded.
+               split: str = "val", head: str | os.PathLike | None = None) -> EvalPlan:
+    """Check ``tasks`` against ``data`` (and tasks that evaluate a head against ``head``) before any model is loaded.
 
     Raises:
         ConfigError: an unknown task name.
@@ -47,7 +47,11 @@ def plan_tasks(data: str | os.PathLike | DataSpec, tasks: str | Sequence[str] = 
     runnable, skipped = [], {}
     for task in (EVAL_TASKS[name] for name in names):
         problem = eval_data.problem(task)
-        if problem is None:
+        if problem is None and task.needs_head and head is None:
+            if explicit:
+                raise ConfigError(f"--tasks {task.name} evaluates a trained head: pass --head HEAD")
+            skipped[task.name] = "needs --head"
+        elif problem is None:
             runnable.append(task)
         elif explicit:
             raise DataError(problem)
@@ -74,7 +78,8 @@ def evaluate(bundle: Bundle, data: str | os.PathLike | DataSpec, tasks: str | Se
              dense_mode: str | Sequence[str] = "maskclip", image_size: int | None = None, batch_size: int = 32,
              device: str | torch.device | None = None, split: str = "val", templates: str = "imagenet",
              window: int | None = None, stride: int | None = None, background_threshold: float = 0.1,
-             region_methods: Sequence[str] = METHODS, show_progress: bool = False) -> dict:
+             region_methods: Sequence[str] = METHODS, show_progress: bool = False,
+             head: str | os.PathLike | None = None) -> dict:
     """Run the requested tasks on ``data``; returns one JSON-ready dict (see ``to_markdown``).
 
     Args:
@@ -88,15 +93,17 @@ def evaluate(bundle: Bundle, data: str | os.PathLike | DataSpec, tasks: str | Se
             Zero-shot and retrieval always use the model's own preprocessing.
         window / stride: sliding-window inference for segmentation (pixels, after resizing); None: whole image.
         background_threshold: probability under which a pixel is background in the things-only setting.
+        head: a trained head (file or run dir) for the tasks that evaluate one (detection).
 
     Returns:
         ``{"tasks": {name: result}, "skipped_tasks": {name: "needs ..."}, "data_fields": [...],
         "seconds": ..., "images_per_second": ..., "skipped_images": ..., ...}`` with the run's settings.
     """
-    plan = plan_tasks(data, tasks, split)
+    plan = plan_tasks(data, tasks, split, head)
     short_side = image_size or bundle.dense_size or min(bundle.image_size)
     settings = EvalSettings(resolve_modes(dense_mode), short_side, batch_size, templates,
-                            window, stride, background_threshold, tuple(region_methods), show_progress)
+                            window, stride, background_threshold, tuple(region_methods), show_progress,
+                            None if head is None else str(head))
     target = resolve_device(device)
     bundle.model.to(target).eval()
     ctx = EvalContext(bundle, target, settings, plan.data)

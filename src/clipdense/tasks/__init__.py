@@ -1,5 +1,6 @@
 """Tasks: zero-shot segmentation and classification (retrieval, regions, detection and adapters beside)."""
 from .classify import classify
+from .detect import Detections, detect
 from .segment import BACKGROUND, labels_from_logits, segment, segment_logits
 
-__all__ = ["classify", "segment", "segment_logits", "labels_from_logits", "BACKGROUND"]
+__all__ = ["classify", "detect", "Detections", "segment", "segment_logits", "labels_from_logits", "BACKGROUND"]

@@ -1,0 +1,80 @@
+"""`clipdense detect`: boxes of any classes in images with a detector head, or the RPN's proposals of a dataset.
+
+    clipdense detect IMAGE --head HEAD --classes "red circle,blue star" --out boxes.png [--json out.json]
+    clipdense detect --proposals --head HEAD --data WORLD --json proposals.json   # for distill --boxes
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..heads import read_head_info
+from ..models import load_model
+from .common import parse_class_list
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("detect", help="open-vocabulary detection with a detector head (F-ViT / ViLD)",
+                              description="The backbone the head was trained on is loaded from the head file "
+                                          "unless --model/--pretrained name it (another backbone is refused).")
+    p.add_argument("images", nargs="*", help="image files")
+    p.add_argument("--head", required=True, help="detector head (.safetensors) or the run dir that trained it")
+    p.add_argument("--classes", default=None, help="comma-separated class names (default: the head's classes)")
+    p.add_argument("--out", default="boxes.png",
+                   help="picture with boxes (several images: IMAGE-STEM_boxes.png beside this path)")
+    p.add_argument("--json", default=None, help="write detections as COCO results JSON (with --proposals: the "
+                                                "proposals as a COCO instances JSON)")
+    p.add_argument("--min-score", type=float, default=0.3, help="boxes drawn and written (default 0.3)")
+    p.add_argument("--proposals", action="store_true",
+                   help="export the RPN's class-agnostic proposals of --data as COCO JSON instead")
+    p.add_argument("--data", default=None, help="with --proposals: a world or coco:images=DIR,annotations=FILE")
+    p.add_argument("--split", default="train", help="with --proposals: the world's split (default train)")
+    p.add_argument("--top", type=int, default=20, help="with --proposals: proposals kept per image (default 20)")
+    p.add_argument("--model", default=None, help="backbone (default: the one the head records)")
+    p.add_argument("--pretrained", default=None, help="backbone weights (default: the ones the head records)")
+    p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
+    p.set_defaults(func=run_detect)
+
+
+def _backbone(args: argparse.Namespace):
+    info = read_head_info(args.head)
+    if args.model is None:
+        return load_model(info.backbone.name, info.backbone.pretrained, args.device)
+    return load_model(args.model, args.pretrained, args.device)
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    from ..data.images import open_image
+    from ..tasks.detect import as_detector, detect, draw_detections, proposals_json, write_json
+
+    if args.proposals:
+        if not args.data or not args.json:
+            raise ConfigError("--proposals needs --data (the images) and --json (where the proposals go)")
+    elif not args.images:
+        raise ConfigError("give one or more image files (or --proposals --data DATA)")
+    classes = parse_class_list(args.classes) if args.classes else None
+    bundle = _backbone(args)
+    head = as_detector(args.head, bundle)
+    if args.proposals:
+        payload = proposals_json(head, bundle, args.data, args.split, args.top)
+        path = write_json(payload, args.json)
+        print(f"wrote {len(payload['annotations'])} proposals of {len(payload['images'])} images to {path}")
+        return 0
+    results, out = [], Path(args.out)
+    for index, name in enumerate(args.images):
+        image = open_image(name)
+        start = time.perf_counter()
+        found = detect(bundle, image, classes, head=head, min_score=args.min_score)
+        picture = out if len(args.images) == 1 else out.with_name(f"{Path(name).stem}_{out.name}")
+        picture.parent.mkdir(parents=True, exist_ok=True)
+        draw_detections(image, found).save(picture)
+        summary = ", ".join(f"{n} {s:.2f}" for n, s in zip(found.names, found.scores.tolist())) or "nothing"
+        print(f"{name}: {summary} ({time.perf_counter() - start:.2f}s) -> {picture}")
+        results += [{**r, "file_name": name, "category_name": found.classes[r["category_id"] - 1]}
+                    for r in found.to_coco(index + 1)]
+    if args.json:
+        print(f"wrote {len(results)} detections (COCO results; category_id = 1 + class index) to "
+              f"{write_json(results, args.json)}")
+    return 0
