@@ -48,10 +48,7 @@ def build_config(cls: type[T], yaml_path: str | os.PathLike | None = None,
         path = Path(yaml_path)
         if not path.is_file():
             raise ConfigError(f"--config {path}: file not found")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--config {path}: not valid YAML ({exc})") from exc
+        loaded = read_yaml(path, "--config") or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"--config {path}: expected a mapping of key: value at top level")
         values.update(loaded)
@@ -65,6 +62,39 @@ def build_config(cls: type[T], yaml_path: str | os.PathLike | None = None,
     return cls(**coerced)
 
 
+def read_yaml(path: str | os.PathLike, flag: str) -> Any:
+    """Parse a YAML file; a syntax error is one line naming the file, line and column (PyYAML's is four)."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{flag} {path}: not a text file ({exc.reason} at byte {exc.start})") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{flag} {path}: not valid YAML{where}: {problem}") from exc
+
+
+def current_umask() -> int:
+    """The process umask (Linux reads it without changing it; elsewhere it is set and restored at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give a file made by mkstemp (0600) or a folder made by mkdtemp (0700) the mode a plain open() or
+    mkdir() would have: 0666 / 0777 less the user's umask."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
     """Plain dict of a config dataclass, JSON/YAML friendly."""
     return json.loads(json.dumps(dataclasses.asdict(config), default=str))
@@ -76,6 +106,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        apply_umask(tmp)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +22,7 @@ from .registry import (PREPROCESS_KEY, builtin_models, register_builtin_configs,
                        registered_preprocess, shipped_weights)
 from .text_tokenizer import build_tokenizer
 from .weights import META_DENSE_SIZE, META_FORMAT, META_MODEL_CONFIG, META_MODEL_NAME, WEIGHT_SUFFIXES, load_into, \
-    read_metadata, read_state_dict
+    load_error_line, read_metadata, read_state_dict
 
 OFFLINE_HINT = ("no network here? Download the weights where the internet is reachable, then pass the file: "
                 "load_model(NAME, pretrained='/path/to/open_clip_model.safetensors') or "
@@ -100,11 +101,11 @@ def _create(name: str, pretrained: str | None = None) -> tuple[nn.Module, Callab
         with offline_when_unreachable():
             model = open_clip.create_model(name, pretrained=pretrained,
                                            force_preprocess_cfg=registered_preprocess(name))
-    except (OSError, RuntimeError, ValueError, ConnectionError) as exc:
+    except (OSError, RuntimeError, ValueError, ConnectionError, KeyError, EOFError, pickle.UnpicklingError) as exc:
         if pretrained is None and not name.startswith(("hf-hub:", "local-dir:")):
             raise
         what = name if pretrained is None else f"{name} pretrained={pretrained}"
-        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        first = load_error_line(exc)   # a refused pickle says so, without torch's advice to allow it
         if name.startswith("local-dir:"):
             raise ModelLoadError(f"could not load {name}: {first}") from exc
         raise ModelLoadError(f"could not fetch weights for {what} ({first}); {OFFLINE_HINT}") from exc

@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import pickle  # torch.load(weights_only=True) refuses arbitrary objects with UnpicklingError
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -14,7 +15,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from ..config import atomic_write_bytes
-from ..errors import ModelLoadError
+from ..errors import ClipDenseError, ModelLoadError
 
 #: what kind of clipdense file it is when not a model (e.g. "head"); model files carry META_MODEL_NAME
 META_FORMAT = "clipdense.format"
@@ -103,14 +104,40 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ModelLoadError(f"{path}: weights file not found")
     if path.suffix not in WEIGHT_SUFFIXES:
         raise ModelLoadError(f"{path}: expected a weights file ending in {', '.join(WEIGHT_SUFFIXES)}")
+    if path.suffix != ".safetensors":
+        return _unwrap_state_dict(safe_torch_load(path, "weights"), path)
     try:
-        if path.suffix == ".safetensors":
-            state: Any = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        state: Any = load_file(str(path))
+    except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as exc:
         raise ModelLoadError(f"{path}: could not read weights ({str(exc).splitlines()[0]})") from exc
     return _unwrap_state_dict(state, path)
+
+
+def load_error_line(exc: BaseException) -> str:
+    """One line saying why torch.load (weights_only) failed. A refused pickle says what it refused and that
+    nothing ran; torch's own advice to switch the safety off is never passed on."""
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) and "weights only" in text.lower():
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"refused: it holds pickled Python objects{what}, not only tensors, and nothing in it was run; "
+                "save it as .safetensors (or a plain state dict of tensors) where it was made")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return type(exc).__name__ if not first or "weights_only" in first else first
+
+
+def safe_torch_load(path: str | os.PathLike, what: str = "weights",
+                    error: type[ClipDenseError] = ModelLoadError) -> Any:
+    """``torch.load(weights_only=True)`` whose every failure is one line naming the file: tensors and plain
+    containers load, anything else is refused before it can run. (A corrupt or foreign file makes the
+    unpickler raise almost any exception type, hence the broad catch.)"""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        reason = load_error_line(exc)
+        if not reason.startswith("refused"):
+            reason = f"not a readable torch file ({reason})"
+        raise error(f"{path}: could not read {what}: {reason}") from exc
 
 
 def _unwrap_state_dict(state: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -141,3 +168,14 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) 
     if problems:
         raise ModelLoadError(f"{source}: does not fit this architecture: " + "; ".join(problems))
     model.load_state_dict(state, strict=True)
+
+
+#: model specs whose scheme brings its own weights (open_clip's hub and folders, transformers repos)
+WEIGHTED_SCHEMES = ("hf-hub:", "local-dir:", "hf-transformers:")
+
+
+def is_random_init(spec: str | os.PathLike, pretrained: str | os.PathLike | None) -> bool:
+    """Whether ``load_model(spec, pretrained)`` gives random weights: an architecture name with no pretrained tag
+    or file (a file, folder, run dir or hub id always brings weights)."""
+    text = str(spec)
+    return pretrained in (None, "") and not text.startswith(WEIGHTED_SCHEMES) and not Path(text).exists()

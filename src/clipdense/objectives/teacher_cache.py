@@ -16,6 +16,7 @@ from torch import nn
 
 from ..config import atomic_write_bytes
 from ..errors import DataError
+from ..models.weights import safe_torch_load
 
 
 def teacher_fingerprint(model: nn.Module, extra: str = "") -> str:
@@ -32,6 +33,8 @@ class TeacherCache:
     """int64 key -> embedding, loaded at start and flushed atomically as it grows."""
 
     def __init__(self, folder: str | os.PathLike, fingerprint: str) -> None:
+        if Path(folder).exists() and not Path(folder).is_dir():
+            raise DataError(f"--teacher-cache {folder}: is a file, expected a folder (new or a cache's)")
         self.path = Path(folder) / f"teacher-{fingerprint}.pt"
         self.entries: dict[int, torch.Tensor] = {}
         self.unsaved = 0
@@ -40,11 +43,10 @@ class TeacherCache:
             self._load()
 
     def _load(self) -> None:
-        try:
-            stored = torch.load(self.path, map_location="cpu", weights_only=True)
-            keys, values = stored["keys"], stored["values"]
-        except (RuntimeError, OSError, KeyError, EOFError) as exc:
-            raise DataError(f"{self.path}: unreadable teacher cache ({exc}); delete it to rebuild") from exc
+        stored = safe_torch_load(self.path, "the teacher cache (delete it to rebuild)", DataError)
+        if not isinstance(stored, dict) or not {"keys", "values"} <= set(stored):
+            raise DataError(f"{self.path}: not a teacher cache (expected keys and values); delete it to rebuild")
+        keys, values = stored["keys"], stored["values"]
         self.entries = dict(zip(keys.tolist(), values.unbind(0)))
 
     def __len__(self) -> int:

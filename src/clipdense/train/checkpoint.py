@@ -23,10 +23,10 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from ..config import atomic_write_bytes
+from ..config import apply_umask, atomic_write_bytes
 from ..errors import ConfigError
 from ..heads import HEAD_FILE, Backbone, kind_of, save_head
-from ..models.weights import save_weights
+from ..models.weights import safe_torch_load, save_weights
 
 STEP_DIR = re.compile(r"^step-(\d{8})$")
 MODEL_FILE = "model.safetensors"
@@ -110,6 +110,7 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, model: nn.Module, exp
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
+        apply_umask(tmp, directory=True)   # mkdtemp makes 0700; a checkpoint is as readable as any folder
         meta = {**(metadata or {}), "clipdense.step": str(step)}
         export.write(model, tmp / export.filename, meta)
         if ema_model is not None:
@@ -138,8 +139,8 @@ def prune_checkpoints(run_dir: str | os.PathLike, keep: int) -> None:
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    """Read a state.pt safely (tensors and primitive containers only)."""
-    try:
-        return torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors have many types; the message is what matters
-        raise ConfigError(f"{path / 'state.pt'}: unreadable training state ({str(exc).splitlines()[0]})") from exc
+    """Read a state.pt safely (tensors and primitive containers only; anything else is refused, never run)."""
+    state = safe_torch_load(path / "state.pt", "training state")
+    if not isinstance(state, dict) or not {"step", "optimizer", "rng"} <= set(state):
+        raise ConfigError(f"{path / 'state.pt'}: not a clipdense training state (expected step, optimizer, rng, ...)")
+    return state

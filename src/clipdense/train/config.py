@@ -1,13 +1,66 @@
 """The one configuration dataclass of `clipdense train` (defaults, then YAML, then CLI flags)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
+from ..data.world import is_world
 from ..errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NONFINITE_POLICIES = ("stop", "skip")
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a TrainConfig field (a YAML key of the same name sets it too)."""
+    return "--" + name.replace("_", "-")
+
+
+def _number(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False
+            ) -> Callable[[Any], bool]:
+    """A check that a value is a finite number in the interval (NaN and bools fail)."""
+    def ok(value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+            return False
+        above = value > low if low_open else value >= low
+        below = value < high if high_open else value <= high
+        return above and below and math.isfinite(value)
+    return ok
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], bool]:
+    return lambda value: value in options
+
+
+#: (field, check, what is expected) for every TrainConfig value a user sets
+_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("steps", _number(1), "a step count >= 1"),
+    ("batch_size", _number(1), "images per step >= 1"),
+    ("accum_steps", _number(1), "micro-batches per step >= 1"),
+    ("lr", _number(0, low_open=True), "a learning rate > 0"),
+    ("min_lr_ratio", _number(0, 1), "a fraction of --lr in [0, 1]"),
+    ("warmup_steps", _number(0), "a step count >= 0"),
+    ("weight_decay", _number(0), "a weight decay >= 0"),
+    ("beta1", _number(0, 1, high_open=True), "a value in [0, 1)"),
+    ("beta2", _number(0, 1, high_open=True), "a value in [0, 1)"),
+    ("eps", _number(0, low_open=True), "a value > 0"),
+    ("grad_clip", _number(0), "a max gradient norm >= 0 (0 = off)"),
+    ("precision", _choice(PRECISIONS), f"one of {', '.join(PRECISIONS)}"),
+    ("ema_decay", _number(0, 1, high_open=True), "a decay in [0, 1) (0 = off)"),
+    ("lock_image_blocks", _number(0), "a block count >= 0"),
+    ("lock_text_blocks", _number(0), "a block count >= 0"),
+    ("checkpoint_every", _number(1), "a step interval >= 1"),
+    ("keep_checkpoints", _number(0), "a count >= 0 (0 keeps every checkpoint)"),
+    ("log_every", _number(1), "a step interval >= 1"),
+    ("eval_every", _number(0), "a step interval >= 0 (0 = at the end)"),
+    ("on_nonfinite", _choice(NONFINITE_POLICIES), f"one of {', '.join(NONFINITE_POLICIES)}"),
+    ("seed", _number(0), "a seed >= 0"),
+    ("num_workers", _number(0), "a process count >= 0 (0 decodes in the main process)"),
+    ("prefetch_batches", _number(-1), "a batch count >= 0, or -1 for auto"),
+    ("augment_threads", _number(-1), "a thread count >= 0, or -1 for auto"),
+)
 
 
 @dataclass
@@ -56,24 +109,23 @@ class TrainConfig:
     objective_args: dict[str, Any] = field(default_factory=dict)  # the objective's own options
 
     def validate(self, world_size: int = 1) -> None:
-        """Fail early with one line naming the bad value."""
-        if self.steps < 1:
-            raise ConfigError(f"steps must be >= 1, got {self.steps}")
-        if self.batch_size < 1 or self.accum_steps < 1:
-            raise ConfigError(f"batch_size and accum_steps must be >= 1, got {self.batch_size}, {self.accum_steps}")
+        """Fail early, before anything is loaded or written, with one line naming the flag and what it needs."""
+        for name, ok, expected in _RULES:
+            value = getattr(self, name)
+            if not ok(value):
+                raise ConfigError(f"{flag_of(name)} {value!r}: expected {expected}")
         if self.batch_size % (world_size * self.accum_steps):
-            raise ConfigError(f"batch_size {self.batch_size} must be divisible by world_size x accum_steps "
+            raise ConfigError(f"--batch-size {self.batch_size}: expected a multiple of processes x --accum-steps "
                               f"= {world_size} x {self.accum_steps}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.on_nonfinite not in NONFINITE_POLICIES:
-            raise ConfigError(f"on_nonfinite must be one of {NONFINITE_POLICIES}, got {self.on_nonfinite!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
         if not isinstance(self.objective_args, dict):
-            raise ConfigError(f"objective_args must be a mapping, got {self.objective_args!r}")
+            raise ConfigError(f"objective_args {self.objective_args!r}: expected a mapping of option: value")
+        for name in ("out", "resume"):
+            path = getattr(self, name)
+            if path and Path(path).exists() and not Path(path).is_dir():
+                raise ConfigError(f"{flag_of(name)} {path}: is a file, expected a run folder")
+        if self.val_data and not is_world(Path(self.val_data)):
+            raise ConfigError(f"--val-data {self.val_data}: expected a world folder (with world.json, from "
+                              "`clipdense data synth`) to evaluate on during training")
 
     def loader_threads(self, device_type: str) -> tuple[int, int]:
         """(prefetch_batches, augment_threads) with 'auto' resolved: on a CPU the step already uses every core."""

@@ -125,9 +125,19 @@ class Trainer:
         """Train until ``config.steps`` optimiser steps are done (continuing a checkpoint if given)."""
         if resume_from is not None:
             self.load_checkpoint(resume_from)
-        cfg, main = self.config, self.dist.is_main
+        main = self.dist.is_main
         self.metrics = MetricsLog(self.run_dir, resume_step=self.step if resume_from else None, enabled=main)
-        bar = progress_bar(cfg.steps, self.step, enabled=main)
+        bar = progress_bar(self.config.steps, self.step, enabled=main)
+        try:   # closed before any error is printed, so the bar cannot redraw over the message
+            losses = self._loop(bar)
+        finally:
+            bar.close()
+            self.metrics.close()
+        return TrainResult(self.run_dir, self.step, losses, self.skipped_steps, self._corrupt_samples() or 0)
+
+    def _loop(self, bar: Any) -> dict[str, float]:
+        """The steps, with logging, checkpoints and evaluation at their intervals; the last logged losses."""
+        cfg = self.config
         batches: Iterator[Any] = iter(self.batches)
         losses: dict[str, float] = {}
         tick, images_since = time.perf_counter(), 0
@@ -161,9 +171,7 @@ class Trainer:
                 self._evaluate()
             for hook in self.hooks:
                 hook(self.step, self)
-        bar.close()
-        self.metrics.close()
-        return TrainResult(self.run_dir, self.step, losses, self.skipped_steps, self._corrupt_samples() or 0)
+        return losses
 
     def _accumulate_gradients(self, batches: Iterator[Any]) -> tuple[dict[str, torch.Tensor] | None, int]:
         """Forward/backward ``accum_steps`` micro-batches and take one optimiser step.
@@ -213,8 +221,8 @@ class Trainer:
         if self.dist.is_main:
             self.metrics.log({"step": self.step + 1, "skipped_nonfinite": self.skipped_steps})
         if self.skipped_steps > max(10, self.config.steps // 10):
-            raise ClipDenseError(f"{self.skipped_steps} steps skipped for non-finite loss/gradient by step "
-                                 f"{self.step + 1}: training diverged; lower --lr")
+            raise ClipDenseError(f"{self.skipped_steps} steps skipped for a non-finite loss/gradient by step "
+                                 f"{self.step + 1}: training diverged; {self._where_to_continue()}")
 
     def _stop_if_nonfinite(self) -> None:
         """Policy 'stop': raise, naming the first bad step and the last good checkpoint, if one was seen.
@@ -228,10 +236,15 @@ class Trainer:
         bad_step = int(first.item())
         if bad_step == none:
             return
+        raise ClipDenseError(f"non-finite loss/gradient at step {bad_step}; {self._where_to_continue()}, "
+                             "or let such steps be skipped with --on-nonfinite skip")
+
+    def _where_to_continue(self) -> str:
+        """The last good checkpoint and how to continue from it, or that a fresh start is the only way."""
         last = ckpt.latest_checkpoint(self.run_dir)
-        where = f"last good checkpoint {last[1]}" if last else "no checkpoint written yet"
-        raise ClipDenseError(f"non-finite loss/gradient at step {bad_step}; {where}; "
-                             f"lower --lr or resume with on_nonfinite=skip")
+        if last is None:
+            return "no checkpoint was written yet: lower --lr and start again"
+        return f"last good checkpoint {last[1]}: lower --lr and continue it with --resume {self.run_dir}"
 
     def _corrupt_samples(self) -> int | None:
         """How many unreadable samples the data source has skipped so far (None: it does not count)."""

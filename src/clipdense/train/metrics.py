@@ -13,6 +13,20 @@ from tqdm import tqdm
 from ..config import atomic_write_bytes
 
 
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl; a line a killed run left half-written (or any unparsable one) is dropped:
+    the checkpoint, not the log, is what a resume continues from."""
+    records = []
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step", 0), (int, float)):
+            records.append(record)
+    return records
+
+
 class MetricsLog:
     """Appends one JSON line per record (constant cost per log); the CSV copy is refreshed every
     ``CSV_EVERY`` records and at close.
@@ -27,10 +41,7 @@ class MetricsLog:
         self.records: list[dict[str, Any]] = []
         path = self.run_dir / "metrics.jsonl"
         if enabled and resume_step is not None and path.is_file():
-            for line in path.read_text().splitlines():
-                record = json.loads(line)
-                if record.get("step", 0) <= resume_step:
-                    self.records.append(record)
+            self.records = [r for r in read_records(path) if r.get("step", 0) <= resume_step]
         if enabled:
             text = "".join(json.dumps(r) + "\n" for r in self.records)
             atomic_write_bytes(path, text.encode())

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from ..data import ImageTextDataset
 from ..data.readers import open_reader
 from ..data.sample import Sample
+from ..data.skips import SkipCounter
 from ..data.streams import IndexedSource
 from ..data.world import is_world
 from ..errors import DataError
@@ -35,6 +36,11 @@ class StreamingSource:
         self.dataset, self.num_workers = dataset, num_workers
         self.skipped = 0
         self._start, self._consumed = dataset.position, 0
+
+    @property
+    def skips(self) -> SkipCounter:
+        """The reader's counter; its log names the files the decode workers skip."""
+        return self.dataset.skips
 
     @property
     def num_samples(self) -> int | None:
