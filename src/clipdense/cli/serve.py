@@ -1,0 +1,74 @@
+"""`clipdense serve`: the local page (upload a photo, name classes, see them), an optional extra."""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..models import DENSE_MODES
+
+#: the pretrained tag the page starts with when --pretrained is not given (the shipped weights)
+DEFAULT_PRETRAINED = {"tiny-vit-t8": "synthworld"}
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("serve", help="local web page: upload a photo, name classes, see them")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
+                                                            "only)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    parser.add_argument("--model", default="tiny-vit-t8", help="the page's initial model (default: tiny-vit-t8)")
+    parser.add_argument("--pretrained", default=None,
+                        help="the page's initial pretrained tag or file (default: synthworld for tiny-vit-t8)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--mode", default="maskclip", choices=sorted(DENSE_MODES), help="initial dense mode")
+    parser.add_argument("--templates", default="imagenet", help="initial prompt set (imagenet, simple, world, ...)")
+    parser.add_argument("--heads", action="append", default=None, metavar="DIR",
+                        help="folder (or file) with trained heads to offer; repeatable (default: ./runs if present)")
+    parser.add_argument("--max-side", type=int, default=1024,
+                        help="photos are shrunk so their longer side is at most this (default: 1024)")
+    parser.add_argument("--examples", type=int, default=4, help="synthetic-world example scenes to offer (default: 4)")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the text-classifier cache")
+    parser.add_argument("--exit-after", type=float, default=None, metavar="SECONDS",
+                        help="stop the server after this many seconds (default: run until Ctrl-C)")
+    parser.set_defaults(func=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port {args.port}: expected 1..65535")
+    if args.max_side < 32:
+        raise ConfigError(f"--max-side {args.max_side}: expected at least 32 pixels")
+    try:
+        from ..web.app import PageSettings, serve
+    except ImportError as exc:
+        raise ConfigError(f"clipdense serve needs the web extra: pip install 'clipdense[web]' ({exc})") from exc
+    from ..web.heads import discover_heads
+
+    folders = args.heads if args.heads is not None else [p for p in ("runs",) if Path(p).is_dir()]
+    missing = [folder for folder in folders if not Path(folder).exists()]
+    if missing:
+        raise ConfigError(f"--heads {missing[0]}: no such folder or file")
+    heads = discover_heads(folders)
+    pretrained = args.pretrained if args.pretrained is not None else DEFAULT_PRETRAINED.get(args.model)
+    settings = PageSettings(model=args.model, pretrained=pretrained, mode=args.mode, templates=args.templates,
+                            device=args.device, max_side=args.max_side, heads=heads, examples=max(args.examples, 0),
+                            text_cache=not args.no_cache)
+    try:
+        app = serve(settings, host=args.host, port=args.port, block=False)
+    except OSError as exc:
+        raise ConfigError(f"--port {args.port}: cannot listen on {args.host}:{args.port} ({exc})") from exc
+    where = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}"
+    print(f"clipdense page on {where} ({len(heads)} head(s) found; Ctrl-C stops it)", flush=True)
+    if args.host not in LOOPBACK:
+        print(f"note: listening on {args.host}, so other machines can reach the page", flush=True)
+    deadline = None if args.exit_after is None else time.monotonic() + args.exit_after
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close(verbose=False)
+    return 0
