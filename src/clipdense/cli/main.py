@@ -5,7 +5,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from ..errors import ClipDenseError
 
@@ -20,12 +20,21 @@ COMMAND_MODULES: tuple[str, ...] = (
     "demo",
     "adapt",
     "detect",
+    "serve",
 )
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line and exit 2, like every other error of the command (its
+    default prints the whole usage block first). Subcommand parsers inherit the class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every command group registered."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="clipdense",
         description="Dense (region- and pixel-level) features for CLIP-style models.",
     )
@@ -48,15 +57,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ClipDenseError as exc:
         if args.debug:
             raise
-        print(f"clipdense {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"clipdense {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _error(args.command, str(exc))
     except BrokenPipeError:  # output piped into `head` and closed early: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:   # a file or folder the user named cannot be read or written: say which
+        if args.debug or exc.filename is None:
+            raise
+        return _error(args.command, f"{exc.filename}: {exc.strerror or exc}")
+    except KeyboardInterrupt:
+        print(f"clipdense {args.command}: interrupted", file=sys.stderr)
+        return 130
 
+
+def _error(command: str, message: str) -> int:
+    """The one line a user error prints (exit code 2)."""
+    text = " ".join(message.split())
+    print(f"clipdense {command}: error: {text}", file=sys.stderr, flush=True)
+    return 2
 
 if __name__ == "__main__":
     sys.exit(main())
