@@ -138,8 +138,8 @@ def main() -> None:
                 for mode in modes:
                     row = {"model": name, "side": side, "batch": batch, "mode": mode, "precision": precision,
                            "classes": args.classes, "window": args.window}
-                    results.run(row, lambda s=side, b=batch, m=mode, p=precision: measure(
-                        model, s, b, m, p, args.classes, device, args, peak), device)
+                    results.run(row, lambda net=model, s=side, b=batch, m=mode, p=precision: measure(
+                        net, s, b, m, p, args.classes, device, args, peak), device)
         if args.text_prompts > 0:
             results.extra["text"].append({"model": name, **measure_text(model, args.text_prompts, device, args)})
             results.write()
