@@ -53,6 +53,20 @@ class CategoryIndex:
         return [self.classes[int(i)] for i in labels]
 
 
+class CategorisedReader(SkippingDataset):
+    """A reader whose labels index ``classes`` (COCO categories sorted by id), with thing/stuff per class."""
+
+    category_index: CategoryIndex
+
+    @property
+    def classes(self) -> list[str]:
+        return self.category_index.classes
+
+    @property
+    def isthing(self) -> torch.Tensor:
+        return self.category_index.isthing
+
+
 def _sample(image: Image.Image, info: dict, regions: list[tuple[list[float], int, np.ndarray | None]],
             index: CategoryIndex, with_masks: bool) -> Sample:
     width, height = image.size
@@ -65,7 +79,7 @@ def _sample(image: Image.Image, info: dict, regions: list[tuple[list[float], int
     return Sample(image=image, key=str(info["file_name"]), boxes=boxes, labels=labels, masks=masks)
 
 
-class CocoRegions(SkippingDataset):
+class CocoRegions(CategorisedReader):
     """Things from a COCO instances file, plus stuff from an optional COCO-Stuff file (same images).
 
     Yields ``Sample``s with boxes, labels (indices into ``classes``, categories sorted by id) and,
@@ -91,14 +105,6 @@ class CocoRegions(SkippingDataset):
                 self.categories.setdefault(cat["id"], {**cat, "isthing": int(isthing)})
         self.image_ids = sorted(self.cocos[0][0].getImgIds())
         self.category_index = CategoryIndex(self.categories)
-
-    @property
-    def classes(self) -> list[str]:
-        return self.category_index.classes
-
-    @property
-    def isthing(self) -> torch.Tensor:
-        return self.category_index.isthing
 
     def has_boxes(self, index: int) -> bool:
         """Whether image ``index`` has at least one (non-crowd) annotation, without decoding it."""
@@ -132,7 +138,7 @@ def panoptic_ids(path: str | os.PathLike) -> np.ndarray:
     return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
 
 
-class CocoPanopticRegions(SkippingDataset):
+class CocoPanopticRegions(CategorisedReader):
     """Things and stuff segments of a COCO panoptic JSON + PNG folder, as regions."""
 
     def __init__(self, image_dir: str | os.PathLike, panoptic_json: str | os.PathLike,
@@ -151,14 +157,6 @@ class CocoPanopticRegions(SkippingDataset):
                             f"({exc.__class__.__name__}: {exc})") from exc
         self.include_crowd = include_crowd
         self.skips = skip_counter if skip_counter is not None else SkipCounter()
-
-    @property
-    def classes(self) -> list[str]:
-        return self.category_index.classes
-
-    @property
-    def isthing(self) -> torch.Tensor:
-        return self.category_index.isthing
 
     def __len__(self) -> int:
         return len(self.annotations)
