@@ -5,9 +5,9 @@ import argparse
 import json
 
 from ..errors import ConfigError
-from ..models import load_model
 from ..tasks.adapters import METHODS, AdaptConfig, base_to_novel, evaluate, fit, read_image_folder, save_adapter
-from .common import add_model_args, parse_key_values
+from .common import AMOUNT, COUNT, POSITIVE, SEED, STEPS, add_model_args, check_folder, check_out_file, \
+    load_cli_model, parse_key_values
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,33 +15,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                             "CLIP-Adapter, Tip-Adapter) -> head .safetensors")
     p.add_argument("--method", required=True, choices=METHODS, help="few-shot method")
     p.add_argument("--data", required=True, help="ImageFolder root (root/<class>/<image>) to draw the shots from")
-    p.add_argument("--shots", type=int, default=16, help="images per class (K)")
-    p.add_argument("--seed", type=int, default=0, help="which K images are drawn, and the init")
+    p.add_argument("--shots", type=COUNT, default=16, help="images per class (K)")
+    p.add_argument("--seed", type=SEED, default=0, help="which K images are drawn, and the init")
     p.add_argument("--out", required=True,
                    help="head file to write (.safetensors; `clipdense classify --adapter` and load_head read it)")
-    p.add_argument("--steps", type=int, default=200, help="optimiser steps (trained methods)")
-    p.add_argument("--lr", type=float, default=2e-3, help="learning rate (trained methods)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per step (trained methods)")
-    p.add_argument("--val-shots", type=int, default=4,
+    p.add_argument("--steps", type=STEPS, default=200, help="optimiser steps (trained methods)")
+    p.add_argument("--lr", type=POSITIVE, default=2e-3, help="learning rate (trained methods)")
+    p.add_argument("--batch-size", type=COUNT, default=32, help="images per step (trained methods)")
+    p.add_argument("--val-shots", type=AMOUNT, default=4,
                    help="held-out images per class for Tip-Adapter alpha/beta and the probe's strength")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="method option, e.g. n_ctx=16, class_position=middle, depth=2, ratio=0.2 (repeatable)")
     p.add_argument("--eval-data", default=None, help="ImageFolder to report accuracy on after fitting")
     p.add_argument("--base-to-novel", action="store_true",
                    help="fit on the first half of the classes and report base/novel/HM on --eval-data")
-    add_model_args(p, default_model="tiny-vit-t8")
+    add_model_args(p)
     p.set_defaults(func=run_adapt)
 
 
 def run_adapt(args: argparse.Namespace) -> int:
     config = AdaptConfig(method=args.method, shots=args.shots, seed=args.seed, steps=args.steps, lr=args.lr,
                          batch_size=args.batch_size, val_shots=args.val_shots, options=parse_key_values(args.option, "--option"))
-    if not args.out.endswith(".safetensors"):
-        raise ConfigError(f"--out {args.out}: head files end in .safetensors")
-    bundle = load_model(args.model, args.pretrained, args.device)
+    check_out_file(args.out, suffixes=(".safetensors",))   # a head file
+    check_folder(args.data, "--data")
+    if args.eval_data:
+        check_folder(args.eval_data, "--eval-data")
+    if args.base_to_novel and not args.eval_data:
+        raise ConfigError("--base-to-novel needs --eval-data (the test ImageFolder)")
+    bundle = load_cli_model(args)
     if args.base_to_novel:
-        if not args.eval_data:
-            raise ConfigError("--base-to-novel needs --eval-data (the test ImageFolder)")
         print(json.dumps(base_to_novel(bundle, args.data, args.eval_data, config)))
         return 0
     result = fit(bundle, args.data, config)

@@ -8,7 +8,8 @@ from tqdm import tqdm
 
 from ..config import build_config
 from ..data.synth import SynthConfig
-from ..data.writers import total_images, write_world
+from ..data.writers import check_world_folder, total_images, write_world
+from .common import AMOUNT, COUNT, PIXELS, SEED
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,19 +19,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth = sub.add_parser("synth", help="write the synthetic world (images, captions, COCO, semseg, ImageFolder)")
     synth.add_argument("--out", required=True, help="output folder (the WORLD)")
     synth.add_argument("--config", default=None, help="YAML file with SynthConfig keys (flags override it)")
-    synth.add_argument("--train", type=int, default=None, help="train scenes (default 2000)")
-    synth.add_argument("--val", type=int, default=None, help="val scenes (default 500)")
-    synth.add_argument("--image-size", type=int, default=None, help="square image side in pixels (default 96)")
-    synth.add_argument("--seed", type=int, default=None, help="world seed (default 0)")
-    synth.add_argument("--shard-size", type=int, default=None, help="samples per WebDataset shard (default 500)")
-    synth.add_argument("--classify-train-per-class", type=int, default=None,
+    synth.add_argument("--train", type=AMOUNT, default=None, help="train scenes (default 2000)")
+    synth.add_argument("--val", type=AMOUNT, default=None, help="val scenes (default 500)")
+    synth.add_argument("--image-size", type=PIXELS, default=None, help="square image side in pixels (default 96)")
+    synth.add_argument("--seed", type=SEED, default=None, help="world seed (default 0)")
+    synth.add_argument("--shard-size", type=COUNT, default=None, help="samples per WebDataset shard (default 500)")
+    synth.add_argument("--classify-train-per-class", type=AMOUNT, default=None,
                        help="single-object train images per thing class (default 8)")
-    synth.add_argument("--classify-val-per-class", type=int, default=None,
+    synth.add_argument("--classify-val-per-class", type=AMOUNT, default=None,
                        help="single-object val images per thing class (default 8)")
     synth.add_argument("--colours", default=None, help="comma-separated colour names")
     synth.add_argument("--shapes", default=None, help="comma-separated shape names")
-    synth.add_argument("--max-objects", type=int, default=None, help="most things per scene (default 4)")
-    synth.add_argument("--workers", type=int, default=None, help="encoding processes (default 0: in-process)")
+    synth.add_argument("--max-objects", type=AMOUNT, default=None, help="most things per scene (default 4)")
+    synth.add_argument("--workers", type=AMOUNT, default=None, help="encoding processes (default 0: in-process)")
+    synth.add_argument("--overwrite", action="store_true",
+                       help="replace the world already in --out (its files are removed first)")
     synth.set_defaults(func=run_synth)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
@@ -42,8 +45,9 @@ def run_synth(args: argparse.Namespace) -> int:
         "classify_val_per_class", "colours", "shapes", "max_objects", "workers")}
     overrides["out"] = args.out
     cfg = build_config(SynthConfig, args.config, overrides)
+    check_world_folder(Path(cfg.out), args.overwrite)   # refused before the progress bar is drawn
     with tqdm(total=total_images(cfg), unit="img", desc="synth", dynamic_ncols=True) as bar:
-        summary = write_world(cfg, progress=bar.update)
+        summary = write_world(cfg, progress=bar.update, overwrite=args.overwrite)
     print(f"wrote {summary.images['train']} train + {summary.images['val']} val scenes "
           f"({summary.objects['train'] + summary.objects['val']} objects), "
           f"{sum(summary.classify_images.values())} single-object images to {Path(cfg.out)} "

@@ -12,9 +12,11 @@ from ..train.config import TrainConfig
 from ..train.distill import write_ensemble
 from ..train.run import run_training
 from ..train.sources import open_training_source
+from .common import AMOUNT, PIXELS, bounded
 from .train import add_training_flags, report, resolve_config
 
 METHODS = {"clipself": ClipSelfOptions}
+NON_NEGATIVE = {int: AMOUNT, float: bounded(float, 0.0, what="a number")}
 # Distillation's own defaults: the base layer under --config, the resumed run's config and the flags alike.
 DISTILL_DEFAULTS = {"model": "tiny-vit-s8", "steps": 300, "batch_size": 16, "lr": 1e-4, "warmup_steps": 20,
                     "weight_decay": 0.1, "checkpoint_every": 100}
@@ -29,9 +31,9 @@ def _option_flags(p: argparse.ArgumentParser, options: type) -> None:
         if hint is bool:
             kwargs.update(action="store_const", const=True)
         elif getattr(hint, "__origin__", None) is list:
-            kwargs.update(type=int, nargs="+")
-        else:
-            kwargs.update(type=hint, choices=meta.get("choices"))
+            kwargs.update(type=PIXELS, nargs="+")
+        else:   # every numeric option is a size, count or weight: none is negative
+            kwargs.update(type=NON_NEGATIVE.get(hint, hint), choices=meta.get("choices"))
         p.add_argument(flag, **kwargs)
 
 
@@ -47,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--boxes", default=None, metavar="COCO.json",
                    help="boxes or proposals for --regions boxes, with --data the image folder they refer to "
                         "(same as --data coco:images=DIR,annotations=COCO.json)")
-    p.add_argument("--ensemble", type=float, default=None, metavar="RATIO",
+    p.add_argument("--ensemble", type=bounded(float, 0.0, 1.0, what="a ratio"), default=None, metavar="RATIO",
                    help="also write RUN/ensemble.safetensors = RATIO*student + (1-RATIO)*teacher (recipe: 0.7)")
     _option_flags(p, ClipSelfOptions)
     p.set_defaults(func=run_distill)

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..errors import ConfigError
-from .common import add_model_args
+from .common import COUNT, PIXELS, PROBABILITY, add_model_args, check_out_file, check_templates, load_cli_model, \
+    warn
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,19 +26,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dense-mode", default="maskclip",
                         help="dense mode(s) for segmentation and regions: one, a comma list, or 'all' "
                              "(default: maskclip)")
-    parser.add_argument("--image-size", type=int, default=None,
+    parser.add_argument("--image-size", type=PIXELS, default=None,
                         help="short side (px) for dense tasks (default: the model's input size)")
-    parser.add_argument("--window", type=int, default=None,
+    parser.add_argument("--window", type=PIXELS, default=None,
                         help="sliding-window size (px) for segmentation (default: whole image)")
-    parser.add_argument("--stride", type=int, default=None, help="sliding-window stride (default: window / 2)")
-    parser.add_argument("--bg-threshold", type=float, default=0.1,
+    parser.add_argument("--stride", type=PIXELS, default=None, help="sliding-window stride (default: window / 2)")
+    parser.add_argument("--bg-threshold", type=PROBABILITY, default=0.1,
                         help="probability under which a pixel is background in the things-only setting "
                              "(default: 0.1)")
     parser.add_argument("--region-methods", default="rois,crops,maskpool",
                         help="comma list of rois,crops,maskpool (default: all three)")
     parser.add_argument("--templates", default="imagenet",
                         help="prompt templates: imagenet, simple, plain, photo, or one template with {}")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per batch (default: 32)")
+    parser.add_argument("--batch-size", type=COUNT, default=32, help="images per batch (default: 32)")
     parser.add_argument("--out", default=None,
                         help="write results JSON here and a .md beside it (default: print only)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -50,20 +50,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     """Load the model, run the tasks, print the Markdown table, write JSON + Markdown."""
-    from ..evaluation import evaluate, plan_tasks, to_markdown, write_results
-    from ..models import load_model
+    from ..evaluation import REGION_METHODS, evaluate, plan_tasks, resolve_modes, to_markdown, write_results
 
-    if args.out is not None and Path(args.out).suffix.lower() != ".json":
-        raise ConfigError(f"--out {args.out}: expected a .json path (the Markdown goes beside it as .md)")
+    if args.out is not None:
+        check_out_file(args.out, suffixes=(".json",))   # the Markdown goes beside it as .md
+    if args.stride is not None and args.window is None:
+        raise ConfigError(f"--stride {args.stride}: only used with --window (sliding-window segmentation)")
     methods = [m.strip() for m in args.region_methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in REGION_METHODS]
+    if unknown or not methods:
+        raise ConfigError(f"--region-methods {args.region_methods!r}: expected some of {', '.join(REGION_METHODS)}")
+    resolve_modes(args.dense_mode)
+    check_templates(args.templates)
     plan_tasks(args.data, args.tasks, args.split, args.head)   # refuse data that cannot feed the tasks before loading a model
-    bundle = load_model(args.model, pretrained=args.pretrained, device=args.device)
+    bundle = load_cli_model(args)
     results = evaluate(bundle, args.data, tasks=args.tasks, dense_mode=args.dense_mode,
                        image_size=args.image_size, batch_size=args.batch_size, device=args.device,
                        split=args.split, templates=args.templates, window=args.window, stride=args.stride,
                        background_threshold=args.bg_threshold, region_methods=methods,
                        show_progress=not args.no_progress, head=args.head)
     print(to_markdown(results), end="")
+    if results.get("skipped_images"):
+        names = results.get("skipped_examples") or []
+        warn(args, f"skipped {results['skipped_images']} unreadable image(s): " + "; ".join(names[:20]) +
+             (f"; ... ({len(names) - 20} more in the results JSON)" if len(names) > 20 else ""))
     if args.out is not None:
         json_path, md_path = write_results(results, args.out)
         print(f"\nwrote {json_path} and {md_path}")

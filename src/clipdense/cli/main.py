@@ -53,7 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        for message in getattr(args, "pending_warnings", None) or ():
+            print(f"clipdense {args.command}: warning: {message}", file=sys.stderr, flush=True)
+        return code
     except ClipDenseError as exc:
         if args.debug:
             raise

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..config import build_config
+from ..data.skips import SKIP_LOG
+from ..errors import ConfigError
 from ..objectives import OBJECTIVES
 from ..train.config import PRECISIONS, TrainConfig
 from ..train.run import run_training
@@ -81,8 +83,8 @@ def resolve_config(args: argparse.Namespace, defaults: Mapping[str, Any] | None 
     flags = {name: getattr(args, name, None) for name in FLAGS}
     flags["objective"] = getattr(args, "objective", None)
     yaml_path = args.config
-    if args.resume and yaml_path is None and (Path(args.resume) / "config.yaml").is_file():
-        yaml_path = str(Path(args.resume) / "config.yaml")
+    if args.resume and yaml_path is None:
+        yaml_path = _resumed_config(Path(args.resume), flags)
     config = build_config(TrainConfig, yaml_path, flags, defaults=defaults)
     if args.resume and not args.out:
         config.out = args.resume
@@ -92,6 +94,21 @@ def resolve_config(args: argparse.Namespace, defaults: Mapping[str, Any] | None 
     return config
 
 
+def _resumed_config(run: Path, flags: Mapping[str, Any]) -> str | None:
+    """RUN/config.yaml of the run to continue (None when it is gone but --data is given again); a missing folder
+    or config is named, not reported as '--data is required'."""
+    if not run.is_dir():
+        raise ConfigError(f"--resume {run}: " + ("is a file, expected a run folder" if run.exists() else
+                                                 "no such run folder"))
+    saved = run / "config.yaml"
+    if saved.is_file():
+        return str(saved)
+    if flags.get("data"):
+        return None
+    raise ConfigError(f"--resume {run}: {saved} is missing, so the run's settings are unknown; give them again "
+                      "(--data and the flags it ran with, or --config FILE.yaml)")
+
+
 def report(verb: str, config: TrainConfig, result: Any) -> None:
     """The closing lines of a training command."""
     losses = ", ".join(f"{k} {v:.4f}" for k, v in result.last_losses.items()
@@ -99,7 +116,8 @@ def report(verb: str, config: TrainConfig, result: Any) -> None:
     print(f"{verb} {config.model} with {config.objective} for {result.step} steps ({losses}); "
           f"run dir {result.run_dir}")
     if result.corrupt_samples:
-        print(f"skipped {result.corrupt_samples} unreadable sample(s); see corrupt_samples_skipped in metrics.jsonl")
+        print(f"skipped {result.corrupt_samples} unreadable sample(s); the files and reasons are in "
+              f"{Path(result.run_dir) / SKIP_LOG}")
 
 
 def run_train(args: argparse.Namespace) -> int:

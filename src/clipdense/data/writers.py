@@ -9,6 +9,7 @@ import contextlib
 import csv
 import io
 import json
+import shutil
 import tarfile
 import time
 from dataclasses import dataclass
@@ -20,10 +21,14 @@ import numpy as np
 from PIL import Image
 
 from ..config import atomic_write_bytes, config_to_dict, save_config
+from ..errors import ConfigError
 from .synth import Scene, SynthConfig, Vocabulary, generate_scene, generate_single, make_vocabulary
 
 IGNORE_INDEX = 255
 SPLITS = ("train", "val")
+#: everything write_world puts in a world folder (what --overwrite removes first, and nothing else)
+WORLD_PARTS = ("train", "val", "shards", "annotations", "semseg", "classify", "train.csv", "val.csv",
+               "world.json", "README.md", "config.yaml")
 
 
 @dataclass
@@ -210,10 +215,43 @@ def total_images(cfg: SynthConfig) -> int:
     return cfg.train + cfg.val + things * (cfg.classify_train_per_class + cfg.classify_val_per_class)
 
 
-def write_world(cfg: SynthConfig, progress: Callable[[int], None] | None = None) -> WriteSummary:
-    """Generate and write the whole world under ``cfg.out``; returns counts and timing."""
+def check_world_folder(out: Path, overwrite: bool = False) -> bool:
+    """Whether ``out`` holds a world to replace. A world goes into a new or empty folder, or replaces one with
+    ``overwrite``; anything else is refused (ConfigError naming --out)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file, expected a folder for the world")
+    if not out.is_dir() or not any(out.iterdir()):
+        return False
+    if not (out / "world.json").is_file():
+        raise ConfigError(f"--out {out}: the folder is not empty and holds no world; choose a new or empty folder")
+    if not overwrite:
+        raise ConfigError(f"--out {out}: already holds a world; choose another --out, or pass --overwrite to "
+                          "replace it")
+    return True
+
+
+def prepare_world_folder(out: Path, overwrite: bool = False) -> None:
+    """``check_world_folder``, then remove the parts of the world being replaced, so no image of a bigger old
+    world stays behind (files that are not a world's part are left alone)."""
+    if not check_world_folder(out, overwrite):
+        return
+    for name in WORLD_PARTS:
+        part = out / name
+        if part.is_dir() and not part.is_symlink():
+            shutil.rmtree(part)
+        elif part.exists() or part.is_symlink():
+            part.unlink()
+
+
+def write_world(cfg: SynthConfig, progress: Callable[[int], None] | None = None,
+                overwrite: bool = False) -> WriteSummary:
+    """Generate and write the whole world under ``cfg.out``; returns counts and timing.
+
+    ``cfg.out`` must be new or empty, or hold a world to replace with ``overwrite`` (``prepare_world_folder``).
+    """
     vocab = make_vocabulary(cfg)
     out = Path(cfg.out)
+    prepare_world_folder(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     step = progress or (lambda n: None)
     start = time.perf_counter()

@@ -132,6 +132,13 @@ def safe_torch_load(path: str | os.PathLike, what: str = "weights",
     containers load, anything else is refused before it can run. (A corrupt or foreign file makes the
     unpickler raise almost any exception type, hence the broad catch.)"""
     try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as exc:
+        raise error(f"{path}: could not read {what}: {exc.strerror or exc}") from exc
+    if not head.startswith((b"PK\x03\x04", b"\x80")):   # torch.save's zip archive, or a legacy pickle
+        raise error(f"{path}: could not read {what}: not a file written by torch.save (it starts with {head!r})")
+    try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - see the docstring
         reason = load_error_line(exc)

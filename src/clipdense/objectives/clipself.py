@@ -89,6 +89,9 @@ def _validate(options: ClipSelfOptions) -> None:
         raise ConfigError("max_split and max_regions must be >= 1")
     if options.global_guard < 0 or options.crop_guard < 0:
         raise ConfigError("global_guard and crop_guard must be >= 0")
+    if options.student_size < 0 or options.teacher_size < 0 or any(s < 1 for s in options.student_sizes):
+        raise ConfigError(f"student_size {options.student_size} / teacher_size {options.teacher_size} / student_sizes "
+                          f"{options.student_sizes}: expected sizes in pixels (0 = the default size)")
 
 
 class ClipSelfObjective(Objective):

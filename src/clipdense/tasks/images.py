@@ -30,16 +30,33 @@ def normalisation(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[floa
     return tuple(cfg["mean"]), tuple(cfg["std"])
 
 
+#: the long side of a dense input is at most this many times its short side: a 1 x 2000 strip read at its
+#: natural aspect would need a 64 x 128000 input (131 GB of attention); squeezed to 1:8 it costs 8 square images
+MAX_ASPECT = 8.0
+
+
+def bounded_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
+    """(width, height) with the short side at ``short_side`` (None: as is) and the long side at most
+    ``MAX_ASPECT`` times the short one (extreme aspect ratios are squeezed; labels map back to the original)."""
+    if short_side is not None and short_side < 1:
+        raise ConfigError(f"short_side {short_side}: expected a side in pixels >= 1")
+    short = short_side if short_side is not None else min(width, height)
+    long = min(int(short * max(width, height) / min(width, height)), int(short * MAX_ASPECT))  # as torchvision
+    return (short, max(long, 1)) if width <= height else (max(long, 1), short)
+
+
 def dense_input(model: torch.nn.Module, image: ImageLike, short_side: int | None = None) -> torch.Tensor:
     """(1, 3, H, W) normalised tensor, resized so the short side is ``short_side`` (None: as is).
 
-    Dense inference keeps the aspect ratio: positional embeddings are interpolated instead.
+    Dense inference keeps the aspect ratio (positional embeddings are interpolated instead), up to
+    ``MAX_ASPECT``: a long side past it is squeezed, so no input shape can ask for unbounded memory.
     """
     if isinstance(image, torch.Tensor):
         tensor = image if image.ndim == 4 else image[None]
         return tensor
     pil = as_pil(image)
-    if short_side is not None:
-        pil = TF.resize(pil, short_side, interpolation=TF.InterpolationMode.BICUBIC)
+    size = bounded_size(pil.width, pil.height, short_side)
+    if size != pil.size:
+        pil = TF.resize(pil, [size[1], size[0]], interpolation=TF.InterpolationMode.BICUBIC)
     mean, std = normalisation(model)
     return TF.normalize(TF.to_tensor(pil), mean, std)[None]

@@ -75,7 +75,8 @@ def lock_run_dir(run_dir: Path, config: TrainConfig, info: DistInfo, device: tor
     lock, error = None, None
     if info.is_main:
         try:
-            lock = RunLock(run_dir, "--out" if config.out else "--resume").acquire()
+            resumed_in_place = config.resume and run_dir.resolve() == Path(config.resume).resolve()
+            lock = RunLock(run_dir, "--resume" if resumed_in_place else "--out").acquire()
         except ConfigError as exc:
             error = exc
     if any_rank(error is not None, device):
