@@ -50,7 +50,9 @@ class DetectionOptions:
     anchor_sizes: list[int] = field(default_factory=list)
     rpn_batch: int = 256
     roi_batch: int = 512
+    rpn_pre_nms_train: int = 2000
     rpn_post_nms_train: int = 2000
+    rpn_pre_nms_test: int = 1000
     rpn_post_nms_test: int = 1000
     temperature: float = 50.0
     learn_temperature: bool = True

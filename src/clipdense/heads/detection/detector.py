@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Iterator, Sequence
 
 import open_clip
 import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -121,8 +122,9 @@ class Detector(nn.Module):
 
     def __init__(self, bundle: Any, config: DetectorConfig, classes: Sequence[str]) -> None:
         super().__init__()
-        preprocess = open_clip.get_model_preprocess_cfg(bundle.model)
-        self.config = resolve_config(config, tower_facts(bundle.model), preprocess["mean"], preprocess["std"])
+        preprocess = open_clip.get_model_preprocess_cfg(bundle.model)   # a bare open_clip model has none: OpenAI's
+        mean, std = preprocess.get("mean", OPENAI_DATASET_MEAN), preprocess.get("std", OPENAI_DATASET_STD)
+        self.config = resolve_config(config, tower_facts(bundle.model), mean, std)
         object.__setattr__(self, "bundle", bundle)
         self.classes = list(classes)
         c = self.config
