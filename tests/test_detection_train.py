@@ -159,3 +159,5 @@ def test_detect_and_eval_commands(world, fvit_run, tmp_path, capsys):
     assert "--head" in capsys.readouterr().err
     assert main(["detect", str(image), "--head", str(fvit_run), "--model", "tiny-vit-t8"]) == 2   # random init
     assert "trained on 'tiny-vit-t8' pretrained 'synthworld'" in capsys.readouterr().err
+    assert main(["info"]) == 0
+    assert "detector/fvit, detector/vild" in capsys.readouterr().out

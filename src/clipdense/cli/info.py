@@ -8,6 +8,7 @@ import platform
 import torch
 
 from ..data.sample import describe_fields
+from ..heads import known_head_kinds
 from ..models import DENSE_MODES, available_models
 from ..objectives import OBJECTIVES, objective_class
 from ..models.registry import shipped_weights
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name:10s} {mode.description}")
     print("objectives (clipdense train --objective NAME):")
     print("\n".join(_objective_lines()))
+    print(f"head kinds (cd.load_head): {', '.join(known_head_kinds())}")
     devices = ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
     print(f"devices: {', '.join(devices)}")
     print(f"versions: python {platform.python_version()}, torch {torch.__version__}, "

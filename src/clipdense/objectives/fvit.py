@@ -260,7 +260,7 @@ class _Loading:
 
 
 class FViTObjective(DetectionObjective):
-    """F-ViT on a frozen CLIP ViT (see the module docstring)."""
+    """F-ViT detector on a frozen CLIP ViT: base boxes only, ensembled with the CLIP's own region score."""
 
     name: ClassVar[str] = "fvit"
     Options: ClassVar[type] = DetectionOptions

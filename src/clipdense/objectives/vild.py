@@ -120,7 +120,7 @@ class ViLDTransform(DetectionTransform):
 
 
 class ViLDObjective(DetectionObjective):
-    """ViLD-text + ViLD-image on a frozen CLIP ViT (see the module docstring)."""
+    """ViLD detector on a frozen CLIP ViT: text-embedding classifier + L1 to cached CLIP crop embeddings."""
 
     name: ClassVar[str] = "vild"
     Options: ClassVar[type] = ViLDOptions
