@@ -152,3 +152,18 @@ def test_least_recently_used_models_are_evicted(cache_dir):
     removed = evict(cache_dir, keep=3)
     assert sorted(p.name for p in removed) == ["model0", "model1"]
     assert sorted(p.name for p in cache_dir.iterdir()) == ["model2", "model3", "model4"]
+
+
+@pytest.mark.parametrize("command", ["segment", "classify"])
+def test_cli_no_cache_bypasses_and_default_fills(cache_dir, tmp_path, command):
+    from PIL import Image
+
+    from clipdense.cli.main import main
+    image = tmp_path / "photo.png"
+    Image.new("RGB", (40, 32), (200, 30, 30)).save(image)
+    extra = ["--out", str(tmp_path / "overlay.png")] if command == "segment" else []
+    args = [command, str(image), "--classes", "red circle,sky", "--templates", "world", "--device", "cpu", *extra]
+    assert main(args + ["--no-cache"]) == 0
+    assert not cache_dir.exists()
+    assert main(args) == 0
+    assert len(entries(cache_dir)) == 2

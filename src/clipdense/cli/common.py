@@ -26,6 +26,13 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
 
 
+def add_cache_flag(parser: argparse.ArgumentParser) -> None:
+    """--no-cache on a command that builds text classifiers (``main`` applies it around the command)."""
+    parser.add_argument("--no-cache", action="store_true",
+                        help="compute class text embeddings afresh: neither read nor write the on-disk "
+                             "text-classifier cache ($XDG_CACHE_HOME/clipdense/text)")
+
+
 def model_choice(args: argparse.Namespace) -> tuple[str, str | None]:
     """(model spec, pretrained) from --model/--pretrained: no --model means the shipped weights."""
     if args.model is None:

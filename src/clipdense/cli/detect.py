@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..heads import read_head_info
 from ..models import load_model
-from .common import parse_class_list
+from .common import add_cache_flag, parse_class_list
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="backbone (default: the one the head records)")
     p.add_argument("--pretrained", default=None, help="backbone weights (default: the ones the head records)")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
+    add_cache_flag(p)
     p.set_defaults(func=run_detect)
 
 

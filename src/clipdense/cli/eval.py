@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError
-from .common import COUNT, PIXELS, PROBABILITY, add_model_args, check_out_file, check_templates, load_cli_model, \
-    warn
+from .common import COUNT, PIXELS, PROBABILITY, add_cache_flag, add_model_args, check_out_file, check_templates, \
+    load_cli_model, warn
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--head", default=None,
                         help="a trained head (file or run dir) for the tasks that evaluate one: detection "
                              "(--model/--pretrained: the backbone it was trained on)")
+    add_cache_flag(parser)
     parser.set_defaults(func=run_eval)
 
 

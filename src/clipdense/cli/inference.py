@@ -11,7 +11,7 @@ from ..models import DENSE_MODES, load_model
 from ..tasks import classify, segment
 from ..tasks.adapters import load_adapter
 from ..tasks.overlay import label_png, overlay
-from .common import add_model_args, parse_class_list
+from .common import add_cache_flag, add_model_args, parse_class_list
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     seg.add_argument("--background-threshold", type=float, default=None,
                      help="pixels whose top class probability is below this are background")
     add_model_args(seg)
+    add_cache_flag(seg)
     seg.set_defaults(func=run_segment)
 
     cls = subparsers.add_parser("classify", help="zero-shot classification of one image")
@@ -39,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="few-shot adapter head from `clipdense adapt` (.safetensors, or a run dir's latest), "
                           "trained on the --model/--pretrained weights")
     add_model_args(cls)
+    add_cache_flag(cls)
     cls.set_defaults(func=run_classify)
 
 

@@ -8,6 +8,7 @@ import sys
 from typing import NoReturn, Sequence
 
 from ..errors import ClipDenseError
+from ..models.text_cache import use_text_cache
 
 # Each module defines register(subparsers) and sets ``func`` (args -> int exit code) on its parsers.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -53,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        code = int(args.func(args) or 0)
+        with use_text_cache(not getattr(args, "no_cache", False)):   # --no-cache (common.add_cache_flag)
+            code = int(args.func(args) or 0)
         for message in getattr(args, "pending_warnings", None) or ():
             print(f"clipdense {args.command}: warning: {message}", file=sys.stderr, flush=True)
         return code

@@ -7,9 +7,8 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..models import DENSE_MODES
+from .common import add_cache_flag, add_model_args, model_choice
 
-#: the pretrained tag the page starts with when --pretrained is not given (the shipped weights)
-DEFAULT_PRETRAINED = {"tiny-vit-t8": "synthworld"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -18,10 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
                                                             "only)")
     parser.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
-    parser.add_argument("--model", default="tiny-vit-t8", help="the page's initial model (default: tiny-vit-t8)")
-    parser.add_argument("--pretrained", default=None,
-                        help="the page's initial pretrained tag or file (default: synthworld for tiny-vit-t8)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    add_model_args(parser)     # the page's initial model (changeable on the page)
     parser.add_argument("--mode", default="maskclip", choices=sorted(DENSE_MODES), help="initial dense mode")
     parser.add_argument("--templates", default="imagenet", help="initial prompt set (imagenet, simple, world, ...)")
     parser.add_argument("--heads", action="append", default=None, metavar="DIR",
@@ -29,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-side", type=int, default=1024,
                         help="photos are shrunk so their longer side is at most this (default: 1024)")
     parser.add_argument("--examples", type=int, default=4, help="synthetic-world example scenes to offer (default: 4)")
-    parser.add_argument("--no-cache", action="store_true", help="do not read or write the text-classifier cache")
+    add_cache_flag(parser)
     parser.add_argument("--exit-after", type=float, default=None, metavar="SECONDS",
                         help="stop the server after this many seconds (default: run until Ctrl-C)")
     parser.set_defaults(func=run_serve)
@@ -51,8 +47,8 @@ def run_serve(args: argparse.Namespace) -> int:
     if missing:
         raise ConfigError(f"--heads {missing[0]}: no such folder or file")
     heads = discover_heads(folders)
-    pretrained = args.pretrained if args.pretrained is not None else DEFAULT_PRETRAINED.get(args.model)
-    settings = PageSettings(model=args.model, pretrained=pretrained, mode=args.mode, templates=args.templates,
+    model, pretrained = model_choice(args)
+    settings = PageSettings(model=model, pretrained=pretrained, mode=args.mode, templates=args.templates,
                             device=args.device, max_side=args.max_side, heads=heads, examples=max(args.examples, 0),
                             text_cache=not args.no_cache)
     try:
