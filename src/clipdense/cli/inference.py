@@ -4,27 +4,36 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 from ..data.images import open_image
-from ..models import DENSE_MODES, load_model
+from ..models import DENSE_MODES
 from ..tasks import classify, segment
 from ..tasks.adapters import load_adapter
 from ..tasks.overlay import label_png, overlay
-from .common import add_cache_flag, add_model_args, parse_class_list
+from ..tasks.segment import resolve_head
+from .common import COUNT, PIXELS, PROBABILITY, add_cache_flag, add_model_args, check_out_file, check_templates, \
+    load_cli_model, parse_class_list
+
+#: picture formats the overlay can be written in (the raw label map is always a PNG beside it)
+OVERLAY_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    seg = subparsers.add_parser("segment", help="zero-shot segmentation of one image -> colour overlay")
+    seg = subparsers.add_parser("segment", help="segmentation of one image (zero-shot, or with a trained --head) "
+                                                "-> colour overlay")
     seg.add_argument("image", help="image file")
     seg.add_argument("--classes", required=True, help="comma-separated class names")
     seg.add_argument("--out", default="overlay.png", help="overlay PNG (the raw label map goes next to it)")
     seg.add_argument("--mode", default="maskclip", choices=sorted(DENSE_MODES), help="dense mode")
     seg.add_argument("--templates", default="imagenet", help="prompt set (imagenet, simple, plain) or '{}' template")
-    seg.add_argument("--short-side", type=int, default=None, help="resize short side before inference")
-    seg.add_argument("--window", type=int, default=None, help="sliding-window size in pixels")
-    seg.add_argument("--background-threshold", type=float, default=None,
+    seg.add_argument("--short-side", type=PIXELS, default=None, help="resize short side before inference")
+    seg.add_argument("--window", type=PIXELS, default=None, help="sliding-window size in pixels")
+    seg.add_argument("--background-threshold", type=PROBABILITY, default=None,
                      help="pixels whose top class probability is below this are background")
+    seg.add_argument("--head", default=None,
+                     help="trained segmentation head (Cat-Seg / LSeg .safetensors from `clipdense train --objective "
+                          "catseg|lseg`, or its run dir), trained on the --model/--pretrained weights; "
+                          "--mode and --templates are then the head's own")
     add_model_args(seg)
     add_cache_flag(seg)
     seg.set_defaults(func=run_segment)
@@ -34,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cls.add_argument("--classes", default=None,
                      help="comma-separated class names (with --adapter: default the adapter's classes)")
     cls.add_argument("--templates", default="imagenet", help="prompt set or '{}' template")
-    cls.add_argument("--top", type=int, default=5, help="how many classes to print")
+    cls.add_argument("--top", type=COUNT, default=5, help="how many classes to print")
     cls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     cls.add_argument("--adapter", default=None,
                      help="few-shot adapter head from `clipdense adapt` (.safetensors, or a run dir's latest), "
@@ -46,14 +55,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_segment(args: argparse.Namespace) -> int:
     classes = parse_class_list(args.classes)
+    out = check_out_file(args.out, suffixes=OVERLAY_SUFFIXES)
+    if not args.head:
+        check_templates(args.templates)
     image = open_image(args.image)
-    bundle = load_model(args.model, args.pretrained, args.device)
+    bundle = load_cli_model(args)
+    head = resolve_head(bundle, args.head) if args.head else None
     start = time.perf_counter()
     labels = segment(bundle, image, classes, mode=args.mode, templates=args.templates,
                      short_side=args.short_side, window=args.window,
-                     background_threshold=args.background_threshold)
+                     background_threshold=args.background_threshold, head=head)
     elapsed = time.perf_counter() - start
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     overlay(image, labels, classes).save(out)
     raw = out.with_name(out.stem + "_labels.png")
@@ -68,12 +80,13 @@ def run_segment(args: argparse.Namespace) -> int:
 def run_classify(args: argparse.Namespace) -> int:
     if not args.adapter:
         parse_class_list(args.classes)  # fail before loading anything
+        check_templates(args.templates)
     image = open_image(args.image)
-    bundle = load_model(args.model, args.pretrained, args.device)
+    bundle = load_cli_model(args)
     adapter = load_adapter(args.adapter, bundle) if args.adapter else None
     classes = parse_class_list(args.classes) if args.classes or adapter is None else list(adapter.classes)
     probs = classify(bundle, image, classes, templates=args.templates, adapter=adapter)
-    ranked = sorted(zip(classes, probs.tolist()), key=lambda item: -item[1])[:max(args.top, 1)]
+    ranked = sorted(zip(classes, probs.tolist()), key=lambda item: -item[1])[:args.top]
     if args.json:
         print(json.dumps({name: round(p, 6) for name, p in ranked}))
     else:

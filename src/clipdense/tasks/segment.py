@@ -1,12 +1,15 @@
-"""Zero-shot semantic segmentation: dense features against a text classifier."""
+"""Semantic segmentation of user images: zero-shot (dense features against a text classifier) or with a
+trained head (Cat-Seg, LSeg: ``head=``), whole-image or sliding-window, at any size."""
 from __future__ import annotations
 
-from typing import Sequence
+import os
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..heads import HEAD_KINDS, load_head
 from ..models.dense import encode_dense
 from ..models.text import Template, text_classifier
 from .images import ImageLike, as_pil, dense_input
@@ -29,17 +32,24 @@ def segment_logits(model: torch.nn.Module, images: torch.Tensor, classifier: tor
 
     Sliding windows (as mmseg's slide inference used by MaskCLIP/SCLIP) average overlapping logits.
     """
+    return sliding_window(lambda crop: _whole_logits(model, crop, classifier, mode), images, classifier.shape[0],
+                          window, stride)
+
+
+def sliding_window(scores: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, num_classes: int,
+                   window: int | None = None, stride: int | None = None) -> torch.Tensor:
+    """(B, C, H, W): ``scores`` of the whole image (``window`` None), or of overlapping ``window``-sized crops
+    averaged where they overlap; ``scores(crop)`` returns (B, C, h, w) at the crop's size."""
     if window is None:
-        return _whole_logits(model, images, classifier, mode)
+        return scores(images)
     stride = stride or max(window // 2, 1)
     batch, _, height, width = images.shape
-    total = images.new_zeros((batch, classifier.shape[0], height, width), dtype=torch.float32)
+    total = images.new_zeros((batch, num_classes, height, width), dtype=torch.float32)
     count = images.new_zeros((1, 1, height, width), dtype=torch.float32)
     for top in _window_starts(height, window, stride):
         for left in _window_starts(width, window, stride):
             crop = images[:, :, top:top + window, left:left + window]
-            total[:, :, top:top + crop.shape[-2], left:left + crop.shape[-1]] += \
-                _whole_logits(model, crop, classifier, mode)
+            total[:, :, top:top + crop.shape[-2], left:left + crop.shape[-1]] += scores(crop).float()
             count[:, :, top:top + crop.shape[-2], left:left + crop.shape[-1]] += 1
     return total / count
 
@@ -54,31 +64,57 @@ def _whole_logits(model: torch.nn.Module, images: torch.Tensor, classifier: torc
 def labels_from_logits(logits: torch.Tensor, logit_scale: float,
                        background_threshold: float | None = None) -> torch.Tensor:
     """Argmax labels; with a threshold, pixels whose top class probability is below it get BACKGROUND."""
-    probs = (logits * logit_scale).softmax(dim=1)
+    return labels_from_probabilities((logits * logit_scale).softmax(dim=1), background_threshold)
+
+
+def labels_from_probabilities(probs: torch.Tensor, background_threshold: float | None = None) -> torch.Tensor:
+    """Argmax labels of (B, C, H, W) class probabilities; below the threshold a pixel is BACKGROUND."""
     best, labels = probs.max(dim=1)
     if background_threshold is not None:
         labels = torch.where(best < background_threshold, torch.full_like(labels, BACKGROUND), labels)
     return labels
 
 
+def resolve_head(bundle, head: object) -> torch.nn.Module:
+    """A trained segmentation head: a loaded one, or a head file / run dir loaded onto ``bundle``."""
+    from ..heads.segmentation import SegmentationHead
+
+    if isinstance(head, (str, os.PathLike)):
+        head = load_head(head, bundle)
+    if not isinstance(head, SegmentationHead):
+        kinds = {kind.module_type: kind.name for kind in HEAD_KINDS.values()}
+        raise ConfigError(f"head: a {kinds.get(type(head), type(head).__name__)} cannot segment (segmentation "
+                          "heads: segmenter/catseg, segmenter/lseg)")
+    return head
+
+
 @torch.no_grad()
 def segment(bundle, image: ImageLike, classes: Sequence[str], mode: str = "maskclip",
             templates: str | Sequence[Template] = "imagenet", short_side: int | None = None,
-            window: int | None = None, background_threshold: float | None = None) -> torch.Tensor:
+            window: int | None = None, background_threshold: float | None = None,
+            head: object = None) -> torch.Tensor:
     """(H, W) int64 label map at the image's original size; values index ``classes`` (or BACKGROUND).
 
     Args:
-        short_side: resize the image's short side to this before inference (default: the model's input size).
+        short_side: resize the image's short side to this before inference (default: the model's input size,
+            or the size a head was trained at).
         window: sliding-window size in pixels after resizing (default: whole image at once).
         background_threshold: minimum top-class probability; below it a pixel is BACKGROUND.
+        head: a trained segmentation head (``load_head``), or its file / run dir; ``mode`` and ``templates``
+            are then the head's own. Any class names work, not only those it was trained on.
     """
     if not classes:
         raise ConfigError("classes: empty list")
     pil = as_pil(image) if not isinstance(image, torch.Tensor) else None
     original = (pil.height, pil.width) if pil is not None else tuple(image.shape[-2:])
     model = bundle.model
-    images = dense_input(model, pil if pil is not None else image, short_side or min(bundle.image_size))
-    images = images.to(bundle.device)
+    trained = resolve_head(bundle, head) if head is not None else None
+    side = short_side or (trained.config.image_size if trained is not None else min(bundle.image_size))
+    images = dense_input(model, pil if pil is not None else image, side).to(bundle.device)
+    if trained is not None:
+        logits = sliding_window(lambda crop: trained.segment_logits(crop, list(classes)), images, len(classes), window)
+        logits = F.interpolate(logits, size=original, mode="bilinear", align_corners=False)
+        return labels_from_probabilities(trained.probabilities(logits), background_threshold)[0].cpu()
     classifier = text_classifier(bundle, classes, templates)
     logits = segment_logits(model, images, classifier, mode, window)
     logits = F.interpolate(logits, size=original, mode="bilinear", align_corners=False)

@@ -210,9 +210,7 @@ class GuidedUpsample(nn.Module):
         self.guide = nn.ConvTranspose2d(width, guide_dim, kernel_size=scale, stride=scale)
         self.fuse_x = nn.Conv2d(in_dim, out_dim, 3, padding=1)
         self.fuse_guide = nn.Conv2d(guide_dim, out_dim, 3, padding=1, bias=False)
-        self.rest = nn.Sequential(nn.GroupNorm(max(1, out_dim // 16), out_dim), nn.GELU(),
-                                  nn.Conv2d(out_dim, out_dim, 3, padding=1),
-                                  nn.GroupNorm(max(1, out_dim // 16), out_dim), nn.GELU())
+        self.rest = nn.Sequential(nn.GELU(), nn.Conv2d(out_dim, out_dim, 3, padding=1), nn.GELU())
 
     def forward(self, x: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
         """x: (B, T, C, h, w) -> (B, T, out, 2h, 2w); layer: (B, width, h0, w0) raw block tokens."""
