@@ -144,4 +144,4 @@ def test_any_input_size_and_bad_configs(tiny_bundle) -> None:
     with pytest.raises(ConfigError, match="guidance_layers"):
         _head(tiny_bundle, guidance_layers=[0, 7])
     with pytest.raises(ConfigError, match="templates"):
-        head(torch.randn(1, 3, 64, 64), torch.randn(2, 4, 64))
+        head(torch.randn(1, 3, 64, 64), torch.randn(2, 3, 64))
