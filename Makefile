@@ -5,7 +5,7 @@ STAMP := $(VENV)/.clipdense-installed
 ARCH := $(shell uname -m)
 OS := $(shell uname -s)
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast test-browser clean
 
 install: $(STAMP)
 
@@ -26,6 +26,14 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"
+
+# The local page in headless Chromium (Debian's chromium + chromium-driver, installed here when missing);
+# its screenshot is written to docs/web-page.png.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+test-browser: install
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+	CLIPDENSE_SCREENSHOT=docs/web-page.png $(PY) -m pytest -q tests/test_web_browser.py
 
 clean:
 	rm -rf $(VENV) runs

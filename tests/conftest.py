@@ -1,12 +1,18 @@
 """Shared fixtures: tiny models are built once per session (they are random-init and cheap)."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# the suite neither reads nor fills the user's caches (the text-classifier cache lives under XDG_CACHE_HOME)
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="clipdense-tests-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
