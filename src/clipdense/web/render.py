@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..tasks.detect import draw_detections
 from ..tasks.overlay import BACKGROUND_COLOUR, overlay, palette
 from ..tasks.segment import BACKGROUND
 from .analysis import Analysis
@@ -87,7 +88,6 @@ def render(analysis: Analysis, threshold: float = 0.0, min_score: float = 0.3) -
     colours = palette(len(analysis.classes))
     detections: list[dict[str, Any]] = []
     if analysis.detections is not None:
-        from ..tasks.detect import draw_detections
         detections = detection_rows(analysis, min_score)
         picture = draw_detections(analysis.image, analysis.detections.above(min_score))
         legend = []
