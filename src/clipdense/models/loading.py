@@ -16,6 +16,7 @@ from open_clip.transform import PreprocessCfg, image_transform_v2
 from torch import nn
 
 from ..errors import ModelLoadError
+from .families import ModelFamily, family_models, family_of_config, family_of_name
 from .hf_transformers import HF_SCHEME, convert_folder, fetch_hf_repo, is_hf_folder
 from .hub import offline_when_unreachable
 from .registry import (PREPROCESS_KEY, builtin_models, register_builtin_configs, register_config,
@@ -141,6 +142,9 @@ def _check_name(name: str) -> None:
 
 
 def _load_named(name: str, pretrained: str | None, tokenizer: str | os.PathLike | None = None) -> Bundle:
+    family = family_of_name(name)
+    if family is not None:   # an architecture that is not an open_clip CLIP (GroupViT)
+        return _load_family_named(family, name, pretrained, tokenizer)
     _check_name(name)
     if pretrained is None:
         return _load_open_clip(name, None, tokenizer)
@@ -162,6 +166,30 @@ def _load_file_into(name: str, path: Path, tag: str | None = None,
     model, preprocess = _create(name, None)
     load_into(model, read_state_dict(path), str(path))
     return _bundle(model, preprocess, name, tag or str(path), build_tokenizer(name, tokenizer))
+
+
+def _load_family(family: ModelFamily, name: str, config: dict[str, Any], weights: Path | None,
+                 tag: str | None, tokenizer: str | os.PathLike | None) -> Bundle:
+    """A model of a registered family (``models.families``), with random weights or strictly loaded from a file."""
+    model, preprocess, text = family.create(name, config, None if tokenizer is None else str(tokenizer))
+    if weights is not None:
+        load_into(model, read_state_dict(weights), str(weights))
+    return _bundle(model, preprocess, name, tag or (None if weights is None else str(weights)), text)
+
+
+def _load_family_named(family: ModelFamily, name: str, pretrained: str | None,
+                       tokenizer: str | os.PathLike | None) -> Bundle:
+    config = family.config(name) or {}
+    if pretrained is None:
+        return _load_family(family, name, config, None, None, tokenizer)
+    if Path(pretrained).suffix in WEIGHT_SUFFIXES or Path(pretrained).exists():
+        return _load_family(family, name, config, Path(pretrained), None, tokenizer)
+    shipped = shipped_weights()
+    if (name, pretrained) not in shipped:
+        tags = [t for (n, t) in shipped if n == name]
+        raise ModelLoadError(f"unknown pretrained tag '{pretrained}' for {name}; known tags: {tags or 'none'} "
+                             "(or pass a local weights file)")
+    return _load_family(family, name, config, shipped[(name, pretrained)], pretrained, tokenizer)
 
 
 def _load_hf_folder(folder: Path, source: str, tokenizer: str | os.PathLike | None,
@@ -198,6 +226,11 @@ def _load_path(path: Path, pretrained: str | os.PathLike | None,
     if not name:
         raise ModelLoadError(f"{path}: no '{META_MODEL_NAME}' metadata (not written by clipdense); "
                              "pass the model name and the file: --model NAME --pretrained FILE")
+    stored = json.loads(metadata[META_MODEL_CONFIG]) if META_MODEL_CONFIG in metadata else None
+    family = family_of_config(stored) or (family_of_name(name) if stored is None else None)
+    if family is not None:   # GroupViT and other non-CLIP families rebuild from their stored config
+        family.register(name, stored or family.config(name) or {})
+        return _load_family(family, name, stored or family.config(name) or {}, path, None, tokenizer)
     if name not in open_clip.list_models() and META_MODEL_CONFIG in metadata:
         register_config(name, json.loads(metadata[META_MODEL_CONFIG]))
     bundle = _load_file_into(name, path, tokenizer=tokenizer)
@@ -220,6 +253,9 @@ def model_config(name: str) -> dict[str, Any] | None:
     """The open_clip JSON config for ``name`` (stored in checkpoints so they describe themselves), with the
     registered ``preprocess_cfg`` of converted models (their mean/std travel with their weights)."""
     register_builtin_configs()
+    family = family_of_name(name)
+    if family is not None:
+        return family.config(name)
     config = open_clip.get_model_config(name)
     if config is None:
         return None
@@ -230,5 +266,5 @@ def model_config(name: str) -> dict[str, Any] | None:
 def available_models() -> dict[str, list[str]]:
     """Built-in tiny models and all open_clip architectures, for `clipdense info`."""
     register_builtin_configs()
-    builtin = builtin_models()
+    builtin = builtin_models() + family_models()
     return {"builtin": builtin, "open_clip": [m for m in open_clip.list_models() if m not in builtin]}

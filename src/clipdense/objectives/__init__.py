@@ -27,6 +27,7 @@ OBJECTIVES: dict[str, str] = {
     "vild": "vild:ViLDObjective",
     "catseg": "catseg:CatSegObjective",
     "lseg": "lseg:LSegObjective",
+    "groupvit": "groupvit:GroupViTObjective",
 }
 
 
