@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..heads import HEAD_KINDS, load_head
 from ..models.dense import encode_dense
+from ..models.segmenters import segmenter_of
 from ..models.text import Template, text_classifier
 from .images import ImageLike, as_pil, dense_input
 
@@ -30,8 +31,14 @@ def segment_logits(model: torch.nn.Module, images: torch.Tensor, classifier: tor
                    mode: str = "maskclip", window: int | None = None, stride: int | None = None) -> torch.Tensor:
     """(B, C, H, W) cosine similarities at input resolution, whole-image or sliding-window.
 
-    Sliding windows (as mmseg's slide inference used by MaskCLIP/SCLIP) average overlapping logits.
+    Sliding windows (as mmseg's slide inference used by MaskCLIP/SCLIP) average overlapping logits. A model with a
+    registered segmenter (``models.segmenters``: GroupViT's grouping) is scored by it, with class probabilities in
+    place of cosines; ``mode`` does not apply to it.
     """
+    own = segmenter_of(model)
+    if own is not None:
+        return sliding_window(lambda crop: own.class_scores(crop, classifier), images, classifier.shape[0],
+                              window, stride)
     return sliding_window(lambda crop: _whole_logits(model, crop, classifier, mode), images, classifier.shape[0],
                           window, stride)
 
@@ -102,6 +109,9 @@ def segment(bundle, image: ImageLike, classes: Sequence[str], mode: str = "maskc
         background_threshold: minimum top-class probability; below it a pixel is BACKGROUND.
         head: a trained segmentation head (``load_head``), or its file / run dir; ``mode`` and ``templates``
             are then the head's own. Any class names work, not only those it was trained on.
+
+    A model with its own segmenter (GroupViT) segments by it: each pixel takes its group, the group its class
+    among the image's top-k, and ``background_threshold`` applies to that class's score; ``mode`` is not used.
     """
     if not classes:
         raise ConfigError("classes: empty list")
@@ -118,4 +128,6 @@ def segment(bundle, image: ImageLike, classes: Sequence[str], mode: str = "maskc
     classifier = text_classifier(bundle, classes, templates)
     logits = segment_logits(model, images, classifier, mode, window)
     logits = F.interpolate(logits, size=original, mode="bilinear", align_corners=False)
+    if segmenter_of(model) is not None:   # its own segmenter's scores are class probabilities already
+        return labels_from_probabilities(logits, background_threshold)[0].cpu()
     return labels_from_logits(logits, float(model.logit_scale.exp()), background_threshold)[0].cpu()
