@@ -17,6 +17,7 @@ from ..data.sample import FIELDS, describe_fields
 from ..data.spec import DataSpec
 from ..errors import ConfigError, DataError
 from ..models import DENSE_MODES, Bundle, resolve_device
+from ..models.segmenters import segmenter_of
 from .context import EvalContext, EvalSettings
 from .inputs import EvalData, open_eval_data
 from .regions import METHODS
@@ -87,7 +88,8 @@ def evaluate(bundle: Bundle, data: str | os.PathLike | DataSpec, tasks: str | Se
             ``imagefolder:...``, a data YAML).
         tasks: 'all' (every registered task the data can feed), or names.
         split: the split of a world; other data is evaluated as given.
-        dense_mode: one mode, several (list or 'a,b') or 'all'; dense tasks run once per mode.
+        dense_mode: one mode, several (list or 'a,b') or 'all'; dense tasks run once per mode. A model with a
+            registered segmenter (GroupViT) runs them once, by its own segments, named after its segmenter.
         image_size: short side for dense tasks (segmentation, regions); default: the size the model's dense
             map is meant for (``bundle.dense_size``: a CLIPSelf student's training size), else its input size.
             Zero-shot and retrieval always use the model's own preprocessing.
@@ -101,7 +103,9 @@ def evaluate(bundle: Bundle, data: str | os.PathLike | DataSpec, tasks: str | Se
     """
     plan = plan_tasks(data, tasks, split, head)
     short_side = image_size or bundle.dense_size or min(bundle.image_size)
-    settings = EvalSettings(resolve_modes(dense_mode), short_side, batch_size, templates,
+    own = segmenter_of(bundle.model)   # a model that segments by itself (GroupViT): its one way, not dense modes
+    modes = (own.name,) if own is not None else resolve_modes(dense_mode)
+    settings = EvalSettings(modes, short_side, batch_size, templates,
                             window, stride, background_threshold, tuple(region_methods), show_progress,
                             None if head is None else str(head))
     target = resolve_device(device)
