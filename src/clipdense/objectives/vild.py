@@ -125,6 +125,8 @@ class ViLDObjective(DetectionObjective):
     name: ClassVar[str] = "vild"
     Options: ClassVar[type] = ViLDOptions
     detector_class: ClassVar[type[Detector]] = ViLDDetector
+    #: a batch whose images keep no distillation region leaves the image branch without gradient
+    ddp_find_unused_parameters: bool = True
 
     def __init__(self, model: nn.Module, tokenizer: Callable[..., torch.Tensor], options: Any = None,
                  total_steps: int = 1) -> None:

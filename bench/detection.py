@@ -1,0 +1,122 @@
+"""Open-vocabulary detection on the synthetic world (issue 20): F-ViT on (a) the shipped CLIP, (b) CLIPSelf on grid
+cells, (c) CLIPSelf on the F-ViT RPN's proposals, and ViLD beside them -> AP50 novel / base / all and CPU time.
+
+Every stage is a `clipdense` command, run as written in the table (so the table is its own recipe), timed, and
+recorded in OUT/results.json after each stage (a re-run skips stages whose outputs exist). Prints the Markdown
+table for docs/results.md.
+
+    python bench/detection.py --out runs/det/bench            # the measured recipe (CPU, about an hour)
+    python bench/detection.py --out /tmp/det-smoke --smoke    # tiny sizes: checks the pipeline (a minute)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CLI = [sys.executable, "-m", "clipdense.cli.main"]
+MODEL = "--model tiny-vit-t8 --pretrained synthworld"
+# the detector's world recipe: input 128 px (the CLIPSelf students' size), small FPN/head widths for a CPU,
+# anchors 4 x stride (the world's things are 14-86 px at 96 px), fewer RPN proposals
+DETECTOR = ("--objective-arg image_size=128 --objective-arg fpn_channels=64 --objective-arg head_channels=32 "
+            "--objective-arg fc_channels=256 --objective-arg roi_batch=64 --objective-arg rpn_batch=128 "
+            "--objective-arg rpn_pre_nms_train=500 --objective-arg rpn_post_nms_train=200 "
+            "--objective-arg rpn_pre_nms_test=500 --objective-arg rpn_post_nms_test=200 "
+            "--objective-arg jitter=[0.5,1.5] --objective-arg templates=world "
+            "--objective-arg anchor_sizes=[16,32,64,128,256]")
+SIZES = {"full": {"train": 2000, "val": 300, "det_steps": 300, "det_batch": 8, "distill_steps": 300,
+                  "distill_batch": 16},
+         "smoke": {"train": 16, "val": 8, "det_steps": 4, "det_batch": 4, "distill_steps": 2, "distill_batch": 4}}
+
+
+def stages(out: Path, sizes: dict[str, int]) -> list[tuple[str, str, Path]]:
+    """(name, command, output that marks it done), in order."""
+    world, s = out / "world", sizes
+    det = (f"--steps {s['det_steps']} --batch-size {s['det_batch']} --lr 1e-3 --warmup-steps "
+           f"{max(1, s['det_steps'] // 10)} --checkpoint-every {s['det_steps']} --log-every 20 {DETECTOR}")
+    distill = (f"--steps {s['distill_steps']} --batch-size {s['distill_batch']} --lr 1e-4 --warmup-steps "
+               f"{max(1, s['distill_steps'] // 10)} --checkpoint-every {s['distill_steps']} --student-size 128")
+
+    def detector(name: str, model: str, objective: str = "fvit", extra: str = "") -> list[tuple[str, str, Path]]:
+        run = out / name
+        return [(f"train {name}", f"clipdense train --objective {objective} {model} --data {world} --out {run} "
+                                  f"{det}{extra}", run / "metrics.jsonl"),
+                (f"eval {name}", f"clipdense eval {model} --data {world} --tasks detection --head {run} "
+                                 f"--out {out / (name + '.json')} --no-progress", out / (name + ".json"))]
+
+    grid, props = out / "clipself-grid", out / "clipself-proposals"
+    return [
+        ("world", f"clipdense data synth --out {world} --train {s['train']} --val {s['val']} "
+                  "--classify-train-per-class 0 --classify-val-per-class 0", world / "world.json"),
+        *detector("fvit-shipped", MODEL),
+        ("proposals", f"clipdense detect --proposals --head {out / 'fvit-shipped'} --data {world} --json "
+                      f"{out / 'proposals.json'} --top 20", out / "proposals.json"),
+        ("clipself grid", f"clipdense distill {MODEL} --data {world} --out {grid} {distill}", grid / "metrics.jsonl"),
+        *detector("fvit-clipself-grid", f"--model {grid}"),
+        ("clipself proposals", f"clipdense distill {MODEL} --regions boxes --boxes {out / 'proposals.json'} "
+                               f"--data {world / 'train' / 'images'} --out {props} {distill}",
+         props / "metrics.jsonl"),
+        *detector("fvit-clipself-proposals", f"--model {props}"),
+        *detector("vild-shipped", MODEL, "vild", f" --objective-arg proposals={out / 'proposals.json'} "
+                                                 f"--objective-arg teacher_cache={out / 'vild-cache'} "
+                                                 "--objective-arg regions=10"),
+    ]
+
+
+def run_stage(command: str) -> float:
+    """Run one clipdense command (single-threaded BLAS unless the caller set OMP_NUM_THREADS); seconds taken."""
+    words = shlex.split(command)
+    start = time.perf_counter()
+    subprocess.run(CLI + words[1:], check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def table(out: Path, record: dict) -> str:
+    """Markdown rows: backbone, AP50 novel / base / all, AP, AR@100, train and eval seconds."""
+    names = {"fvit-shipped": "F-ViT, (a) shipped CLIP", "fvit-clipself-grid": "F-ViT, (b) CLIPSelf grid cells",
+             "fvit-clipself-proposals": "F-ViT, (c) CLIPSelf on the RPN's proposals",
+             "vild-shipped": "ViLD, shipped CLIP"}
+    lines = ["| detector, backbone | AP50 novel | AP50 base | AP50 all | AP all | AR@100 | train s | eval s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key, label in names.items():
+        path = out / f"{key}.json"
+        if not path.is_file():
+            continue
+        task = json.loads(path.read_text())["tasks"]["detection"]
+        ap50 = task["AP50"]
+        seconds = record.get("seconds", {})
+        lines.append(f"| {label} | {ap50['novel']:.1f} | {ap50['base']:.1f} | {ap50['all']:.1f} | "
+                     f"{task['AP']['all']:.1f} | {task['AR100']:.1f} | {seconds.get('train ' + key, 0):.0f} | "
+                     f"{seconds.get('eval ' + key, 0):.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/det/bench", help="folder for the world, runs and results")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the pipeline runs")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "results.json"
+    record = json.loads(results_path.read_text()) if results_path.is_file() else {"seconds": {}, "commands": {}}
+    for name, command, done in stages(out, SIZES["smoke" if args.smoke else "full"]):
+        record["commands"][name] = command
+        if done.exists():
+            print(f"[skip] {name}: {done} exists", flush=True)
+            continue
+        print(f"[run] {command}", flush=True)
+        record["seconds"][name] = round(run_stage(command), 1)
+        results_path.write_text(json.dumps(record, indent=1))
+    print(table(out, record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
