@@ -6,13 +6,16 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import clipdense as cd
 from clipdense.cli.main import main
 from clipdense.data.world import open_world
 from clipdense.errors import ConfigError, DataError, ModelLoadError
+from clipdense.evaluation import evaluate, to_markdown
 from clipdense.heads import read_head_info
 from clipdense.heads.segmentation import tuned_tensors
 from clipdense.heads.segmentation.tuning import TunedCLIP
@@ -197,3 +200,25 @@ def test_cli_trains_a_head_on_a_world_and_segments_with_it(tmp_path: Path, capsy
     assert main(["segment", str(image), "--classes", "sky", "--head", str(run), "--model", "tiny-vit-s8",
                  "--device", "cpu", "--out", str(out)]) == 2
     assert "another model" in capsys.readouterr().err
+
+
+def test_eval_segmentation_with_a_head_reports_it_beside_the_modes_with_seen_and_unseen(bundle,
+                                                                                        tmp_path: Path) -> None:
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    for sample in toy_samples(3):
+        sample.image.save(images / f"{sample.key}.png")
+        Image.fromarray(sample.semantic.numpy().astype(np.uint8)).save(labels / f"{sample.key}.png")
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    objective = _prepared("lseg", bundle, exclude=["blue circle"])
+    path = cd.save_head(objective.head, tmp_path / "lseg.safetensors", bundle)
+    data = f"semseg:images={images},labels={labels},classes={tmp_path / 'classes.txt'}"
+    result = evaluate(bundle, data, tasks="segmentation", dense_mode="maskclip", head=path, device="cpu")
+    seg = result["tasks"]["segmentation"]
+    assert set(seg) == {"maskclip", "head segmenter/lseg"}
+    for entry in seg.values():
+        iou = entry["argmax"]["iou_per_class"]
+        assert entry["argmax"]["miou_unseen"] == pytest.approx(iou[1], nan_ok=True)        # blue circle
+        assert entry["argmax"]["miou_seen"] == pytest.approx(np.nanmean([iou[0], iou[2]]), nan_ok=True)
+    assert "seen mIoU" in to_markdown(result)

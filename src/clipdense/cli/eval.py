@@ -43,8 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="write results JSON here and a .md beside it (default: print only)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.add_argument("--head", default=None,
-                        help="a trained head (file or run dir) for the tasks that evaluate one: detection "
-                             "(--model/--pretrained: the backbone it was trained on)")
+                        help="a trained head (file or run dir) for the tasks that evaluate one: detection, and "
+                             "segmentation with a Cat-Seg / LSeg head (beside the dense modes, at the head's "
+                             "training size, with seen / unseen mIoU) (--model/--pretrained: the backbone it was "
+                             "trained on)")
     add_cache_flag(parser)
     parser.set_defaults(func=run_eval)
 

@@ -16,8 +16,9 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..models import Bundle, encode_dense, pool_boxes, pool_masks, text_classifier
 from ..models.pooling import teacher_crops
+from ..models.segmenters import segmenter_of
 from ..tasks.images import normalisation
-from ..tasks.segment import segment_logits
+from ..tasks.segment import segment_logits, sliding_window
 from .common import DenseEncoder, LogitsFn
 from .inputs import EvalData
 from .regions import METHODS
@@ -74,6 +75,7 @@ class EvalContext:
         self.preprocess: Preprocess = bundle.preprocess   # the model's own (resize + crop + normalise)
         self.pool_boxes, self.pool_masks = pool_boxes, pool_masks
         self._mean, self._std = normalisation(bundle.model)
+        self.segmenter = segmenter_of(bundle.model)   # a model that segments by itself (GroupViT), else None
         self._rows: dict[str, Tensor] = {}
 
     def encode_image(self, images: Tensor) -> Tensor:
@@ -94,8 +96,11 @@ class EvalContext:
         return teacher_crops(images, boxes, self.input_size[0], self._mean, self._std, keep_aspect=True)
 
     def dense(self, mode: str) -> DenseEncoder:
-        """images -> (B, D, h, w) unit-norm dense map in dense mode ``mode``."""
+        """images -> (B, D, h, w) unit-norm dense map in dense mode ``mode`` (a model with its own segmenter: each
+        location takes its segment's embedding, whatever ``mode``)."""
         def run(images: Tensor) -> Tensor:
+            if self.segmenter is not None:
+                return self.segmenter.dense(images.to(self.device))
             return encode_dense(self.bundle.model, images.to(self.device), mode)
         return run
 
@@ -105,6 +110,17 @@ class EvalContext:
 
         def run(images: Tensor) -> Tensor:
             return segment_logits(self.bundle.model, images.to(self.device), classifier, mode, window, stride)
+        return run
+
+    def head_segment_logits(self, head: torch.nn.Module, classes: Sequence[str]) -> LogitsFn:
+        """images -> (B, C, H, W) log-probabilities of a trained segmentation head (``tasks.segment``'s
+        whole image or sliding window), so a softmax of them is the head's own class probabilities."""
+        window, stride, names = self.settings.window, self.settings.stride, list(classes)
+
+        def run(images: Tensor) -> Tensor:
+            scores = sliding_window(lambda crop: head.segment_logits(crop, names), images.to(self.device),
+                                    len(names), window, stride)
+            return head.probabilities(scores).clamp_min(1e-12).log()
         return run
 
     def classifier(self, names: Sequence[str]) -> Tensor:

@@ -74,7 +74,13 @@ def _segmentation_lines(seg: dict) -> list[str]:
                      _pct(b.get("miou")), "", _pct(b.get("object_pixel_acc"))])
     note = (f"bg-thr: only thing classes are named; a pixel whose top softmax probability is below {thr} "
             "is background, and stuff pixels count as background." if chance and thr is not None else "")
-    return _table(header, rows) + ([""] + [note] if note else [])
+    if any("miou_seen" in res["argmax"] for res in seg.values()):     # a trained head: its seen / unseen classes
+        header += ["seen mIoU", "unseen mIoU"]
+        for row, res in zip(rows, seg.values()):
+            row += [_pct(res["argmax"].get("miou_seen")), _pct(res["argmax"].get("miou_unseen"))]
+        rows[-1] += [""] * (len(header) - len(rows[-1]))
+        note += " seen / unseen: the classes the head was trained on / the others."
+    return _table(header, rows) + ([""] + [note.strip()] if note.strip() else [])
 
 
 def _regions_lines(reg: dict) -> list[str]:

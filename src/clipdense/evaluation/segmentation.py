@@ -9,7 +9,7 @@ Two settings, both reported because they answer different questions:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -185,10 +185,75 @@ def _chance_miou(confmat: Tensor, num_classes: int) -> float:
     return iou.mean().item()
 
 
+def segmentation_head(ctx: EvalContext) -> Any:
+    """The ``--head`` when it is a trained segmentation head (Cat-Seg, LSeg), else None (a detector head
+    is the detection task's)."""
+    if ctx.settings.head is None:
+        return None
+    from ..heads import load_head
+    from ..heads.segmentation import SegmentationHead
+    head = load_head(ctx.settings.head, ctx.bundle)
+    return head.to(ctx.device).eval() if isinstance(head, SegmentationHead) else None
+
+
+def add_seen_unseen(report: dict, seen: Sequence[int], unseen: Sequence[int]) -> None:
+    """``miou_seen`` / ``miou_unseen``: mean IoU over the classes a head trained on and over the others
+    (classes neither present nor predicted left out, as in ``miou``)."""
+    iou = torch.tensor(report["iou_per_class"], dtype=torch.float64)
+    for key, index in (("miou_seen", seen), ("miou_unseen", unseen)):
+        values = iou[torch.as_tensor(list(index), dtype=torch.long)] if index else iou[:0]
+        values = values[~values.isnan()]
+        report[key] = values.mean().item() if values.numel() else float("nan")
+
+
+def _head_entry(ctx: EvalContext, reader: SemSegFolder, head: Any, things: list[int],
+                stuff: list[int]) -> dict:
+    """Both settings for a trained head at the size it was trained at; its scores are log-probabilities, so
+    the background threshold applies to its own class probabilities (renormalised over the things)."""
+    classes, settings = list(reader.classes), ctx.settings
+    samples = ((ctx.to_tensor(resize_short_side(s.image, head.config.image_size)), s.semantic) for s in reader)
+    entry = segmentation_both(ctx.head_segment_logits(head, classes), samples, len(classes), things, stuff,
+                              settings.background_threshold, 1.0, reader.ignore_index, total=len(reader),
+                              show_progress=settings.show_progress, batch_size=settings.batch_size)
+    entry["image_size"] = head.config.image_size
+    return entry
+
+
+def _segmenter_entry(ctx: EvalContext, reader: SemSegFolder, things: list[int], stuff: list[int]) -> dict:
+    """Both settings for a model that segments by itself (GroupViT): argmax of its class scores over every class;
+    things-only as in the GroupViT paper - only the things are named (each group picks among the image's top-k
+    things) and a pixel whose class score is under the threshold is background (the scores are probabilities)."""
+    classes, settings = list(reader.classes), ctx.settings
+    common = dict(ignore_index=reader.ignore_index, total=len(reader), show_progress=settings.show_progress,
+                  batch_size=settings.batch_size)
+
+    def samples() -> Iterator[tuple[Tensor, Tensor]]:
+        return ((ctx.to_tensor(resize_short_side(s.image, settings.short_side)), s.semantic) for s in reader)
+    scores = ctx.segment_logits(ctx.segmenter.name, ctx.classifier(classes))
+    argmax, = _accumulate(scores, samples(), [_Head(len(classes), lambda s: s.argmax(1))], **common)
+    entry = {"argmax": _report(argmax, things, stuff, chance_classes=len(classes)), "background": None}
+    if things:
+        threshold = settings.background_threshold
+        label_map = _background_head(len(classes), things, threshold, 1.0, None).label_map
+
+        def predict(probabilities: Tensor) -> Tensor:
+            best, index = probabilities.max(1)
+            return torch.where(best < threshold, torch.zeros_like(index), index + 1)
+        scores = ctx.segment_logits(ctx.segmenter.name, ctx.classifier([classes[i] for i in things]))
+        confmat, = _accumulate(scores, samples(), [_Head(len(things) + 1, predict, label_map)], **common)
+        entry["background"] = _report(confmat, range(1, len(things) + 1), [0], chance_classes=len(things) + 1)
+        entry["background"].update(threshold=threshold, score="class probability of the pixel's segment")
+    return entry
+
+
 @register_task("segmentation", needs={"semantic"},
-               summary="zero-shot mIoU over every class, and things-only with a background threshold")
+               summary="zero-shot mIoU over every class, and things-only with a background threshold; with a "
+                       "segmentation --head (Cat-Seg, LSeg) also the head, and seen / unseen mIoU")
 def run_segmentation(ctx: EvalContext, reader: SemSegFolder) -> tuple[dict, int]:
-    """Both settings per dense mode; classes from the reader's class-name file, things from a world (else all)."""
+    """Both settings per dense mode; classes from the reader's class-name file, things from a world (else all).
+
+    With a segmentation head (``--head``) the head is one more entry (``head <kind>``), and every entry gains
+    mIoU over the classes the head trained on (seen) and the others (unseen)."""
     classes = list(reader.classes)
     thing_names = set(classes if ctx.data.things is None else ctx.data.things)
     things = [i for i, name in enumerate(classes) if name in thing_names]
@@ -196,10 +261,21 @@ def run_segmentation(ctx: EvalContext, reader: SemSegFolder) -> tuple[dict, int]
     weights, settings = ctx.classifier(classes), ctx.settings
     out, images = {}, 0
     for mode in settings.modes:
+        if ctx.segmenter is not None:   # the model segments by itself (GroupViT); settings.modes names it
+            out[mode] = _segmenter_entry(ctx, reader, things, stuff)
+            images += 2 * len(reader)
+            continue
         samples = ((ctx.to_tensor(resize_short_side(s.image, settings.short_side)), s.semantic) for s in reader)
         out[mode] = segmentation_both(ctx.segment_logits(mode, weights), samples, len(classes), things, stuff,
                                       settings.background_threshold, SEG_LOGIT_SCALE, reader.ignore_index,
                                       total=len(reader), show_progress=settings.show_progress,
                                       batch_size=settings.batch_size)
         images += len(reader)
+    head = segmentation_head(ctx)
+    if head is not None:
+        out[f"head {head.kind}"] = _head_entry(ctx, reader, head, things, stuff)
+        images += len(reader)
+        seen = [i for i, name in enumerate(classes) if name in set(head.classes)]
+        for entry in out.values():
+            add_seen_unseen(entry["argmax"], seen, [i for i in range(len(classes)) if i not in set(seen)])
     return out, images
