@@ -7,8 +7,10 @@ import time
 
 from ..data.images import open_image
 from ..models import DENSE_MODES
+from ..models.segmenters import segmenter_of
 from ..tasks import classify, segment
 from ..tasks.adapters import load_adapter
+from ..tasks.groups import groups_picture
 from ..tasks.overlay import label_png, overlay
 from ..tasks.segment import resolve_head
 from .common import COUNT, PIXELS, PROBABILITY, add_cache_flag, add_model_args, check_out_file, check_templates, \
@@ -24,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     seg.add_argument("image", help="image file")
     seg.add_argument("--classes", required=True, help="comma-separated class names")
     seg.add_argument("--out", default="overlay.png", help="overlay PNG (the raw label map goes next to it)")
-    seg.add_argument("--mode", default="maskclip", choices=sorted(DENSE_MODES), help="dense mode")
+    seg.add_argument("--mode", default="maskclip", choices=sorted(DENSE_MODES),
+                     help="dense mode (a GroupViT --model segments by its own grouping instead, and also writes "
+                          "OUT_groups.png: the groups of each stage)")
     seg.add_argument("--templates", default="imagenet", help="prompt set (imagenet, simple, plain) or '{}' template")
     seg.add_argument("--short-side", type=PIXELS, default=None, help="resize short side before inference")
     seg.add_argument("--window", type=PIXELS, default=None, help="sliding-window size in pixels")
@@ -74,6 +78,10 @@ def run_segment(args: argparse.Namespace) -> int:
     share = ", ".join(f"{name} {100 * n / labels.numel():.1f}%" for name, n in counts.items() if n)
     print(f"segmented {args.image} ({image.width}x{image.height}) in {elapsed:.2f}s: {share}")
     print(f"wrote {out} and {raw}")
+    if segmenter_of(bundle.model) is not None:   # a model with its own segments (GroupViT): the groups per stage
+        groups = out.with_name(out.stem + "_groups.png")
+        groups_picture(bundle, image, args.short_side).save(groups)
+        print(f"wrote {groups} (the groups of each stage)")
     return 0
 
 
