@@ -90,7 +90,8 @@ def build_app(settings: PageSettings) -> gr.Blocks:
     analyse, redraw = make_handlers(analyser)
     detectors = any(choice.use.name == "detection" for choice in settings.heads)
     head_choices = [(NO_HEAD, NO_HEAD)] + [(choice.label, str(choice.path)) for choice in settings.heads]
-    with gr.Blocks(title="clipdense", analytics_enabled=False) as app:
+    # uploads and drawn pictures are deleted an hour after they were made (checked hourly)
+    with gr.Blocks(title="clipdense", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
         gr.Markdown("## clipdense — what is where in your photo\nUpload a photo, name what to look for "
                     "(comma-separated), press **Analyse**.")
         state = gr.State(None)
