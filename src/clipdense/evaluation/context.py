@@ -16,7 +16,7 @@ from torch import Tensor
 from ..errors import ConfigError
 from ..models import Bundle, encode_dense, pool_boxes, pool_masks, text_classifier
 from ..models.pooling import teacher_crops
-from ..models.segmenters import segmenter_of
+from ..models.segmenters import ModelSegmenter, segmenter_of
 from ..tasks.images import normalisation
 from ..tasks.segment import segment_logits, sliding_window
 from .common import DenseEncoder, LogitsFn
@@ -69,13 +69,16 @@ class EvalContext:
     things, then its segmentation over things and stuff) encode each prompt set once.
     """
 
+    #: the model's own segmenter when it segments by itself (GroupViT); None: it is read by dense modes
+    segmenter: ModelSegmenter | None = None
+
     def __init__(self, bundle: Bundle, device: torch.device, settings: EvalSettings, data: EvalData) -> None:
         self.bundle, self.device, self.settings, self.data = bundle, device, settings, data
         self.input_size: tuple[int, int] = tuple(bundle.image_size)
         self.preprocess: Preprocess = bundle.preprocess   # the model's own (resize + crop + normalise)
         self.pool_boxes, self.pool_masks = pool_boxes, pool_masks
         self._mean, self._std = normalisation(bundle.model)
-        self.segmenter = segmenter_of(bundle.model)   # a model that segments by itself (GroupViT), else None
+        self.segmenter = segmenter_of(bundle.model)
         self._rows: dict[str, Tensor] = {}
 
     def encode_image(self, images: Tensor) -> Tensor:
