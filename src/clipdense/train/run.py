@@ -142,13 +142,13 @@ def run_training(config: TrainConfig, source: Source | None = None, evaluator: E
     lock: RunLock | None = None
     try:
         config.validate(info.world_size)
-        if source is None:
-            parse_data(config.data)   # a missing or malformed --data fails before any model is loaded
         if device.type == "cuda":
             device = resolve_device(f"cuda:{info.local_rank}" if device.index is None else str(device))
         run_dir = run_dir_of(config)
         lock = lock_run_dir(run_dir, config, info, device)
         resume_from = check_run_dir(config, run_dir)
+        if source is None:
+            parse_data(config.data)   # a missing or malformed --data fails before any model is loaded
         return _train(config, run_dir, resume_from, device, info, source, evaluator, hooks, open_source,
                       evaluate_on_world)
     finally:
@@ -193,7 +193,7 @@ def _train(config: TrainConfig, run_dir: Path, resume_from: Path | None, device:
         if evaluator is None and evaluate_on_world and objective.exported_head() is None:   # CLIP models only
             from .sources import world_evaluator
             evaluator = world_evaluator(config, bundle.name, bundle.tokenizer, bundle.preprocess, device)
-        if info.is_main and is_random_init(config.model, config.pretrained):   # said once data and model are fine
+        if info.is_main and resume_from is None and is_random_init(config.model, config.pretrained):
             warn(f"{config.model} starts from random weights (no --pretrained): right for pretraining from "
                  "scratch, meaningless for distilling or training heads")
         trainer = Trainer(config, objective, batches, run_dir, bundle.name, _export_config(bundle.name, bundle.model),
