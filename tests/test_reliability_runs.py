@@ -270,3 +270,13 @@ def test_two_cli_trainings_started_together_into_one_folder(tmp_path, csv_data) 
     assert "another run is writing into this folder" in refused and "Traceback" not in refused
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "loss" in r] == list(range(1, 151))
+
+
+def test_segment_refuses_sizes_and_thresholds_that_would_silently_change_its_answer(tiny_bundle) -> None:
+    import clipdense as cd
+
+    image = Image.new("RGB", (16, 16))
+    for kwargs, words in (({"short_side": 0}, "short_side 0"), ({"window": -8}, "window -8"),
+                          ({"background_threshold": 5.0}, "background_threshold 5.0")):
+        with pytest.raises(ClipDenseError, match=words):
+            cd.segment(tiny_bundle, image, ["a", "b"], **kwargs)

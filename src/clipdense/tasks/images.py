@@ -45,6 +45,17 @@ def bounded_size(width: int, height: int, short_side: int | None) -> tuple[int, 
     return (short, max(long, 1)) if width <= height else (max(long, 1), short)
 
 
+def check_dense_settings(short_side: int | None, window: int | None = None,
+                         background_threshold: float | None = None) -> None:
+    """Sizes are pixels >= 1 and a background threshold is a probability (a 0 or 5 would silently mean 'the
+    default' or 'everything is background')."""
+    for name, value in (("short_side", short_side), ("window", window)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name} {value!r}: expected a size in pixels >= 1 (or None)")
+    if background_threshold is not None and not 0.0 <= background_threshold <= 1.0:
+        raise ConfigError(f"background_threshold {background_threshold}: expected a probability in [0, 1] (or None)")
+
+
 def dense_input(model: torch.nn.Module, image: ImageLike, short_side: int | None = None) -> torch.Tensor:
     """(1, 3, H, W) normalised tensor, resized so the short side is ``short_side`` (None: as is).
 
