@@ -37,7 +37,7 @@ def test_segment_matches_manual_argmax(tiny_bundle, tmp_path):
                           cd.text_classifier(tiny_bundle, ["a", "b", "c"], "plain"))
     coarse = logits.argmax(1)[0]
     assert set(labels.unique().tolist()) <= set(coarse.unique().tolist())
-    bg = cd.segment(tiny_bundle, image, ["a", "b", "c"], templates="plain", background_threshold=1.01)
+    bg = cd.segment(tiny_bundle, image, ["a", "b", "c"], templates="plain", background_threshold=1.0)
     assert (bg == -1).all()
 
 
