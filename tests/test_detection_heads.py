@@ -48,6 +48,8 @@ def test_pyramid_shapes(layers, patch, side):
     assert shapes == {"0": (2, 16, 24, 32), "1": (2, 16, 12, 16), "2": (2, 16, 6, 8), "3": (2, 16, 3, 4),
                       "pool": (2, 16, 2, 2)}
     assert features.dense.shape == (2, 32, height // patch, width // patch)   # beside the pyramid, never in it
+    pool = detector.roi_heads.box_roi_pool     # a box the size of a CLIP input is read at the patch stride
+    assert (pool.canonical_scale, pool.canonical_level) == (side, {8: 3, 14: 4, 16: 4}[patch])
 
 
 def test_pyramid_levels_are_fvit_ops():

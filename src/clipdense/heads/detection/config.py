@@ -25,6 +25,9 @@ class DetectorConfig:
         strides: pyramid strides in pixels (powers of two; the ViT grid is resampled to the nearest power of two).
         image_size: detector input side: images are resized so the longest side is this (0 = 4x the model's).
         anchor_sizes: one anchor size per level plus the extra max-pool level (empty = 8 x stride).
+        roi_canonical_scale / roi_canonical_level: a box of this side is RoI-pooled from the level of stride
+            2^level (0 = the model's input size and its patch stride: a box the size of a CLIP input is read
+            where the ViT's tokens are; torchvision's 224 / level 4 for a ViT-B/16).
         temperature / learn_temperature: scale of the cosine logits (F-ViT: 50, learned).
         alpha / beta: ensemble exponents of the second score for base / novel classes.
         clip_temperature: softmax temperature of the frozen CLIP's region score (0 = the model's logit scale).
@@ -46,7 +49,8 @@ class DetectorConfig:
     rpn_post_nms_test: int = 1000
     rpn_batch: int = 256
     roi_batch: int = 512
-    roi_canonical_scale: int = 224
+    roi_canonical_scale: int = 0
+    roi_canonical_level: int = 0
     temperature: float = 50.0
     learn_temperature: bool = True
     dense_mode: str = "maskclip"
@@ -125,5 +129,7 @@ def resolve_config(config: DetectorConfig, facts: TowerFacts, mean: Any, std: An
     out.image_size = int(math.ceil(out.image_size / out.strides[-1]) * out.strides[-1])
     if not out.anchor_sizes:
         out.anchor_sizes = [8 * s for s in out.strides] + [16 * out.strides[-1]]
+    out.roi_canonical_scale = int(out.roi_canonical_scale or max(facts.image_size))
+    out.roi_canonical_level = int(out.roi_canonical_level or math.log2(power_of_two(out.patch_size)))
     _check(out, facts)
     return out

@@ -98,7 +98,7 @@ def _rpn(config: DetectorConfig) -> RegionProposalNetwork:
 
 def _roi_heads(config: DetectorConfig, image_branch: bool) -> RoIHeads:
     pool = MultiScaleRoIAlign([str(i) for i in range(len(config.strides))], output_size=7, sampling_ratio=2,
-                              canonical_scale=config.roi_canonical_scale)
+                              canonical_scale=config.roi_canonical_scale, canonical_level=config.roi_canonical_level)
     head = FastRCNNConvFCHead((config.fpn_channels, 7, 7), [config.head_channels] * config.head_convs,
                               [config.fc_channels], norm_layer=group_norm)
     predictor = RegionEmbedding(config.fc_channels, config.embed_dim, image_branch)
