@@ -36,7 +36,7 @@ TRAINING_FLAGS: tuple[tuple[str, Any, str], ...] = (
     ("--lock-image-blocks", int, "freeze the first N vision blocks"),
     ("--lock-text-blocks", int, "freeze the first N text blocks"),
     ("--checkpoint-every", int, "steps between checkpoints (default 500)"),
-    ("--keep-checkpoints", int, "keep the newest K (default 2)"),
+    ("--keep-checkpoints", int, "keep the newest K (default 2; 0 keeps every one)"),
     ("--log-every", int, "steps between metrics records (default 10)"),
     ("--eval-every", int, "zero-shot+retrieval every N steps (0 = at the end)"),
     ("--val-data", str, "world folder to evaluate on (default: --data if a world)"),
