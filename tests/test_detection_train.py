@@ -161,3 +161,13 @@ def test_detect_and_eval_commands(world, fvit_run, tmp_path, capsys):
     assert "trained on 'tiny-vit-t8' pretrained 'synthworld'" in capsys.readouterr().err
     assert main(["info"]) == 0
     assert "detector/fvit, detector/vild" in capsys.readouterr().out
+
+
+def test_fvit_run_resumes(world, tmp_path):
+    run = tmp_path / "run"
+    base = dict(objective="fvit", data=str(world), model="tiny-vit-t8", pretrained="synthworld", out=str(run),
+                batch_size=2, lr=1e-3, warmup_steps=1, checkpoint_every=2, log_every=1, objective_args=SMALL)
+    run_training(TrainConfig(steps=2, **base), open_source=open_training_source)
+    resumed = run_training(TrainConfig(steps=4, resume=str(run), **base), open_source=open_training_source)
+    assert resumed.step == 4 and sorted(p.name for p in (run / "checkpoints").iterdir())[-1] == "step-00000004"
+    assert (run / "checkpoints" / "step-00000004" / "head.safetensors").is_file()
