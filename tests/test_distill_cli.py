@@ -123,6 +123,9 @@ def test_distill_defaults_are_the_same_with_and_without_a_config(world, tmp_path
     flagged = resolve_distill_config(build_parser().parse_args(["distill", "--data", str(world), "--regions", "boxes",
                                                                 "--student-sizes", "64", "96", "--fixed-regions"]))
     assert flagged.objective_args == {"regions": "boxes", "student_sizes": [64, 96], "fixed_regions": True}
+    squashed = resolve_distill_config(build_parser().parse_args(["distill", "--data", str(world), "--no-keep-aspect",
+                                                                 "--train", "tower"]))
+    assert squashed.objective_args == {"keep_aspect": False, "train": "tower"}
 
 
 @pytest.mark.parametrize("name", ["b16-coco-patches", "b16-coco-proposals", "l14-coco-patches", "l14-coco-proposals"])

@@ -29,7 +29,7 @@ def _option_flags(p: argparse.ArgumentParser, options: type) -> None:
         flag, hint, meta = "--" + f.name.replace("_", "-"), hints[f.name], f.metadata
         kwargs: dict[str, Any] = {"dest": f"method_{f.name}", "default": None, "help": meta.get("help")}
         if hint is bool:
-            kwargs.update(action="store_const", const=True)
+            kwargs.update(action=argparse.BooleanOptionalAction)   # --keep-aspect / --no-keep-aspect
         elif getattr(hint, "__origin__", None) is list:
             kwargs.update(type=PIXELS, nargs="+")
         else:   # every numeric option is a size, count or weight: none is negative
