@@ -225,3 +225,18 @@ def test_bad_inputs():
     objective = _objective(student_size=4)
     with pytest.raises(cd.ConfigError, match="smaller than"):
         objective(_batch(objective, _images(1)))
+
+
+@pytest.mark.parametrize("keep_aspect", [True, False])
+def test_evaluation_crops_follow_the_students_view(keep_aspect):
+    """`clipdense eval --crops letterbox|stretch`: the crops baseline is the teacher view of the run compared."""
+    from clipdense.evaluation.context import EvalContext, EvalSettings
+
+    bundle = cd.load_model("tiny-vit-t8", device="cpu")
+    ctx = EvalContext(bundle, torch.device("cpu"), EvalSettings(("maskclip",), 64, crop_keep_aspect=keep_aspect),
+                      data=None)
+    images, boxes = torch.randn(1, 3, 40, 60), [torch.tensor([[0.0, 0.0, 60.0, 20.0]])]
+    objective = _objective(keep_aspect=keep_aspect)
+    expected = teacher_crops(images, boxes, objective.teacher_size, objective.mean, objective.std, keep_aspect)
+    assert torch.equal(ctx.crop(images, boxes), expected)
+    assert ctx.crop(images, boxes).shape == (1, 3, 64, 64)

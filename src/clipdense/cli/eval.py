@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "(default: 0.1)")
     parser.add_argument("--region-methods", default="rois,crops,maskpool",
                         help="comma list of rois,crops,maskpool (default: all three)")
+    parser.add_argument("--crops", choices=("letterbox", "stretch"), default="letterbox",
+                        help="how the crops baseline fits a region to the model's input: letterbox (CLIPSelf's "
+                             "published teacher view, default) or stretch (a CLIPSelf run with --no-keep-aspect)")
     parser.add_argument("--templates", default="imagenet",
                         help="prompt templates: imagenet, simple, plain, photo, or one template with {}")
     parser.add_argument("--batch-size", type=COUNT, default=32, help="images per batch (default: 32)")
@@ -71,7 +74,7 @@ def run_eval(args: argparse.Namespace) -> int:
                        image_size=args.image_size, batch_size=args.batch_size, device=args.device,
                        split=args.split, templates=args.templates, window=args.window, stride=args.stride,
                        background_threshold=args.bg_threshold, region_methods=methods,
-                       show_progress=not args.no_progress, head=args.head)
+                       show_progress=not args.no_progress, head=args.head, crops=args.crops)
     print(to_markdown(results), end="")
     if results.get("skipped_images"):
         names = results.get("skipped_examples") or []

@@ -40,6 +40,8 @@ class EvalSettings:
         region_methods: which of rois / crops / maskpool the regions task runs.
         show_progress: progress bars on stderr.
         head: a trained head (file or run dir) for the tasks that evaluate one (``--head``).
+        crop_keep_aspect: the ``crops`` baseline letterboxes each crop (CLIPSelf's published teacher view) or
+            stretches it (``keep_aspect=False``): set it as the CLIPSelf run being compared was trained.
     """
 
     modes: tuple[str, ...]
@@ -52,6 +54,7 @@ class EvalSettings:
     region_methods: tuple[str, ...] = METHODS
     show_progress: bool = False
     head: str | None = None
+    crop_keep_aspect: bool = True
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.region_methods if m not in METHODS]
@@ -96,7 +99,8 @@ class EvalContext:
     def crop(self, images: Tensor, boxes: list[Tensor]) -> Tensor:
         """Crops of normalised ``images`` at pixel ``boxes`` for the image tower: CLIPSelf's teacher crop path
         (letterboxed to the input size), so the ``crops`` baseline is what CLIPSelf distils."""
-        return teacher_crops(images, boxes, self.input_size[0], self._mean, self._std, keep_aspect=True)
+        return teacher_crops(images, boxes, self.input_size[0], self._mean, self._std,
+                             keep_aspect=self.settings.crop_keep_aspect)
 
     def dense(self, mode: str) -> DenseEncoder:
         """images -> (B, D, h, w) unit-norm dense map in dense mode ``mode`` (a model with its own segmenter: each

@@ -75,12 +75,15 @@ def resolve_modes(modes: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+CROP_VIEWS = ("letterbox", "stretch")
+
+
 def evaluate(bundle: Bundle, data: str | os.PathLike | DataSpec, tasks: str | Sequence[str] = "all",
              dense_mode: str | Sequence[str] = "maskclip", image_size: int | None = None, batch_size: int = 32,
              device: str | torch.device | None = None, split: str = "val", templates: str = "imagenet",
              window: int | None = None, stride: int | None = None, background_threshold: float = 0.1,
              region_methods: Sequence[str] = METHODS, show_progress: bool = False,
-             head: str | os.PathLike | None = None) -> dict:
+             head: str | os.PathLike | None = None, crops: str = "letterbox") -> dict:
     """Run the requested tasks on ``data``; returns one JSON-ready dict (see ``to_markdown``).
 
     Args:
@@ -96,24 +99,28 @@ def evaluate(bundle: Bundle, data: str | os.PathLike | DataSpec, tasks: str | Se
         window / stride: sliding-window inference for segmentation (pixels, after resizing); None: whole image.
         background_threshold: probability under which a pixel is background in the things-only setting.
         head: a trained head (file or run dir) for the tasks that evaluate one (detection).
+        crops: how the ``crops`` baseline fits a region to the tower's input: "letterbox" (CLIPSelf's published
+            teacher view) or "stretch"; match the CLIPSelf run being compared (its ``keep_aspect``).
 
     Returns:
         ``{"tasks": {name: result}, "skipped_tasks": {name: "needs ..."}, "data_fields": [...],
         "seconds": ..., "images_per_second": ..., "skipped_images": ..., ...}`` with the run's settings.
     """
+    if crops not in CROP_VIEWS:
+        raise ConfigError(f"--crops {crops!r}: expected one of {', '.join(CROP_VIEWS)}")
     plan = plan_tasks(data, tasks, split, head)
     short_side = image_size or bundle.dense_size or min(bundle.image_size)
     own = segmenter_of(bundle.model)   # a model that segments by itself (GroupViT): its one way, not dense modes
     modes = (own.name,) if own is not None else resolve_modes(dense_mode)
     settings = EvalSettings(modes, short_side, batch_size, templates,
                             window, stride, background_threshold, tuple(region_methods), show_progress,
-                            None if head is None else str(head))
+                            None if head is None else str(head), crops == "letterbox")
     target = resolve_device(device)
     bundle.model.to(target).eval()
     ctx = EvalContext(bundle, target, settings, plan.data)
     results: dict = {"model": bundle.name, "pretrained": bundle.pretrained, "data": str(plan.data.spec),
                      "data_format": plan.data.spec.format, "split": plan.data.split,
-                     "dense_modes": list(settings.modes), "templates": templates, "image_size": settings.short_side,
+                     "dense_modes": list(settings.modes), "templates": templates, "image_size": settings.short_side, "crops": crops,
                      "window": window, "stride": stride, "background_threshold": background_threshold,
                      "device": str(target), "data_fields": [f for f in FIELDS if f in plan.data.fields()],
                      "tasks": {}, "skipped_tasks": dict(plan.skipped), "seconds": {}, "images_per_second": {}}
