@@ -174,7 +174,8 @@ This demo builds a small synthetic world (coloured shapes on photographic and pr
 backgrounds, with captions, boxes and masks), takes a tiny CLIP pretrained on such a world
 (the weights shipped with clipdense, or one pretrained here with `--from-scratch`), then runs
 **CLIPSelf** as published — the student's dense feature map, pooled over a region, is taught to match
-the frozen teacher's embedding of that region cropped out; only the transformer blocks train — on the
+the frozen teacher's embedding of that region cropped out; only the transformer blocks train; regions are
+squashed to the teacher's square input rather than letterboxed, as this tiny tower never saw padding — on the
 world's object **boxes** (the paper's region variant) and on **grid** cells (its "image patches"), each
 once as published and once with a **global guard** that also keeps the student's whole-image embedding
 close to the teacher's. Every number below was measured in this run, on this machine.
@@ -206,7 +207,7 @@ def write_report(config: Any, out: Path, models: dict[str, tuple[str, str | None
              *global_rows, "",
              "## Region recognition (the CLIPSelf protocol)", "",
              "Each annotated box is classified. *rois* pools the dense map inside the box (RoIAlign); *crops* "
-             "cuts the box out (1.5x larger for things, letterboxed exactly as CLIPSelf's teacher sees it) and "
+             "cuts the box out (1.5x larger for things, fitted to the input exactly as the students' teacher saw it) and "
              "embeds it as an image — the slow way, and the teacher's strength. CLIPSelf's claim is that after "
              "distillation *rois* gets close to the teacher's *crops* (the pretrained row); *of teacher crops* "
              f"is that ratio. Dense maps are read at {config.student_size} px, the students' training size.", "",
