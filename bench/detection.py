@@ -29,18 +29,20 @@ DETECTOR = ("--objective-arg image_size=128 --objective-arg fpn_channels=64 --ob
             "--objective-arg rpn_pre_nms_test=500 --objective-arg rpn_post_nms_test=200 "
             "--objective-arg jitter=[0.5,1.5] --objective-arg templates=world "
             "--objective-arg anchor_sizes=[16,32,64,128,256]")
-SIZES = {"full": {"train": 2000, "val": 300, "det_steps": 300, "det_batch": 8, "distill_steps": 300,
+SIZES = {"full": {"train": 2000, "val": 300, "det_steps": 800, "det_batch": 4, "det_lr": 2e-3, "distill_steps": 300,
                   "distill_batch": 16},
-         "smoke": {"train": 16, "val": 8, "det_steps": 4, "det_batch": 4, "distill_steps": 2, "distill_batch": 4}}
+         "smoke": {"train": 16, "val": 8, "det_steps": 4, "det_batch": 4, "det_lr": 2e-3, "distill_steps": 2,
+                   "distill_batch": 4}}
 
 
 def stages(out: Path, sizes: dict[str, int]) -> list[tuple[str, str, Path]]:
     """(name, command, output that marks it done), in order."""
     world, s = out / "world", sizes
-    det = (f"--steps {s['det_steps']} --batch-size {s['det_batch']} --lr 1e-3 --warmup-steps "
-           f"{max(1, s['det_steps'] // 10)} --checkpoint-every {s['det_steps']} --log-every 20 {DETECTOR}")
+    det = (f"--steps {s['det_steps']} --batch-size {s['det_batch']} --lr {s['det_lr']} --warmup-steps "
+           f"{max(1, s['det_steps'] // 16)} --checkpoint-every {s['det_steps']} --log-every 20 {DETECTOR}")
     distill = (f"--steps {s['distill_steps']} --batch-size {s['distill_batch']} --lr 1e-4 --warmup-steps "
-               f"{max(1, s['distill_steps'] // 10)} --checkpoint-every {s['distill_steps']} --student-size 128")
+               f"{max(1, s['distill_steps'] // 10)} --checkpoint-every {s['distill_steps']} --student-size 128 "
+               f"--teacher-cache {out / 'teacher-cache'}")
 
     def detector(name: str, model: str, objective: str = "fvit", extra: str = "") -> list[tuple[str, str, Path]]:
         run = out / name
