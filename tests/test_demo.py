@@ -26,6 +26,10 @@ def test_quick_demo_writes_report(tmp_path, capsys):
     assert f"Command: `clipdense demo --quick --out {out}`" in report   # the line that remakes it
     assert Image.open(out / "figures" / "losses.png").size[0] > 100
     assert Image.open(out / "figures" / "segmentations.png").size[0] > 100
+    assert "Trained open-vocabulary segmentation (Cat-Seg)" in report and "| Cat-Seg head |" in report
+    assert Image.open(out / "figures" / "catseg.png").size[0] > 100
+    catseg = json.loads((out / "eval" / "catseg.json").read_text())["tasks"]["segmentation"]
+    assert "head segmenter/catseg" in catseg and "miou_unseen" in catseg["naclip"]["argmax"]
     results = json.loads((out / "eval" / "results.json").read_text())
     assert set(results) == {"pretrained", "clipself boxes", "clipself boxes+guard", "clipself grid",
                             "clipself grid+guard"}

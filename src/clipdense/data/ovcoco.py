@@ -31,9 +31,6 @@ class DetectionSplit:
     base: tuple[str, ...]
     novel: tuple[str, ...]
 
-    def classes(self) -> tuple[str, ...]:
-        return self.base + self.novel
-
 
 #: shipped protocols by name (``--objective-arg split=NAME``)
 DETECTION_SPLITS: dict[str, DetectionSplit] = {

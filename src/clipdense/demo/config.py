@@ -26,6 +26,9 @@ class DemoConfig:
     distill_lr: float = 1e-4
     student_size: int = 128
     global_guard: float = 1.0
+    catseg_steps: int = 300            # the Cat-Seg head trained on the start model (issue 21)
+    catseg_batch: int = 8
+    catseg_lr: float = 1e-3
     templates: str = "world"
     dense_modes: list[str] = field(default_factory=lambda: list(DENSE_MODES))
     overlays: int = 4
@@ -34,7 +37,7 @@ class DemoConfig:
 
 
 QUICK = {"train_scenes": 200, "val_scenes": 24, "pretrain_steps": 40, "pretrain_batch": 32,
-         "distill_steps": 6, "distill_batch": 8, "overlays": 2}
+         "distill_steps": 6, "distill_batch": 8, "overlays": 2, "catseg_steps": 4, "catseg_batch": 4}
 
 
 def resolve_demo_config(config: DemoConfig) -> DemoConfig:

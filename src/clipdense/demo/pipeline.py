@@ -36,11 +36,19 @@ VARIANTS: tuple[tuple[str, str, str, bool], ...] = (
 )
 
 
+#: The demo's Cat-Seg head: bench/segheads.py's CPU recipe (narrowed to 32 channels and 4-patch windows, 12 classes
+#: a step, CLIP tensors at the head's lr, naclip cost volume: docs/results.md says why), for fewer steps.
+CATSEG_ARGS: dict[str, Any] = {"templates": "world", "hidden_dim": 32, "guidance_dim": 32, "window": 4,
+                               "decoder_dims": [32, 16], "decoder_guidance_dims": [16, 8], "classes_per_step": 12,
+                               "tuned_lr_scale": 1.0, "dense_mode": "naclip"}
+
+
 def prepare_out(out: Path) -> None:
     """Reuse a previous demo folder; refuse to write into anything else that is not empty."""
     if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise ConfigError(f"--out {out}: folder exists and is not a clipdense demo folder; choose another --out")
-    stages = ("world", "pretrain", "clipself", "clipself-guard", "eval", "figures") + tuple(v[1] for v in VARIANTS)
+    stages = ("world", "pretrain", "clipself", "clipself-guard", "eval", "figures", "catseg") + \
+        tuple(v[1] for v in VARIANTS)
     for stage in stages:
         shutil.rmtree(out / stage, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,6 +113,27 @@ def stage_eval(config: DemoConfig, out: Path, models: dict[str, tuple[str, str |
     return results
 
 
+def stage_catseg(config: DemoConfig, out: Path, model: str, pretrained: str | None) -> str:
+    """A Cat-Seg head on the start model, trained on the world's label maps (its novel things stay unseen)."""
+    train = _train_config(config, out, objective="catseg", out=str(out / "catseg"), model=model,
+                          pretrained=pretrained, steps=config.catseg_steps, batch_size=config.catseg_batch,
+                          lr=config.catseg_lr, weight_decay=1e-4, warmup_steps=max(config.catseg_steps // 10, 1),
+                          checkpoint_every=config.catseg_steps,
+                          objective_args={**CATSEG_ARGS, "image_size": config.image_size})
+    run_training(train, open_source=open_training_source)
+    return str(out / "catseg")
+
+
+def stage_catseg_eval(config: DemoConfig, out: Path, model: str, pretrained: str | None, head: str) -> dict[str, Any]:
+    """The head beside every training-free dense mode of the start model, on the same images at the head's size."""
+    bundle = load_model(model, pretrained, device=config.device)
+    result = evaluate(bundle, out / "world", tasks="segmentation", dense_mode=config.dense_modes, head=head,
+                      templates=config.templates, device=config.device, batch_size=64, image_size=config.image_size)
+    (out / "eval").mkdir(exist_ok=True)
+    (out / "eval" / "catseg.json").write_text(json.dumps(result, indent=1, default=str))
+    return result
+
+
 def run_demo(config: DemoConfig, log: Log = print) -> Path:
     """Run every stage into ``config.out`` and write ``report.md``; returns the report's path."""
     config = resolve_demo_config(config)
@@ -130,7 +159,10 @@ def run_demo(config: DemoConfig, log: Log = print) -> Path:
         guard = config.global_guard if guarded else 0.0
         run = timed(label, lambda: stage_distill(config, out, *start_model, name, regions, guard))
         models[label] = (run, None)
+    head = timed("cat-seg head", lambda: stage_catseg(config, out, *start_model))
     results = timed("evaluation", lambda: stage_eval(config, out, models, log))
-    report = timed("report", lambda: write_report(config, out, models, results, timings))
+    catseg = timed("cat-seg evaluation", lambda: stage_catseg_eval(config, out, *start_model, head))
+    report = timed("report", lambda: write_report(config, out, models, results, timings,
+                                                  catseg=(start_model, head, catseg)))
     log(f"[demo] total {sum(timings.values()):.0f} s; report: {report}")
     return report

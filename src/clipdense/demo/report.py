@@ -12,6 +12,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..data.world import open_world
+from ..heads import load_head, read_head_info
 from ..models import load_model
 from ..tasks import segment
 from ..tasks.overlay import colourise, overlay, palette
@@ -146,25 +147,88 @@ def _overlay_figure(out: Path, models: dict[str, tuple[str, str | None]], count:
             shown.update(int(c) for c in labels.unique() if c >= 0)
             tiles.append(overlay(image, labels, world.classes, alpha=0.6, legend=False))
         rows.append([t.resize((t.width * scale, t.height * scale), Image.NEAREST) for t in tiles])
-    titles = ["image", "ground truth", *bundles]
+    target = out / "figures" / "segmentations.png"
+    _canvas(rows, ["image", "ground truth", *bundles], world.classes, shown).save(target)
+    return str(target.relative_to(out))
+
+
+def _canvas(rows: list[list[Image.Image]], titles: Sequence[str], classes: Sequence[str],
+            shown: set[int]) -> Image.Image:
+    """Tiles in a grid under their titles, with a colour legend of the ``shown`` classes below."""
     width, height = rows[0][0].size
     legend_rows = (len(shown) + 3) // 4
     canvas = Image.new("RGB", (width * len(titles), 14 + height * len(rows) + 14 * legend_rows + 4), "white")
     draw = ImageDraw.Draw(canvas)
-    colours = palette(len(world.classes))
+    colours = palette(len(classes))
     column = canvas.width // 4
     for i, cls in enumerate(sorted(shown)):
         left, top = (i % 4) * column + 2, 14 + height * len(rows) + 2 + (i // 4) * 14
         draw.rectangle([left, top, left + 10, top + 10], fill=tuple(int(v) for v in colours[cls]))
-        draw.text((left + 14, top - 1), world.classes[cls], fill="black")
+        draw.text((left + 14, top - 1), classes[cls], fill="black")
     for col, title in enumerate(titles):
         draw.text((col * width + 2, 1), title, fill="black")
     for r, tiles in enumerate(rows):
         for col, tile in enumerate(tiles):
             canvas.paste(tile, (col * width, 14 + r * height))
-    target = out / "figures" / "segmentations.png"
-    canvas.save(target)
+    return canvas
+
+
+def best_training_free(seg: dict) -> str:
+    """The dense mode with the highest mIoU on the head's seen classes."""
+    modes = [m for m in seg if not m.startswith("head ")]
+    return max(modes, key=lambda m: seg[m]["argmax"].get("miou_seen") or 0.0)
+
+
+def _catseg_figure(out: Path, start: tuple[str, str | None], head: str, mode: str, config: Any) -> str | None:
+    """Rows of val images: picture, ground truth, the best training-free mode, the Cat-Seg head."""
+    world = open_world(out / "world")
+    split = world.split("val")
+    images = sorted(split.image_dir.glob("*.png"))[:config.overlays]
+    if not images:
+        return None
+    bundle = load_model(*start, device=config.device)
+    trained = load_head(head, bundle)
+    rows, shown, scale = [], set(), 2
+    for path in images:
+        image = Image.open(path).convert("RGB")
+        truth = np.array(Image.open(split.semseg_dir / path.name)).astype(np.int64)
+        truth[truth == world.ignore_index] = -1
+        free = segment(bundle, image, world.classes, mode=mode, templates=config.templates,
+                       short_side=config.image_size)
+        learned = segment(bundle, image, world.classes, head=trained)
+        shown.update(int(c) for labels in (torch.from_numpy(truth), free, learned) for c in labels.unique() if c >= 0)
+        tiles = [image, colourise(torch.from_numpy(truth), len(world.classes)),
+                 overlay(image, free, world.classes, alpha=0.6, legend=False),
+                 overlay(image, learned, world.classes, alpha=0.6, legend=False)]
+        rows.append([t.resize((t.width * scale, t.height * scale), Image.NEAREST) for t in tiles])
+    target = out / "figures" / "catseg.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _canvas(rows, ["image", "ground truth", f"{mode} (no training)", "Cat-Seg"], world.classes, shown).save(target)
     return str(target.relative_to(out))
+
+
+def _catseg_lines(out: Path, catseg: tuple[tuple[str, str | None], str, dict], config: Any) -> list[str]:
+    """The Cat-Seg section: the head beside the best training-free mode, seen / unseen classes, a picture."""
+    start, head, result = catseg
+    seg = result["tasks"]["segmentation"]
+    mode = best_training_free(seg)
+    keys = ("miou", "miou_seen", "miou_unseen", "miou_things", "miou_stuff")
+    rows = [[label] + [_pct(_get(seg[key], f"argmax/{k}")) for k in keys]
+            for label, key in ((f"{mode} (best training-free)", mode), ("Cat-Seg head", "head segmenter/catseg"))]
+    figure = _catseg_figure(out, start, head, mode, config)
+    seen = len(read_head_info(head).classes or [])
+    lines = ["## Trained open-vocabulary segmentation (Cat-Seg)", "",
+             f"A Cat-Seg head trained on the start model for {config.catseg_steps} steps x {config.catseg_batch} "
+             f"images of the world's label maps ({seen} seen classes; the world's novel things never appear in a "
+             "train scene, so they are unseen). Cat-Seg embeds the cosine of every pixel with every class's prompts, "
+             "aggregates it over space and over classes, and upsamples it with the CLIP's own intermediate "
+             "features; it fine-tunes the CLIP's attention query / value projections and position table. Beside it, "
+             f"the training-free dense mode that does best on the seen classes, on the same images at "
+             f"{config.image_size} px.", "",
+             *_table(["segmenter", "mIoU", "seen mIoU", "unseen mIoU", "things mIoU", "stuff mIoU"], rows), ""]
+    if figure:
+        lines += [f"![Cat-Seg]({figure})", ""]
+    return lines
 
 
 INTRO = """# clipdense demo report
@@ -178,13 +242,16 @@ the frozen teacher's embedding of that region cropped out; only the transformer 
 squashed to the teacher's square input rather than letterboxed, as this tiny tower never saw padding — on the
 world's object **boxes** (the paper's region variant) and on **grid** cells (its "image patches"), each
 once as published and once with a **global guard** that also keeps the student's whole-image embedding
-close to the teacher's. Every number below was measured in this run, on this machine.
+close to the teacher's. Last, a trained open-vocabulary segmenter, **Cat-Seg**, learns from the world's label
+maps on top of the start model, beside the best training-free dense mode. Every number below was measured in
+this run, on this machine.
 """
 
 
 def write_report(config: Any, out: Path, models: dict[str, tuple[str, str | None]], results: dict,
-                 timings: dict[str, float]) -> Path:
-    """Write ``out/report.md`` (and figures) from the evaluation results and the runs' metrics."""
+                 timings: dict[str, float], catseg: tuple[tuple[str, str | None], str, dict] | None = None) -> Path:
+    """Write ``out/report.md`` (and figures) from the evaluation results and the runs' metrics; ``catseg`` is
+    (start model, head path, its segmentation evaluation) when the demo trained a Cat-Seg head."""
     start = f"`{config.model}` pretrained=`{config.pretrained}`" if config.pretrained else \
         f"`{config.model}` pretrained here for {config.pretrain_steps} steps"
     runs = {"pretraining (clip)": out / "pretrain",
@@ -221,6 +288,8 @@ def write_report(config: Any, out: Path, models: dict[str, tuple[str, str | None
              "Changing only the last transformer block (no training) already changes how local the features are. "
              "vanilla uses the block as trained; maskclip, sclip, clearclip and naclip are the published fixes.", "",
              *seg_modes, ""]
+    if catseg is not None:
+        lines += _catseg_lines(out, catseg, config)
     if losses:
         lines += ["## Training curves", "", f"![losses]({losses})", ""]
     if overlays:

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torch import nn
 
-from ..data.folders import read_classes
 from ..data.sample import Sample
 from ..data.spec import parse_data
 from ..data.transforms import Compose, RandomHFlip, ScaleJitter

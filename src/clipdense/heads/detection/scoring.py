@@ -8,7 +8,7 @@ ViLD's geometric mean is the same with a = 1/3, b = 2/3), where ``s`` is the det
 from __future__ import annotations
 
 import torch
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
+from torchvision.ops import batched_nms, clip_boxes_to_image, remove_small_boxes
 
 
 def ensemble_scores(detector: torch.Tensor, second: torch.Tensor, novel: torch.Tensor, alpha: float,
@@ -37,12 +37,3 @@ def select_detections(boxes: torch.Tensor, scores: torch.Tensor, image_size: tup
     keep = keep[batched_nms(flat_boxes[keep], flat_scores[keep], labels[keep], nms)[:limit]]
     return {"boxes": flat_boxes[keep], "scores": flat_scores[keep], "labels": labels[keep]}
 
-
-def proposal_recall(proposals: list[torch.Tensor], truth: list[torch.Tensor], iou: float = 0.5) -> float:
-    """Fraction of ground-truth boxes some proposal covers at IoU >= ``iou`` (1.0 when there are none)."""
-    found = total = 0
-    for boxes, gt in zip(proposals, truth):
-        total += len(gt)
-        if len(gt) and len(boxes):
-            found += int((box_iou(gt, boxes).max(1).values >= iou).sum())
-    return found / total if total else 1.0
