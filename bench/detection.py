@@ -19,16 +19,14 @@ import sys
 import time
 from pathlib import Path
 
+from clipdense.demo.detection import WORLD_DETECTOR
+
 CLI = [sys.executable, "-m", "clipdense.cli.main"]
 MODEL = "--model tiny-vit-t8 --pretrained synthworld"
-# the detector's world recipe: input 128 px (the CLIPSelf students' size), small FPN/head widths for a CPU,
+# the detector's world recipe (shared with `make demo`): 128 px input, small FPN / head widths for a CPU,
 # anchors 4 x stride (the world's things are 14-86 px at 96 px), fewer RPN proposals
-DETECTOR = ("--objective-arg image_size=128 --objective-arg fpn_channels=64 --objective-arg head_channels=32 "
-            "--objective-arg fc_channels=256 --objective-arg roi_batch=64 --objective-arg rpn_batch=128 "
-            "--objective-arg rpn_pre_nms_train=500 --objective-arg rpn_post_nms_train=200 "
-            "--objective-arg rpn_pre_nms_test=500 --objective-arg rpn_post_nms_test=200 "
-            "--objective-arg jitter=[0.5,1.5] --objective-arg templates=world "
-            "--objective-arg anchor_sizes=[16,32,64,128,256]")
+DETECTOR = " ".join(f"--objective-arg {key}={json.dumps(value, separators=(',', ':')).strip(chr(34))}"
+                    for key, value in WORLD_DETECTOR.items())
 SIZES = {"full": {"train": 2000, "val": 300, "det_steps": 800, "det_batch": 4, "det_lr": 2e-3, "distill_steps": 300,
                   "distill_batch": 16},
          "smoke": {"train": 16, "val": 8, "det_steps": 4, "det_batch": 4, "det_lr": 2e-3, "distill_steps": 2,

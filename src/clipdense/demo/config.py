@@ -29,6 +29,10 @@ class DemoConfig:
     catseg_steps: int = 300            # the Cat-Seg head trained on the start model (issue 21)
     catseg_batch: int = 8
     catseg_lr: float = 1e-3
+    detect_steps: int = 300            # each F-ViT detector (issue 20): one on the start model, one on CLIPSelf
+    detect_batch: int = 4
+    detect_lr: float = 2e-3
+    detect_backbone: str = "clipself grid"   # the CLIPSelf run whose backbone the second detector freezes
     templates: str = "world"
     dense_modes: list[str] = field(default_factory=lambda: list(DENSE_MODES))
     overlays: int = 4
@@ -37,7 +41,8 @@ class DemoConfig:
 
 
 QUICK = {"train_scenes": 200, "val_scenes": 24, "pretrain_steps": 40, "pretrain_batch": 32,
-         "distill_steps": 6, "distill_batch": 8, "overlays": 2, "catseg_steps": 4, "catseg_batch": 4}
+         "distill_steps": 6, "distill_batch": 8, "overlays": 2, "catseg_steps": 4, "catseg_batch": 4,
+         "detect_steps": 4, "detect_batch": 2}
 
 
 def resolve_demo_config(config: DemoConfig) -> DemoConfig:

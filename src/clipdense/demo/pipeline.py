@@ -17,6 +17,7 @@ from ..train.config import TrainConfig
 from ..train.run import run_training
 from ..train.sources import open_training_source
 from .config import DemoConfig, resolve_demo_config
+from .detection import evaluate_detectors, train_detectors
 from .report import write_report
 
 MARKER = "demo.json"
@@ -47,17 +48,21 @@ def prepare_out(out: Path) -> None:
     """Reuse a previous demo folder; refuse to write into anything else that is not empty."""
     if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise ConfigError(f"--out {out}: folder exists and is not a clipdense demo folder; choose another --out")
-    stages = ("world", "pretrain", "clipself", "clipself-guard", "eval", "figures", "catseg") + \
-        tuple(v[1] for v in VARIANTS)
+    stages = ("world", "pretrain", "clipself", "clipself-guard", "eval", "figures", "catseg", "detector-0",
+              "detector-1") + tuple(v[1] for v in VARIANTS)
     for stage in stages:
         shutil.rmtree(out / stage, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _train_config(config: DemoConfig, demo_dir: Path, **overrides: Any) -> TrainConfig:
-    base = dict(data=str(demo_dir / "world"), model=config.model, device=config.device, seed=config.seed,
+def _train_settings(config: DemoConfig, demo_dir: Path) -> dict[str, Any]:
+    """TrainConfig fields every demo run shares."""
+    return dict(data=str(demo_dir / "world"), model=config.model, device=config.device, seed=config.seed,
                 log_every=10, keep_checkpoints=1, num_workers=0)
-    return TrainConfig(**{**base, **overrides})
+
+
+def _train_config(config: DemoConfig, demo_dir: Path, **overrides: Any) -> TrainConfig:
+    return TrainConfig(**{**_train_settings(config, demo_dir), **overrides})
 
 
 def stage_world(config: DemoConfig, out: Path) -> dict[str, Any]:
@@ -160,9 +165,13 @@ def run_demo(config: DemoConfig, log: Log = print) -> Path:
         run = timed(label, lambda: stage_distill(config, out, *start_model, name, regions, guard))
         models[label] = (run, None)
     head = timed("cat-seg head", lambda: stage_catseg(config, out, *start_model))
+    backbones = {"F-ViT, start model": start_model, f"F-ViT, {config.detect_backbone}": models[config.detect_backbone]}
+    detectors = timed("detectors", lambda: train_detectors(out, backbones, _train_settings(config, out),
+                                                            config.detect_steps, config.detect_batch, config.detect_lr))
     results = timed("evaluation", lambda: stage_eval(config, out, models, log))
     catseg = timed("cat-seg evaluation", lambda: stage_catseg_eval(config, out, *start_model, head))
+    boxes = timed("detection evaluation", lambda: evaluate_detectors(out, detectors, config.device))
     report = timed("report", lambda: write_report(config, out, models, results, timings,
-                                                  catseg=(start_model, head, catseg)))
+                                                  catseg=(start_model, head, catseg), detection=(detectors, boxes)))
     log(f"[demo] total {sum(timings.values()):.0f} s; report: {report}")
     return report

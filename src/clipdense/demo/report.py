@@ -17,6 +17,7 @@ from ..models import load_model
 from ..tasks import segment
 from ..tasks.overlay import colourise, overlay, palette
 from .config import demo_command
+from .detection import detection_lines
 
 
 
@@ -243,15 +244,18 @@ squashed to the teacher's square input rather than letterboxed, as this tiny tow
 world's object **boxes** (the paper's region variant) and on **grid** cells (its "image patches"), each
 once as published and once with a **global guard** that also keeps the student's whole-image embedding
 close to the teacher's. Last, a trained open-vocabulary segmenter, **Cat-Seg**, learns from the world's label
-maps on top of the start model, beside the best training-free dense mode. Every number below was measured in
-this run, on this machine.
+maps on top of the start model, beside the best training-free dense mode, and an open-vocabulary detector,
+**F-ViT**, is trained on the start model and on a CLIPSelf backbone. Every number below was measured in this run,
+on this machine.
 """
 
 
 def write_report(config: Any, out: Path, models: dict[str, tuple[str, str | None]], results: dict,
-                 timings: dict[str, float], catseg: tuple[tuple[str, str | None], str, dict] | None = None) -> Path:
+                 timings: dict[str, float], catseg: tuple[tuple[str, str | None], str, dict] | None = None,
+                 detection: tuple[dict[str, tuple[str, str | None, str]], dict] | None = None) -> Path:
     """Write ``out/report.md`` (and figures) from the evaluation results and the runs' metrics; ``catseg`` is
-    (start model, head path, its segmentation evaluation) when the demo trained a Cat-Seg head."""
+    (start model, head path, its segmentation evaluation) when the demo trained a Cat-Seg head, ``detection``
+    (label -> (model, pretrained, head), label -> detection evaluation) when it trained detectors."""
     start = f"`{config.model}` pretrained=`{config.pretrained}`" if config.pretrained else \
         f"`{config.model}` pretrained here for {config.pretrain_steps} steps"
     runs = {"pretraining (clip)": out / "pretrain",
@@ -290,6 +294,8 @@ def write_report(config: Any, out: Path, models: dict[str, tuple[str, str | None
              *seg_modes, ""]
     if catseg is not None:
         lines += _catseg_lines(out, catseg, config)
+    if detection is not None:
+        lines += detection_lines(out, *detection, config)
     if losses:
         lines += ["## Training curves", "", f"![losses]({losses})", ""]
     if overlays:
