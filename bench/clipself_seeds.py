@@ -75,7 +75,9 @@ def main() -> None:
         per_seed = []
         for seed in seeds:
             out = Path(args.out) / f"{tag}-seed{seed}"
-            run_demo(DemoConfig(out=str(out), pretrained=tag, seed=seed, quick=args.quick), log=lambda _: None)
+            config = DemoConfig(out=str(out), pretrained=tag, seed=seed, quick=args.quick, catseg_steps=0,
+                                detect_steps=0)      # the CLIPSelf comparisons only: no trained heads
+            run_demo(config, log=lambda _: None)
             per_seed.append(rows_of(json.loads((out / "eval" / "results.json").read_text())))
             print(f"{tag} seed {seed} done", flush=True)
         report[tag] = per_seed

@@ -139,6 +139,21 @@ def stage_catseg_eval(config: DemoConfig, out: Path, model: str, pretrained: str
     return result
 
 
+def _train_heads(config: DemoConfig, out: Path, start_model: tuple[str, str | None],
+                 models: dict[str, tuple[str, str | None]], timed: Callable[[str, Callable[[], Any]], Any]
+                 ) -> dict[str, Any]:
+    """The Cat-Seg head and the two F-ViT detectors (each skipped when its steps are 0)."""
+    heads: dict[str, Any] = {}
+    if config.catseg_steps > 0:
+        heads["catseg"] = timed("cat-seg head", lambda: stage_catseg(config, out, *start_model))
+    if config.detect_steps > 0:
+        backbones = {"F-ViT, start model": start_model,
+                     f"F-ViT, {config.detect_backbone}": models[config.detect_backbone]}
+        heads["detectors"] = timed("detectors", lambda: train_detectors(
+            out, backbones, _train_settings(config, out), config.detect_steps, config.detect_batch, config.detect_lr))
+    return heads
+
+
 def run_demo(config: DemoConfig, log: Log = print) -> Path:
     """Run every stage into ``config.out`` and write ``report.md``; returns the report's path."""
     config = resolve_demo_config(config)
@@ -164,14 +179,17 @@ def run_demo(config: DemoConfig, log: Log = print) -> Path:
         guard = config.global_guard if guarded else 0.0
         run = timed(label, lambda: stage_distill(config, out, *start_model, name, regions, guard))
         models[label] = (run, None)
-    head = timed("cat-seg head", lambda: stage_catseg(config, out, *start_model))
-    backbones = {"F-ViT, start model": start_model, f"F-ViT, {config.detect_backbone}": models[config.detect_backbone]}
-    detectors = timed("detectors", lambda: train_detectors(out, backbones, _train_settings(config, out),
-                                                            config.detect_steps, config.detect_batch, config.detect_lr))
+    heads = _train_heads(config, out, start_model, models, timed)
     results = timed("evaluation", lambda: stage_eval(config, out, models, log))
-    catseg = timed("cat-seg evaluation", lambda: stage_catseg_eval(config, out, *start_model, head))
-    boxes = timed("detection evaluation", lambda: evaluate_detectors(out, detectors, config.device))
-    report = timed("report", lambda: write_report(config, out, models, results, timings,
-                                                  catseg=(start_model, head, catseg), detection=(detectors, boxes)))
+    catseg = detection = None
+    if "catseg" in heads:
+        head = heads["catseg"]
+        catseg = (start_model, head, timed("cat-seg evaluation",
+                                           lambda: stage_catseg_eval(config, out, *start_model, head)))
+    if "detectors" in heads:
+        detection = (heads["detectors"], timed("detection evaluation",
+                                               lambda: evaluate_detectors(out, heads["detectors"], config.device)))
+    report = timed("report", lambda: write_report(config, out, models, results, timings, catseg=catseg,
+                                                  detection=detection))
     log(f"[demo] total {sum(timings.values()):.0f} s; report: {report}")
     return report
