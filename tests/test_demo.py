@@ -30,10 +30,10 @@ def test_quick_demo_writes_report(tmp_path, capsys):
     assert Image.open(out / "figures" / "catseg.png").size[0] > 100
     catseg = json.loads((out / "eval" / "catseg.json").read_text())["tasks"]["segmentation"]
     assert "head segmenter/catseg" in catseg and "miou_unseen" in catseg["naclip"]["argmax"]
-    assert "Open-vocabulary detection (F-ViT)" in report and "| F-ViT, clipself grid |" in report
+    assert "Open-vocabulary detection (F-ViT)" in report and "| F-ViT, clipself boxes |" in report
     assert Image.open(out / "figures" / "detections.png").size[0] > 100
     detection = json.loads((out / "eval" / "detection.json").read_text())
-    assert list(detection) == ["F-ViT, start model", "F-ViT, clipself grid"]
+    assert list(detection) == ["F-ViT, start model", "F-ViT, clipself boxes"]
     assert all(set(r["tasks"]["detection"]["AP50"]) == {"novel", "base", "all"} for r in detection.values())
     results = json.loads((out / "eval" / "results.json").read_text())
     assert set(results) == {"pretrained", "clipself boxes", "clipself boxes+guard", "clipself grid",

@@ -32,7 +32,7 @@ class DemoConfig:
     detect_steps: int = 300            # each F-ViT detector (issue 20): start model, CLIPSelf; 0 skips them
     detect_batch: int = 4
     detect_lr: float = 2e-3
-    detect_backbone: str = "clipself grid"   # the CLIPSelf run whose backbone the second detector freezes
+    detect_backbone: str = "clipself boxes"  # the CLIPSelf run whose backbone the second detector freezes
     templates: str = "world"
     dense_modes: list[str] = field(default_factory=lambda: list(DENSE_MODES))
     overlays: int = 4
