@@ -10,18 +10,14 @@ table for docs/results.md.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from staged import main_for
 
 from clipdense.demo.detection import WORLD_DETECTOR
 
-CLI = [sys.executable, "-m", "clipdense.cli.main"]
 MODEL = "--model tiny-vit-t8 --pretrained synthworld"
 # the detector's world recipe (shared with `make demo`): 128 px input, small FPN / head widths for a CPU,
 # anchors 4 x stride (the world's things are 14-86 px at 96 px), fewer RPN proposals
@@ -68,14 +64,6 @@ def stages(out: Path, sizes: dict[str, int]) -> list[tuple[str, str, Path]]:
     ]
 
 
-def run_stage(command: str) -> float:
-    """Run one clipdense command (single-threaded BLAS unless the caller set OMP_NUM_THREADS); seconds taken."""
-    words = shlex.split(command)
-    start = time.perf_counter()
-    subprocess.run(CLI + words[1:], check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                   stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
-
 
 def table(out: Path, record: dict) -> str:
     """Markdown rows: backbone, AP50 novel / base / all, AP, AR@100, train and eval seconds."""
@@ -98,24 +86,7 @@ def table(out: Path, record: dict) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="runs/det/bench", help="folder for the world, runs and results")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the pipeline runs")
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    results_path = out / "results.json"
-    record = json.loads(results_path.read_text()) if results_path.is_file() else {"seconds": {}, "commands": {}}
-    for name, command, done in stages(out, SIZES["smoke" if args.smoke else "full"]):
-        record["commands"][name] = command
-        if done.exists():
-            print(f"[skip] {name}: {done} exists", flush=True)
-            continue
-        print(f"[run] {command}", flush=True)
-        record["seconds"][name] = round(run_stage(command), 1)
-        results_path.write_text(json.dumps(record, indent=1))
-    print(table(out, record))
-    return 0
+    return main_for(__doc__, "runs/det/bench", SIZES, stages, lambda out, record, _sizes: table(out, record))
 
 
 if __name__ == "__main__":

@@ -11,16 +11,12 @@ after each stage (a re-run skips stages whose outputs exist). Prints the Markdow
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-CLI = [sys.executable, "-m", "clipdense.cli.main"]
+from staged import main_for
+
 # a small vocabulary (4 colours x 4 shapes + the 4 composites, 7 stuff) so minutes of CPU training can learn it
 WORLD = ("--image-size 64 --colours red,green,blue,yellow --shapes circle,square,triangle,star "
          "--classify-train-per-class 0 --classify-val-per-class 5")
@@ -56,13 +52,6 @@ def stages(out: Path, s: dict[str, int]) -> list[tuple[str, str, Path]]:
     ]
     return found
 
-
-def run_stage(command: str) -> float:
-    """Run one clipdense command (single-threaded BLAS unless the caller set OMP_NUM_THREADS); seconds taken."""
-    start = time.perf_counter()
-    subprocess.run(CLI + shlex.split(command)[1:], check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
 
 
 def parameters(run: Path) -> tuple[float, float]:
@@ -110,25 +99,7 @@ def table(out: Path, record: dict, sizes: dict[str, int]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="runs/groupvit/bench", help="folder for the world, runs and results")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the pipeline runs")
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    sizes = SIZES["smoke" if args.smoke else "full"]
-    results_path = out / "results.json"
-    record = json.loads(results_path.read_text()) if results_path.is_file() else {"seconds": {}, "commands": {}}
-    for name, command, done in stages(out, sizes):
-        record["commands"][name] = command
-        if done.exists():
-            print(f"[skip] {name}: {done} exists", flush=True)
-            continue
-        print(f"[run] {command}", flush=True)
-        record["seconds"][name] = round(run_stage(command), 1)
-        results_path.write_text(json.dumps(record, indent=1))
-    print(table(out, record, sizes))
-    return 0
+    return main_for(__doc__, "runs/groupvit/bench", SIZES, stages, table)
 
 
 if __name__ == "__main__":

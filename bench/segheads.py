@@ -14,17 +14,13 @@ OUT/results.json after each stage (a re-run skips stages whose outputs exist); p
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
-import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-CLI = [sys.executable, "-m", "clipdense.cli.main"]
+from staged import main_for
+
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SIZES = {"full": {"world": "", "steps": 1000, "distill_steps": 300},
          "smoke": {"world": "--train 16 --val 3", "steps": 2, "distill_steps": 2}}
@@ -72,13 +68,6 @@ def stages(out: Path, s: dict) -> list[tuple[str, str, Path]]:
     return found
 
 
-def run_stage(command: str) -> float:
-    """Run one clipdense command (single-threaded BLAS unless the caller set OMP_NUM_THREADS); seconds taken."""
-    start = time.perf_counter()
-    subprocess.run(CLI + shlex.split(command)[1:], check=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
-
 
 def _cells(entry: dict) -> list[float]:
     a = entry["argmax"]
@@ -114,25 +103,7 @@ def table(out: Path, record: dict) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="runs/segheads/bench", help="folder for the worlds, runs and results")
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the pipeline runs")
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    sizes = SIZES["smoke" if args.smoke else "full"]
-    results_path = out / "results.json"
-    record = json.loads(results_path.read_text()) if results_path.is_file() else {"seconds": {}, "commands": {}}
-    for name, command, done in stages(out, sizes):
-        record["commands"][name] = command
-        if done.exists():
-            print(f"[skip] {name}: {done} exists", flush=True)
-            continue
-        print(f"[run] {command}", flush=True)
-        record["seconds"][name] = round(run_stage(command), 1)
-        results_path.write_text(json.dumps(record, indent=1))
-    print(table(out, record))
-    return 0
+    return main_for(__doc__, "runs/segheads/bench", SIZES, stages, lambda out, record, _sizes: table(out, record))
 
 
 if __name__ == "__main__":
