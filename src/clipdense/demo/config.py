@@ -26,10 +26,10 @@ class DemoConfig:
     distill_lr: float = 1e-4
     student_size: int = 128
     global_guard: float = 1.0
-    catseg_steps: int = 300            # the Cat-Seg head trained on the start model (issue 21); 0 skips it
+    catseg_steps: int = 200            # the Cat-Seg head trained on the start model (issue 21); 0 skips it
     catseg_batch: int = 8
     catseg_lr: float = 1e-3
-    detect_steps: int = 300            # each F-ViT detector (issue 20): start model, CLIPSelf; 0 skips them
+    detect_steps: int = 200            # each F-ViT detector (issue 20): start model, CLIPSelf; 0 skips them
     detect_batch: int = 4
     detect_lr: float = 2e-3
     detect_backbone: str = "clipself boxes"  # the CLIPSelf run whose backbone the second detector freezes
