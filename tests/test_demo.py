@@ -55,3 +55,12 @@ def test_quick_demo_writes_report(tmp_path, capsys):
 ])
 def test_demo_command_names_every_changed_setting(config, line):
     assert demo_command(config) == line
+
+
+def test_demo_refuses_an_unknown_detector_backbone(tmp_path, capsys):
+    """A typo in detect_backbone is one line before any stage runs (not a KeyError minutes later)."""
+    (tmp_path / "demo.yaml").write_text("detect_backbone: clipself boxes+gaurd\n")
+    assert main(["demo", "--config", str(tmp_path / "demo.yaml"), "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "detect_backbone 'clipself boxes+gaurd'" in err and "clipself grid" in err
+    assert not (tmp_path / "d").exists()

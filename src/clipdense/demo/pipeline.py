@@ -157,6 +157,9 @@ def _train_heads(config: DemoConfig, out: Path, start_model: tuple[str, str | No
 def run_demo(config: DemoConfig, log: Log = print) -> Path:
     """Run every stage into ``config.out`` and write ``report.md``; returns the report's path."""
     config = resolve_demo_config(config)
+    variants = [v[0] for v in VARIANTS]
+    if config.detect_steps > 0 and config.detect_backbone not in variants:
+        raise ConfigError(f"detect_backbone {config.detect_backbone!r}: expected one of {', '.join(variants)}")
     out = Path(config.out)
     prepare_out(out)
     (out / MARKER).write_text(json.dumps({"started": time.strftime("%Y-%m-%d %H:%M:%S")}))
