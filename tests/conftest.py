@@ -24,6 +24,20 @@ def tiny_bundle():
     return cd.load_model("tiny-vit-t8", device="cpu")
 
 
+@pytest.fixture(autouse=True)
+def _shared_tiny_bundle_stays_unchanged(request):
+    """A test that changes the shared tiny model fails itself, instead of a later test that reads it."""
+    if "tiny_bundle" not in request.fixturenames:
+        yield
+        return
+    from clipdense.models.weights import model_fingerprint
+
+    model = request.getfixturevalue("tiny_bundle").model
+    before = model_fingerprint(model)
+    yield
+    assert model_fingerprint(model) == before, "this test changed the shared tiny_bundle; use the `bundle` fixture"
+
+
 @pytest.fixture(scope="module")
 def bundle():
     """A fresh tiny-vit-t8 per test module, for tests that hook into or train around the model."""
