@@ -48,3 +48,21 @@ def test_cli_trains_from_a_csv_and_resumes(tmp_path, capsys) -> None:
     assert main(["train", "--resume", str(run), "--steps", "3", "--device", "cpu", "--num-workers", "0"]) == 0
     assert (run / "checkpoints" / "step-00000003" / "model.safetensors").is_file()
     assert "trained tiny-vit-t8 with clip for 3 steps" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("objective, extra", [("siglip", []), ("silc", ["--objective-arg", "contrastive=sigmoid",
+                                                                        "--objective-arg", "out_dim=64"])])
+def test_a_sigmoid_loss_run_reloads_with_its_learnt_bias(tmp_path, objective: str, extra: list[str]) -> None:
+    """A sigmoid-loss run adds a logit bias to the tiny CLIP: the run dir loads with it (it once failed on
+    'unexpected keys logit_bias'), while the plain named model stays without one."""
+    import clipdense as cd
+    from clipdense.models.weights import read_state_dict
+
+    data = _write_csv(tmp_path, 8)
+    run = tmp_path / "run"
+    assert main(["train", "--objective", objective, "--data", str(data), "--out", str(run), "--steps", "2",
+                 "--batch-size", "4", "--device", "cpu", "--num-workers", "0", "--lr", "1e-2", *extra]) == 0
+    loaded = cd.load_model(str(run), device="cpu")
+    saved = read_state_dict(run / "checkpoints" / "step-00000002" / "model.safetensors")["logit_bias"]
+    assert float(loaded.model.logit_bias) == float(saved) != -10.0
+    assert getattr(cd.load_model("tiny-vit-t8", device="cpu").model, "logit_bias", None) is None

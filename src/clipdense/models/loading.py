@@ -96,12 +96,13 @@ def load_model(spec: str | os.PathLike, pretrained: str | os.PathLike | None = N
     return bundle
 
 
-def _create(name: str, pretrained: str | None = None) -> tuple[nn.Module, Callable]:
-    """open_clip model + validation transform, translating download failures into a clear error."""
+def _create(name: str, pretrained: str | None = None, **overrides: Any) -> tuple[nn.Module, Callable]:
+    """open_clip model + validation transform, translating download failures into a clear error.
+    ``overrides`` are model-config keys (e.g. ``init_logit_bias``) applied over the named config."""
     try:
         with offline_when_unreachable():
             model = open_clip.create_model(name, pretrained=pretrained,
-                                           force_preprocess_cfg=registered_preprocess(name))
+                                           force_preprocess_cfg=registered_preprocess(name), **overrides)
     except (OSError, RuntimeError, ValueError, ConnectionError, KeyError, EOFError, pickle.UnpicklingError) as exc:
         if pretrained is None and not name.startswith(("hf-hub:", "local-dir:")):
             raise
@@ -161,9 +162,9 @@ def _load_named(name: str, pretrained: str | None, tokenizer: str | os.PathLike 
 
 
 def _load_file_into(name: str, path: Path, tag: str | None = None,
-                    tokenizer: str | os.PathLike | None = None) -> Bundle:
-    """Build ``name`` with random weights, then strictly load the file into it."""
-    model, preprocess = _create(name, None)
+                    tokenizer: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> Bundle:
+    """Build ``name`` (with ``overrides`` of its config) with random weights, then strictly load the file into it."""
+    model, preprocess = _create(name, None, **(overrides or {}))
     load_into(model, read_state_dict(path), str(path))
     return _bundle(model, preprocess, name, tag or str(path), build_tokenizer(name, tokenizer))
 
@@ -233,10 +234,19 @@ def _load_path(path: Path, pretrained: str | os.PathLike | None,
         return _load_family(family, name, stored or family.config(name) or {}, path, None, tokenizer)
     if name not in open_clip.list_models() and META_MODEL_CONFIG in metadata:
         register_config(name, json.loads(metadata[META_MODEL_CONFIG]))
-    bundle = _load_file_into(name, path, tokenizer=tokenizer)
+    bundle = _load_file_into(name, path, tokenizer=tokenizer, overrides=_added_by_training(name, stored))
     if metadata.get(META_DENSE_SIZE, "").isdigit():
         bundle.dense_size = int(metadata[META_DENSE_SIZE])
     return bundle
+
+
+def _added_by_training(name: str, stored: dict[str, Any] | None) -> dict[str, Any]:
+    """Config keys an objective added to a known architecture (a sigmoid loss's ``init_logit_bias``: the weights
+    then hold a ``logit_bias`` the named config lacks), so the model is rebuilt with them."""
+    known = open_clip.get_model_config(name) or {}
+    if stored and "init_logit_bias" in stored and "init_logit_bias" not in known:
+        return {"init_logit_bias": stored["init_logit_bias"]}
+    return {}
 
 
 def latest_run_weights(run_dir: Path) -> Path:
