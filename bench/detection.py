@@ -64,7 +64,6 @@ def stages(out: Path, sizes: dict[str, int]) -> list[tuple[str, str, Path]]:
     ]
 
 
-
 def table(out: Path, record: dict) -> str:
     """Markdown rows: backbone, AP50 novel / base / all, AP, AR@100, train and eval seconds."""
     names = {"fvit-shipped": "F-ViT, (a) shipped CLIP", "fvit-clipself-grid": "F-ViT, (b) CLIPSelf grid cells",

@@ -53,7 +53,6 @@ def stages(out: Path, s: dict[str, int]) -> list[tuple[str, str, Path]]:
     return found
 
 
-
 def parameters(run: Path) -> tuple[float, float]:
     """(image tower, whole model) parameters in millions of a run's model."""
     import clipdense as cd

@@ -68,7 +68,6 @@ def stages(out: Path, s: dict) -> list[tuple[str, str, Path]]:
     return found
 
 
-
 def _cells(entry: dict) -> list[float]:
     a = entry["argmax"]
     return [a.get("miou_seen", math.nan), a.get("miou_unseen", math.nan), a["miou"]]

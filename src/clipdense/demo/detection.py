@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from ..data.readers import open_reader
 from ..evaluation import evaluate
@@ -20,6 +20,7 @@ from ..tasks.detect import Detections, detect, draw_detections
 from ..train.config import TrainConfig
 from ..train.run import run_training
 from ..train.sources import open_training_source
+from .figures import grid_canvas
 
 #: The F-ViT world recipe (bench/detection.py measures it at 800 steps): 128 px input (the CLIPSelf students'
 #: size), small FPN / head widths for a CPU, anchors 4 x stride, fewer RPN proposals, scale jitter.
@@ -92,20 +93,14 @@ def _figure(out: Path, detectors: dict[str, tuple[str, str | None, str]], config
         return None
     things = [c for c, t in zip(reader.classes, reader.isthing) if t]
     samples = [reader[i] for i in range(count)]
-    columns = [[_draw(s.image, _truth(s, reader.classes, things), scale) for s in samples]]
+    rows = [[_draw(s.image, _truth(s, reader.classes, things), scale)] for s in samples]
     for model, pretrained, head in detectors.values():
         bundle = load_model(model, pretrained, device=config.device)
         detector = load_head(head, bundle)
         found = detect(bundle, [s.image for s in samples], things, head=detector, min_score=FIGURE_MIN_SCORE)
-        columns.append([_draw(s.image, d, scale) for s, d in zip(samples, found)])
-    titles = ["ground truth", *detectors]
-    width, height = columns[0][0].size
-    canvas = Image.new("RGB", (width * len(columns), 14 + height * count), "white")
-    draw = ImageDraw.Draw(canvas)
-    for col, (title, tiles) in enumerate(zip(titles, columns)):
-        draw.text((col * width + 2, 1), title, fill="black")
-        for row, tile in enumerate(tiles):
-            canvas.paste(tile, (col * width, 14 + row * height))
+        for row, sample, boxes in zip(rows, samples, found):
+            row.append(_draw(sample.image, boxes, scale))
+    canvas = grid_canvas(rows, ["ground truth", *detectors], things, set())
     target = out / "figures" / "detections.png"
     target.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(target)

@@ -9,15 +9,16 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from ..data.world import open_world
 from ..heads import load_head, read_head_info
 from ..models import load_model
 from ..tasks import segment
-from ..tasks.overlay import colourise, overlay, palette
+from ..tasks.overlay import colourise, overlay
 from .config import demo_command
 from .detection import detection_lines
+from .figures import grid_canvas
 
 
 
@@ -149,29 +150,8 @@ def _overlay_figure(out: Path, models: dict[str, tuple[str, str | None]], count:
             tiles.append(overlay(image, labels, world.classes, alpha=0.6, legend=False))
         rows.append([t.resize((t.width * scale, t.height * scale), Image.NEAREST) for t in tiles])
     target = out / "figures" / "segmentations.png"
-    _canvas(rows, ["image", "ground truth", *bundles], world.classes, shown).save(target)
+    grid_canvas(rows, ["image", "ground truth", *bundles], world.classes, shown).save(target)
     return str(target.relative_to(out))
-
-
-def _canvas(rows: list[list[Image.Image]], titles: Sequence[str], classes: Sequence[str],
-            shown: set[int]) -> Image.Image:
-    """Tiles in a grid under their titles, with a colour legend of the ``shown`` classes below."""
-    width, height = rows[0][0].size
-    legend_rows = (len(shown) + 3) // 4
-    canvas = Image.new("RGB", (width * len(titles), 14 + height * len(rows) + 14 * legend_rows + 4), "white")
-    draw = ImageDraw.Draw(canvas)
-    colours = palette(len(classes))
-    column = canvas.width // 4
-    for i, cls in enumerate(sorted(shown)):
-        left, top = (i % 4) * column + 2, 14 + height * len(rows) + 2 + (i // 4) * 14
-        draw.rectangle([left, top, left + 10, top + 10], fill=tuple(int(v) for v in colours[cls]))
-        draw.text((left + 14, top - 1), classes[cls], fill="black")
-    for col, title in enumerate(titles):
-        draw.text((col * width + 2, 1), title, fill="black")
-    for r, tiles in enumerate(rows):
-        for col, tile in enumerate(tiles):
-            canvas.paste(tile, (col * width, 14 + r * height))
-    return canvas
 
 
 def best_training_free(seg: dict) -> str:
@@ -204,7 +184,7 @@ def _catseg_figure(out: Path, start: tuple[str, str | None], head: str, mode: st
         rows.append([t.resize((t.width * scale, t.height * scale), Image.NEAREST) for t in tiles])
     target = out / "figures" / "catseg.png"
     target.parent.mkdir(parents=True, exist_ok=True)
-    _canvas(rows, ["image", "ground truth", f"{mode} (no training)", "Cat-Seg"], world.classes, shown).save(target)
+    grid_canvas(rows, ["image", "ground truth", f"{mode} (no training)", "Cat-Seg"], world.classes, shown).save(target)
     return str(target.relative_to(out))
 
 
