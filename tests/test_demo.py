@@ -64,3 +64,10 @@ def test_demo_refuses_an_unknown_detector_backbone(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "detect_backbone 'clipself boxes+gaurd'" in err and "clipself grid" in err
     assert not (tmp_path / "d").exists()
+
+
+def test_demo_refuses_negative_head_steps(tmp_path, capsys):
+    (tmp_path / "demo.yaml").write_text("catseg_steps: -1\n")
+    assert main(["demo", "--config", str(tmp_path / "demo.yaml"), "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "catseg_steps -1: expected a number of steps >= 0" in err

@@ -157,6 +157,9 @@ def _train_heads(config: DemoConfig, out: Path, start_model: tuple[str, str | No
 def run_demo(config: DemoConfig, log: Log = print) -> Path:
     """Run every stage into ``config.out`` and write ``report.md``; returns the report's path."""
     config = resolve_demo_config(config)
+    for name in ("catseg_steps", "detect_steps"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{name} {getattr(config, name)}: expected a number of steps >= 0 (0 skips the stage)")
     variants = [v[0] for v in VARIANTS]
     if config.detect_steps > 0 and config.detect_backbone not in variants:
         raise ConfigError(f"detect_backbone {config.detect_backbone!r}: expected one of {', '.join(variants)}")
