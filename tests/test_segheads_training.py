@@ -222,3 +222,17 @@ def test_eval_segmentation_with_a_head_reports_it_beside_the_modes_with_seen_and
         assert entry["argmax"]["miou_unseen"] == pytest.approx(iou[1], nan_ok=True)        # blue circle
         assert entry["argmax"]["miou_seen"] == pytest.approx(np.nanmean([iou[0], iou[2]]), nan_ok=True)
     assert "seen mIoU" in to_markdown(result)
+
+
+@pytest.mark.parametrize("objective", ["catseg", "lseg"])
+def test_a_bad_head_option_is_one_line(tmp_path, capsys, objective: str) -> None:
+    """A negative image_size once reached PIL's crop as a traceback."""
+    world = tmp_path / "world"
+    assert main(["data", "synth", "--out", str(world), "--train", "2", "--val", "1", "--image-size", "64",
+                 "--classify-train-per-class", "0", "--classify-val-per-class", "0"]) == 0
+    capsys.readouterr()
+    code = main(["train", "--objective", objective, "--model", "tiny-vit-t8", "--data", str(world), "--out",
+                 str(tmp_path / "run"), "--steps", "1", "--batch-size", "1", "--device", "cpu",
+                 "--objective-arg", "image_size=-3"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "image_size must be > 0" in err

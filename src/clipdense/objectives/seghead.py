@@ -124,6 +124,8 @@ class SegHeadObjective(Objective):
             raise ConfigError(f"jitter {self.options.jitter}: expected [low, high] with 0 < low <= high")
         if self.options.classes_per_step < 0:
             raise ConfigError(f"classes_per_step must be >= 0, got {self.options.classes_per_step}")
+        if self.options.image_size < 0:
+            raise ConfigError(f"image_size must be > 0 (0: the backbone's input size), got {self.options.image_size}")
         model.requires_grad_(False)
         model.eval()
         object.__setattr__(self, "bundle", None)            # the loaded Bundle arrives in prepare()
