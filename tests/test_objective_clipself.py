@@ -11,7 +11,7 @@ from PIL import Image
 
 import clipdense as cd
 from clipdense.objectives import build_objective
-from clipdense.objectives.clipself import ClipSelfObjective, ClipSelfOptions, ensemble_weights
+from clipdense.objectives.clipself import ClipSelfObjective, ClipSelfOptions, cache_view, ensemble_weights
 from clipdense.data.sample import Sample
 from clipdense.models.pooling import crop_boxes, expand_boxes, teacher_crops
 from clipdense.objectives.clipself_regions import grid_boxes
@@ -70,14 +70,17 @@ def test_expand_boxes_about_centre_and_clipped():
     torch.testing.assert_close(out[1], torch.tensor([0.0, 0.0, 0.25, 0.25]))
 
 
-def test_loss_equals_hand_computed_case():
-    objective = _objective()
+@pytest.mark.parametrize("normalize_patches", [True, False])
+def test_loss_equals_hand_computed_case(normalize_patches):
+    objective = _objective(normalize_patches=normalize_patches)
     batch = _batch(objective, _images(2))
     out = objective(batch)
     student, teacher = objective.model, objective.teacher
     size = batch["image"].shape[-1]
-    # the official order: unit-norm patch features, then RoIAlign, then unit norm again (fails for raw pooling)
-    dense = F.normalize(cd.dense_forward(student, batch["image"], "maskclip").dense, dim=1)
+    # the official order: unit-norm patch features, then RoIAlign, then unit norm again (fails for raw pooling);
+    # normalize_patches=False pools the raw map (the demo's choice on its tiny tower)
+    dense = cd.dense_forward(student, batch["image"], "maskclip").dense
+    dense = F.normalize(dense, dim=1) if normalize_patches else dense
     losses = []
     for i in range(2):
         for box, crop in zip(batch["boxes"][i][batch["valid"][i]], batch["crops"][i][batch["valid"][i]]):
@@ -113,7 +116,7 @@ def test_teacher_cache_serves_same_targets_and_invalidates(tmp_path):
     fresh = objective.teacher_targets(crops, keys)
     assert objective.cache.misses == len(keys) and objective.cache.hits == 0
     objective.cache.flush()
-    reloaded = TeacherCache(tmp_path, teacher_fingerprint(objective.teacher, f"size={objective.teacher_size}"))
+    reloaded = TeacherCache(tmp_path, teacher_fingerprint(objective.teacher, cache_view(objective.teacher_size, True)))
     assert len(reloaded) == len(keys)
     objective.cache = reloaded
     cached = objective.teacher_targets(torch.zeros_like(crops), keys)   # pixels ignored: served from cache
@@ -126,6 +129,9 @@ def test_teacher_cache_serves_same_targets_and_invalidates(tmp_path):
         _objective().teacher, "size=64")
     other = _batch(_objective(teacher_cache=str(tmp_path), max_regions=3), _images(3, (80, 80)))
     assert not set(other["keys"].flatten().tolist()) & set(keys.tolist())
+    # squashed crops are other pixels under the same keys: another file, never the letterboxed embeddings
+    squashed = _objective(teacher_cache=str(tmp_path), keep_aspect=False)
+    assert len(squashed.cache) == 0 and squashed.cache.path != reloaded.path
 
 
 def test_cached_regions_skip_their_crops(tmp_path):

@@ -66,6 +66,14 @@ class ClipSelfOptions:
                                       "padded bottom-right (published); false squashes them to squares")
     min_box_size: float = _option(8.0, "boxes under this side^2 in pixels are dropped (published: 8)")
     max_box_size: float = _option(1024.0, "boxes over this side^2 in pixels are dropped (published: 1024)")
+    normalize_patches: bool = _option(True, "unit-norm each patch feature before RoIAlign (published); false "
+                                            "pools the raw map and normalises the pooled feature only")
+
+
+def cache_view(teacher_size: int, keep_aspect: bool) -> str:
+    """What besides the teacher's weights decides its crop embeddings: the crop side and whether crops are
+    letterboxed or squashed (the keys already name the crop box), so a cache never serves the other view."""
+    return f"size={teacher_size}" + ("" if keep_aspect else " squashed")
 
 
 def freeze_all_but(model: nn.Module, train: str) -> None:
@@ -135,7 +143,7 @@ class ClipSelfObjective(Objective):
     def _open_cache(self) -> TeacherCache | None:
         if not self.options.teacher_cache:
             return None
-        fingerprint = teacher_fingerprint(self.teacher, f"size={self.teacher_size}")
+        fingerprint = teacher_fingerprint(self.teacher, cache_view(self.teacher_size, self.options.keep_aspect))
         return TeacherCache(self.options.teacher_cache, fingerprint)
 
     def train(self, mode: bool = True) -> "ClipSelfObjective":
@@ -193,7 +201,7 @@ class ClipSelfObjective(Objective):
         boxes = [b[v] * size for b, v in zip(batch["boxes"], valid)]
         # normalise each patch feature before RoIAlign and the pooled one after, as the official code does
         # (and as the evaluation's rois pool the unit-norm map)
-        dense = F.normalize(out.dense.float(), dim=1)
+        dense = F.normalize(out.dense.float(), dim=1) if self.options.normalize_patches else out.dense.float()
         student = F.normalize(pool_boxes(dense, boxes, (size, size), validate=False), dim=-1)
         crops = batch["crops"][valid]
         target = self.teacher_targets(crops, keys[:, :-1][valid])
