@@ -44,6 +44,8 @@ def colour_feature(pixels: torch.Tensor) -> torch.Tensor:
 class ColourContext(EvalContext):
     """An EvalContext whose 'model' sees colours: a class name's text embedding is its colour's one-hot."""
 
+    patch_size = 4   # its dense map below: one feature per 4 x 4 pixels
+
     def __init__(self, data_spec: str, split: str = "val", **settings: object) -> None:
         self.data = open_eval_data(data_spec, split)
         self.settings = EvalSettings(modes=("toy",), short_side=H, **settings)
@@ -212,6 +214,8 @@ def test_regions_on_a_coco_folder_are_exact(coco: dict[str, Path]) -> None:
     for method in (res["crops"], res["dense"]["toy"]["rois"], res["dense"]["toy"]["maskpool"]):
         assert method["things"]["top1"] == 1.0 and method["stuff"]["top1"] == 1.0
     assert res["chance"]["top1"] == pytest.approx(1 / 5)
+    assert sum(res["num_things_by_size"].values()) == 3
+    assert res["dense"]["toy"]["rois"]["things_by_size"].keys() == res["crops"]["things_by_size"].keys()
     without_stuff_file = run_task("regions", ColourContext(coco_spec(coco, stuff=False)))
     assert without_stuff_file["num_regions"] == {"things": 3, "stuff": 1}
 

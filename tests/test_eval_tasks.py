@@ -215,6 +215,24 @@ def test_region_mean_accuracy_hand_computed() -> None:
     assert math.isnan(res["rois"]["stuff"]["top1"])  # no stuff regions: no accuracy, not zero
 
 
+def test_region_accuracy_by_size_in_patches() -> None:
+    """Thing regions bucketed by box side / patch (4 px): 1 patch small (shown wrong), 3 medium, 8 large."""
+    regions = [(0, 2, (0, 0, 4, 4)), (1, 1, (0, 0, 12, 12)), (0, 0, (0, 0, 32, 32))]  # (true, shown, box)
+    images, boxes, labels = [], [], []
+    for true, shown, box in regions:
+        img, *_ = scene(7, shown, box)
+        images.append(img)
+        boxes.append(torch.tensor([box], dtype=torch.float32))
+        labels.append(torch.tensor([true]))
+    batch = RegionBatch(torch.stack(images), boxes, [torch.ones(1, 32, 32, dtype=torch.bool)] * 3, labels)
+    res = region_classification(classifier(), [batch], [0, 1], [7], methods=("rois",), encode_dense=encode_dense,
+                                pool_boxes=pool_boxes, patch_size=4)
+    assert res["rois"]["things_by_size"] == {"small": 0.0, "medium": 1.0, "large": 1.0}
+    assert res["num_things_by_size"] == {"small": 1, "medium": 1, "large": 1}
+    assert "things_by_size" not in region_classification(classifier(), [batch], [0, 1], [7], methods=("rois",),
+                                                         encode_dense=encode_dense, pool_boxes=pool_boxes)["rois"]
+
+
 def test_expand_boxes_clips_and_region_errors() -> None:
     boxes = torch.tensor([[10.0, 10.0, 20.0, 20.0], [0.0, 0.0, 8.0, 8.0]])
     out = expand_boxes(boxes, torch.tensor([1.5, 1.5]), 32, 32)

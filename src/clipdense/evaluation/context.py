@@ -17,6 +17,7 @@ from ..errors import ConfigError
 from ..models import Bundle, encode_dense, pool_boxes, pool_masks, text_classifier
 from ..models.pooling import teacher_crops
 from ..models.segmenters import ModelSegmenter, segmenter_of
+from ..models.towers import tower_facts
 from ..tasks.images import normalisation
 from ..tasks.segment import segment_logits, sliding_window
 from .common import DenseEncoder, LogitsFn
@@ -83,6 +84,11 @@ class EvalContext:
         self._mean, self._std = normalisation(bundle.model)
         self.segmenter = segmenter_of(bundle.model)
         self._rows: dict[str, Tensor] = {}
+
+    @property
+    def patch_size(self) -> int | None:
+        """Pixels per patch of the dense map read by dense modes (None for a model segmenting by itself)."""
+        return None if self.segmenter is not None else tower_facts(self.bundle.model).patch_size[0]
 
     def encode_image(self, images: Tensor) -> Tensor:
         """(B, 3, S, S) normalised pixels -> (B, D) image embeddings."""

@@ -4,7 +4,8 @@
 - ``crops``: the image embedding of the crop (thing boxes expanded 1.5x about their centre, clipped to the
   image), resized to the model's input size: the reference CLIPSelf distils from.
 - ``maskpool``: mean of the dense map inside each segment's mask.
-Scores are per-class mean top-1 / top-5 against *all* classes, reported over thing and stuff classes apart.
+Scores are per-class mean top-1 / top-5 against *all* classes, reported over thing and stuff classes apart,
+and for things by box size counted in patches of the dense map (a 1-patch object is one token).
 """
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
     from .context import EvalContext
 
 METHODS: tuple[str, ...] = ("rois", "crops", "maskpool")
+#: thing boxes by side (square root of the area) in patches of the dense map: [low, high)
+SIZE_BUCKETS: dict[str, tuple[float, float]] = {"small": (0.0, 2.0), "medium": (2.0, 4.0),
+                                                "large": (4.0, float("inf"))}
 CropFn = Callable[[Tensor, list[Tensor]], Tensor]                        # crop(images, boxes) -> crops
 BoxPooler = Callable[[Tensor, list[Tensor], tuple[int, int]], Tensor]   # pool_boxes(dense, boxes, image_size)
 MaskPooler = Callable[[Tensor, list[Tensor]], Tensor]                    # pool_masks(dense, masks)
@@ -43,9 +47,9 @@ class RegionBatch:
     labels: list[Tensor]      # B x (N_i,) class indices
 
 
-def _embed(method: str, batch: RegionBatch, dense: Tensor | None, *, encode_image: ImageEncoder | None,
-           input_size: tuple[int, int] | None, pool_boxes: BoxPooler | None, pool_masks: MaskPooler | None,
-           thing_mask: Tensor, thing_expand: float, batch_size: int, crop: CropFn | None = None) -> Tensor:
+def embed_regions(method: str, batch: RegionBatch, dense: Tensor | None, *, encode_image: ImageEncoder | None,
+                  input_size: tuple[int, int] | None, pool_boxes: BoxPooler | None, pool_masks: MaskPooler | None,
+                  thing_mask: Tensor, thing_expand: float, batch_size: int, crop: CropFn | None = None) -> Tensor:
     """(sum N_i, D) embeddings of every region in ``batch`` by ``method``."""
     height, width = batch.images.shape[-2:]
     if method == "rois":
@@ -67,7 +71,8 @@ def region_classification(classifier: Tensor, batches: Iterable[RegionBatch], th
                           input_size: tuple[int, int] | None = None, pool_boxes: BoxPooler | None = None,
                           pool_masks: MaskPooler | None = None, thing_expand: float = 1.5,
                           groups: Mapping[str, Sequence[int]] | None = None, batch_size: int = 64,
-                          total: int | None = None, show_progress: bool = False, crop: CropFn | None = None) -> dict:
+                          total: int | None = None, show_progress: bool = False, crop: CropFn | None = None,
+                          patch_size: int | None = None) -> dict:
     """Per-class mean top-1/top-5 of each method, over thing classes and over stuff classes.
 
     Args:
@@ -80,6 +85,8 @@ def region_classification(classifier: Tensor, batches: Iterable[RegionBatch], th
             row is the signal CLIPSelf distils.
         pool_boxes / pool_masks: region pooling of the dense map (clipdense.models' in practice).
         groups: named class subsets (base / novel) reported as per-class means over their classes.
+        patch_size: the dense map's stride in pixels of the images; with it, thing top-1 is also reported
+            per ``SIZE_BUCKETS`` (``things_by_size``) with the regions counted per bucket.
     """
     _check_methods(methods, encode_dense, encode_image, input_size, pool_boxes, pool_masks)
     num_classes = classifier.shape[0]
@@ -88,17 +95,19 @@ def region_classification(classifier: Tensor, batches: Iterable[RegionBatch], th
     thing_mask[torch.as_tensor(list(things), dtype=torch.long)] = True
     correct: dict[str, dict[int, list[Tensor]]] = {m: {1: [], 5: []} for m in methods}
     labels_all: list[Tensor] = []
+    sides: list[Tensor] = []
     with torch.no_grad():
         for batch in progress(batches, "regions", total, show_progress):
             labels = torch.cat(batch.labels).long().cpu() if batch.labels else torch.zeros(0, dtype=torch.long)
             if labels.numel() == 0:
                 continue
             labels_all.append(labels)
+            sides.append(torch.cat([box_sides(b) for b in batch.boxes]).cpu())
             dense = encode_dense(batch.images) if any(m != "crops" for m in methods) else None
             for method in methods:
-                emb = _embed(method, batch, dense, encode_image=encode_image, input_size=input_size, crop=crop,
-                             pool_boxes=pool_boxes, pool_masks=pool_masks, thing_mask=thing_mask,
-                             thing_expand=thing_expand, batch_size=batch_size)
+                emb = embed_regions(method, batch, dense, encode_image=encode_image, input_size=input_size,
+                                    crop=crop, pool_boxes=pool_boxes, pool_masks=pool_masks, thing_mask=thing_mask,
+                                    thing_expand=thing_expand, batch_size=batch_size)
                 logits = normalize(emb).cpu() @ weights.t()
                 for k in (1, 5):
                     correct[method][k].append(metrics.topk_correct(logits, labels, k))
@@ -111,9 +120,30 @@ def region_classification(classifier: Tensor, batches: Iterable[RegionBatch], th
         hits = {k: torch.cat(v) for k, v in correct[method].items()}
         result[method] = {name: {f"top{k}": metrics.per_class_mean_accuracy(hits[k], targets, members)
                                  for k in (1, 5)} for name, members in subsets.items()}
+    if patch_size:
+        _add_size_buckets(result, correct, targets, torch.cat(sides) / patch_size, thing_mask)
     result["num_regions"] = {"things": int(thing_mask[targets].sum()), "stuff": int((~thing_mask[targets]).sum())}
     result["chance"] = {"top1": 1.0 / num_classes, "top5": min(5, num_classes) / num_classes}
     return result
+
+
+def box_sides(boxes: Tensor) -> Tensor:
+    """(N,) square root of each xyxy box's area, in the boxes' units."""
+    return ((boxes[:, 2] - boxes[:, 0]).clamp_min(0) * (boxes[:, 3] - boxes[:, 1]).clamp_min(0)).sqrt()
+
+
+def _add_size_buckets(result: dict, correct: dict[str, dict[int, list[Tensor]]], targets: Tensor,
+                      sides_in_patches: Tensor, thing_mask: Tensor) -> None:
+    """Per-class mean thing top-1 within each size bucket (classes present in the bucket), and the counts."""
+    counts = {}
+    for name, (low, high) in SIZE_BUCKETS.items():
+        inside = thing_mask[targets] & (sides_in_patches >= low) & (sides_in_patches < high)
+        counts[name] = int(inside.sum())
+        for method, hits in correct.items():
+            top1 = torch.cat(hits[1])
+            result[method].setdefault("things_by_size", {})[name] = \
+                metrics.per_class_mean_accuracy(top1[inside], targets[inside])
+    result["num_things_by_size"] = counts
 
 
 def _check_methods(methods: Sequence[str], encode_dense: DenseEncoder | None, encode_image: ImageEncoder | None,
@@ -161,14 +191,14 @@ def run_regions(ctx: EvalContext, reader: CocoRegions) -> tuple[dict, int]:
     isthing = reader.isthing.tolist()
     common = dict(things=[i for i, t in enumerate(isthing) if t], stuff=[i for i, t in enumerate(isthing) if not t],
                   groups=ctx.data.group_indices(classes), batch_size=settings.batch_size,
-                  show_progress=settings.show_progress)
+                  show_progress=settings.show_progress, patch_size=ctx.patch_size)
     batches = region_batches(reader, ctx.to_tensor, settings.short_side, settings.batch_size, ctx.data.skips)
     out: dict = {"dense": {}}
     images = 0
     if "crops" in settings.region_methods:
         crops = region_classification(weights, batches, methods=("crops",), encode_image=ctx.encode_image,
                                       input_size=ctx.input_size, crop=ctx.crop, total=len(batches), **common)
-        out.update(crops=crops["crops"], num_regions=crops["num_regions"], chance=crops["chance"])
+        out.update(crops=crops["crops"], **{k: v for k, v in crops.items() if k != "crops"})
         images += len(batches.items)
     dense_methods = tuple(m for m in settings.region_methods if m != "crops")
     for mode in settings.modes if dense_methods else ():
@@ -176,6 +206,6 @@ def run_regions(ctx: EvalContext, reader: CocoRegions) -> tuple[dict, int]:
                                     pool_boxes=ctx.pool_boxes, pool_masks=ctx.pool_masks, total=len(batches),
                                     **common)
         out["dense"][mode] = {m: res[m] for m in dense_methods}
-        out.update(num_regions=res["num_regions"], chance=res["chance"])
+        out.update({k: v for k, v in res.items() if k not in dense_methods})
         images += len(batches.items)
     return out, images

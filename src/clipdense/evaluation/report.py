@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import atomic_write_bytes
+from .regions import SIZE_BUCKETS
 from .registry import EVAL_TASKS
 
 #: Tasks whose tables are written here; other registered tasks bring their own (``EvalTask.report``).
@@ -85,20 +86,32 @@ def _segmentation_lines(seg: dict) -> list[str]:
 
 def _regions_lines(reg: dict) -> list[str]:
     groups = [g for g in ("base", "novel") if any(g in m for m in _region_methods(reg).values())]
+    sizes = list(reg.get("num_things_by_size", {}))
     header = ["dense mode", "method", "things top-1", "things top-5", "stuff top-1", "stuff top-5"] + \
-        [f"{g} top-1" for g in groups]
+        [f"{g} top-1" for g in groups] + [f"{s} things top-1" for s in sizes]
     rows = []
     for (mode, method), res in _region_methods(reg).items():
         rows.append([mode, method, _pct(res["things"]["top1"]), _pct(res["things"]["top5"]),
                      _pct(res["stuff"]["top1"]), _pct(res["stuff"]["top5"])] +
-                    [_pct(res.get(g, {}).get("top1")) for g in groups])
+                    [_pct(res.get(g, {}).get("top1")) for g in groups] +
+                    [_pct(res.get("things_by_size", {}).get(s)) for s in sizes])
     if "chance" in reg:
         c = reg["chance"]
         rows.append(["*chance*", "", _pct(c["top1"]), _pct(c["top5"]), _pct(c["top1"]), _pct(c["top5"])] +
-                    [_pct(c["top1"]) for _ in groups])
+                    [_pct(c["top1"]) for _ in groups] + [_pct(c["top1"]) for _ in sizes])
     counts = reg.get("num_regions", {})
-    return _table(header, rows) + ["", f"{counts.get('things', 0)} thing and {counts.get('stuff', 0)} stuff "
-                                       "regions; per-class mean accuracy over all classes."]
+    note = f"{counts.get('things', 0)} thing and {counts.get('stuff', 0)} stuff regions; per-class mean accuracy " \
+        "over all classes."
+    if sizes:
+        bounds = ", ".join(f"{name} {_bucket_text(SIZE_BUCKETS[name])} ({n})"
+                           for name, n in reg["num_things_by_size"].items())
+        note += f" Things by box side in patches of the dense map: {bounds}."
+    return _table(header, rows) + ["", note]
+
+
+def _bucket_text(bounds: tuple[float, float]) -> str:
+    low, high = bounds
+    return f"< {high:g}" if low == 0 else f">= {low:g}" if high == float("inf") else f"{low:g}-{high:g}"
 
 
 def _region_methods(reg: dict) -> dict[tuple[str, str], dict]:

@@ -1,0 +1,40 @@
+"""bench/region_errors.py: the colour / shape split of thing errors, by hand and end to end on a small world."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from clipdense.data.synth import SynthConfig
+from clipdense.data.writers import write_world
+
+SPEC = importlib.util.spec_from_file_location("region_errors",
+                                              Path(__file__).resolve().parents[1] / "bench" / "region_errors.py")
+errors = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(errors)
+
+
+def test_error_split_by_hand() -> None:
+    classes = ["red circle", "red star", "blue circle", "house", "sky"]
+    targets = torch.tensor([0, 0, 0, 2, 3])
+    preds = torch.tensor([0, 1, 2, 4, 3])   # right; colour kept; shape kept; stuff answered; composite right
+    out = errors.error_split(classes, targets, preds)
+    assert out["regions"] == 5 and out["top1"] == 40.0
+    # over the 4 two-word regions: colour right in 2 (right, red star), shape right in 2 (right, blue circle)
+    assert out["colour right"] == 50.0 and out["shape right"] == 50.0
+    assert out["colour right, shape wrong"] == 25.0 and out["colour wrong, shape right"] == 25.0
+    assert out["confusions"][0].endswith("(1)") and "red circle -> red star (1)" in out["confusions"]
+
+
+def test_runs_on_a_world(tmp_path, monkeypatch, capsys) -> None:
+    write_world(SynthConfig(out=str(tmp_path / "w"), train=2, val=4, image_size=64, classify_train_per_class=0,
+                            classify_val_per_class=0, empty_fraction=0.0))
+    monkeypatch.setattr(sys, "argv", ["region_errors.py", "--data", str(tmp_path / "w"), "--model", "tiny-vit-t8",
+                                      "--image-size", "64", "--out", str(tmp_path / "e.json")])
+    errors.main()
+    result = json.loads((tmp_path / "e.json").read_text())["tiny-vit-t8"]
+    assert set(result) == {"rois", "crops"} and result["rois"]["regions"] == result["crops"]["regions"] > 0
+    assert "| tiny-vit-t8 | rois |" in capsys.readouterr().out
