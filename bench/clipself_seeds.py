@@ -3,6 +3,8 @@ CLIP against the SILC start model. Each seed is a whole `clipdense demo` (a fres
 the table gives the mean and the spread (min..max) so a difference of a point or two is not read as a finding.
 
     python bench/clipself_seeds.py --seeds 0,1,2 --pretrained synthworld,synthworld-silc --out runs/seeds
+
+``--reuse`` keeps the seeds already evaluated under ``--out`` (add a seed, or rebuild the table, without rerunning).
 """
 from __future__ import annotations
 
@@ -68,6 +70,8 @@ def main() -> None:
     p.add_argument("--pretrained", default="synthworld,synthworld-silc", help="start models (shipped tags)")
     p.add_argument("--out", default="runs/seeds")
     p.add_argument("--quick", action="store_true", help="the one-minute demo per seed (a smoke test)")
+    p.add_argument("--reuse", action="store_true",
+                   help="a seed whose folder under --out already holds its evaluation is not run again")
     args = p.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     report: dict[str, list] = {}
@@ -77,7 +81,8 @@ def main() -> None:
             out = Path(args.out) / f"{tag}-seed{seed}"
             config = DemoConfig(out=str(out), pretrained=tag, seed=seed, quick=args.quick, catseg_steps=0,
                                 detect_steps=0)      # the CLIPSelf comparisons only: no trained heads
-            run_demo(config, log=lambda _: None)
+            if not (args.reuse and (out / "eval" / "results.json").is_file()):
+                run_demo(config, log=lambda _: None)
             per_seed.append(rows_of(json.loads((out / "eval" / "results.json").read_text())))
             print(f"{tag} seed {seed} done", flush=True)
         report[tag] = per_seed

@@ -29,3 +29,25 @@ def test_rows_and_table() -> None:
     assert cells[columns.index("rois things")] == "42.5 (40.0..45.0)"
     assert cells[columns.index("of teacher crops")] == "85.0 (80.0..90.0)"
     assert cells[columns.index("rois stuff")] == "–"
+
+
+def test_reuse_keeps_evaluated_seeds(tmp_path, monkeypatch, capsys) -> None:
+    """--reuse runs only the seeds without an evaluation under --out; the table covers them all."""
+    import json
+    import sys
+
+    ran: list[int] = []
+
+    def fake_demo(config, log) -> None:
+        ran.append(config.seed)
+        (Path(config.out) / "eval").mkdir(parents=True)
+        (Path(config.out) / "eval" / "results.json").write_text(json.dumps(_results(0.4, 0.5, 0.9)))
+
+    monkeypatch.setattr(seeds, "run_demo", fake_demo)
+    argv = ["clipself_seeds.py", "--seeds", "0,1", "--pretrained", "synthworld", "--out", str(tmp_path), "--reuse"]
+    monkeypatch.setattr(sys, "argv", argv[:2] + ["0"] + argv[3:])
+    seeds.main()
+    monkeypatch.setattr(sys, "argv", argv)
+    seeds.main()
+    assert ran == [0, 1]
+    assert "| clipself boxes | 90.0 (90.0..90.0) | 40.0 (40.0..40.0)" in capsys.readouterr().out

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from PIL import Image
 
 from clipdense.cli.main import main
@@ -39,6 +40,8 @@ def test_quick_demo_writes_report(tmp_path, capsys):
     assert set(results) == {"pretrained", "clipself boxes", "clipself boxes+guard", "clipself grid",
                             "clipself grid+guard"}
     assert all(r["image_size"] == 128 for r in results.values())      # every model read at the students' size
+    distilled = yaml.safe_load((out / "clipself-boxes-guard" / "config.yaml").read_text())["objective_args"]
+    assert distilled["train"] == "tower" and distilled["normalize_patches"] is False   # the demo's recipe
     assert "total" in capsys.readouterr().out
     # a second run reuses its own folder; a foreign folder is refused
     (tmp_path / "foreign").mkdir()
@@ -71,3 +74,11 @@ def test_demo_refuses_negative_head_steps(tmp_path, capsys):
     assert main(["demo", "--config", str(tmp_path / "demo.yaml"), "--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "catseg_steps -1: expected a number of steps >= 0" in err
+
+
+def test_demo_refuses_an_unknown_distill_train(tmp_path, capsys):
+    (tmp_path / "demo.yaml").write_text("distill_train: everything\n")
+    assert main(["demo", "--config", str(tmp_path / "demo.yaml"), "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "distill_train 'everything'" in err and "blocks, tower" in err
+    assert not (tmp_path / "d").exists()

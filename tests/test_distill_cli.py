@@ -142,3 +142,16 @@ def test_published_recipe_configs_are_valid(name):
     assert (config.beta1, config.beta2, config.eps, config.batch_size) == (0.9, 0.98, 1e-6, 16)
     assert options.train == "blocks" and options.keep_aspect and options.student_size in (1024, 896)
     assert options.regions == ("grid" if "patches" in name else "boxes")
+
+
+def test_the_demo_ablation_base_config_is_the_published_recipe():
+    """configs/clipself-demo-published.yaml (issue 19's ablation base): valid, blocks only, unit-norm pooling."""
+    from clipdense.config import build_config
+    from clipdense.objectives.clipself import ClipSelfOptions, _validate
+    from clipdense.train.config import TrainConfig
+
+    config = build_config(TrainConfig, "configs/clipself-demo-published.yaml")
+    options = build_config(ClipSelfOptions, None, config.objective_args)
+    _validate(options)
+    assert options.train == "blocks" and options.normalize_patches and options.regions == "boxes"
+    assert (config.steps, config.batch_size, config.lr) == (300, 16, 1e-4)

@@ -21,15 +21,19 @@ class DemoConfig:
     pretrain_steps: int = 1500
     pretrain_batch: int = 64
     pretrain_lr: float = 2e-3
-    distill_steps: int = 300
+    distill_steps: int = 200
     distill_batch: int = 16
-    distill_lr: float = 1e-4
+    distill_lr: float = 3e-4
+    # what distillation trains and how it pools: the published recipe is ("blocks", True); on this tiny tower
+    # the whole tower with raw-feature pooling reads things better (docs/results.md, issue 19's ablation)
+    distill_train: str = "tower"
+    distill_normalize_patches: bool = False
     student_size: int = 128
     global_guard: float = 1.0
-    catseg_steps: int = 200            # the Cat-Seg head trained on the start model (issue 21); 0 skips it
+    catseg_steps: int = 160            # the Cat-Seg head trained on the start model (issue 21); 0 skips it
     catseg_batch: int = 8
     catseg_lr: float = 1e-3
-    detect_steps: int = 200            # each F-ViT detector (issue 20): start model, CLIPSelf; 0 skips them
+    detect_steps: int = 160            # each F-ViT detector (issue 20): start model, CLIPSelf; 0 skips them
     detect_batch: int = 4
     detect_lr: float = 2e-3
     detect_backbone: str = "clipself boxes"  # the CLIPSelf run whose backbone the second detector freezes

@@ -13,6 +13,7 @@ from ..data.writers import write_world
 from ..errors import ConfigError
 from ..evaluation import evaluate
 from ..models import load_model
+from ..objectives.clipself import TRAINABLE
 from ..train.config import TrainConfig
 from ..train.run import run_training
 from ..train.sources import open_training_source
@@ -87,11 +88,12 @@ def stage_pretrain(config: DemoConfig, out: Path) -> tuple[str, str | None]:
 
 def stage_distill(config: DemoConfig, out: Path, model: str, pretrained: str | None, name: str,
                   regions: str, guard: float) -> str:
-    """One CLIPSelf run as published (blocks train, unit-norm pooling) on ``regions``, except that the views are
-    squashed, not letterboxed (``DEMO_KEEP_ASPECT``)."""
+    """One CLIPSelf run on ``regions``: the views are squashed, not letterboxed (``DEMO_KEEP_ASPECT``), and what
+    trains and how regions pool follow the config (``distill_train``, ``distill_normalize_patches``)."""
     args = {"regions": regions, "dense_mode": "maskclip", "student_size": config.student_size,
             "global_guard": guard, "max_regions": 12, "teacher_cache": str(out / "teacher-cache"),
-            "keep_aspect": DEMO_KEEP_ASPECT}
+            "keep_aspect": DEMO_KEEP_ASPECT, "train": config.distill_train,
+            "normalize_patches": config.distill_normalize_patches}
     train = _train_config(config, out, objective="clipself", out=str(out / name), model=model,
                           pretrained=pretrained, steps=config.distill_steps, batch_size=config.distill_batch,
                           lr=config.distill_lr, warmup_steps=max(config.distill_steps // 10, 1),
@@ -160,6 +162,8 @@ def run_demo(config: DemoConfig, log: Log = print) -> Path:
     for name in ("catseg_steps", "detect_steps"):
         if getattr(config, name) < 0:
             raise ConfigError(f"{name} {getattr(config, name)}: expected a number of steps >= 0 (0 skips the stage)")
+    if config.distill_train not in TRAINABLE:
+        raise ConfigError(f"distill_train {config.distill_train!r}: expected one of {', '.join(TRAINABLE)}")
     variants = [v[0] for v in VARIANTS]
     if config.detect_steps > 0 and config.detect_backbone not in variants:
         raise ConfigError(f"detect_backbone {config.detect_backbone!r}: expected one of {', '.join(variants)}")

@@ -218,9 +218,12 @@ CLIP learns one embedding per image, so its patch features say little about *wha
 This demo builds a small synthetic world (coloured shapes on photographic and procedural
 backgrounds, with captions, boxes and masks), takes a tiny CLIP pretrained on such a world
 (the weights shipped with clipdense, or one pretrained here with `--from-scratch`), then runs
-**CLIPSelf** as published — the student's dense feature map, pooled over a region, is taught to match
-the frozen teacher's embedding of that region cropped out; only the transformer blocks train; regions are
-squashed to the teacher's square input rather than letterboxed, as this tiny tower never saw padding — on the
+**CLIPSelf** — the student's dense feature map, pooled over a region, is taught to match the frozen teacher's
+embedding of that region cropped out. Two things differ from the published recipe, both measured on this tiny
+tower (docs/results.md): regions are squashed to the teacher's square input rather than letterboxed, as it never
+saw padding, and the whole image tower trains on raw-feature pooling rather than the blocks alone on unit-norm
+patches (set `distill_train: blocks` and `distill_normalize_patches: true` in a `--config` for the published
+ones). It runs on the
 world's object **boxes** (the paper's region variant) and on **grid** cells (its "image patches"), each
 once as published and once with a **global guard** that also keeps the student's whole-image embedding
 close to the teacher's. Last, a trained open-vocabulary segmenter, **Cat-Seg**, learns from the world's label
