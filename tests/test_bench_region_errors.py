@@ -38,3 +38,30 @@ def test_runs_on_a_world(tmp_path, monkeypatch, capsys) -> None:
     result = json.loads((tmp_path / "e.json").read_text())["tiny-vit-t8"]
     assert set(result) == {"rois", "crops"} and result["rois"]["regions"] == result["crops"]["regions"] > 0
     assert "| tiny-vit-t8 | rois |" in capsys.readouterr().out
+
+
+def test_pil_crops_bench_cuts_the_same_regions() -> None:
+    """bench/clipself_pil_crops.py: PIL crops of the teacher's boxes agree with the RoIAlign path up to resampling."""
+    from PIL import Image as PILImage
+
+    from clipdense.data.sample import Sample
+    from clipdense.objectives.clipself import ClipSelfOptions
+    from clipdense.objectives.clipself_regions import ClipSelfTransform
+
+    spec = importlib.util.spec_from_file_location(
+        "clipself_pil_crops", Path(__file__).resolve().parents[1] / "bench" / "clipself_pil_crops.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    pixels = torch.zeros(32, 32, 3, dtype=torch.uint8)
+    pixels[8:24, 8:24] = torch.tensor([255, 0, 0], dtype=torch.uint8)
+    sample = Sample(PILImage.fromarray(pixels.numpy()), "k", boxes=torch.tensor([[8.0, 8.0, 24.0, 24.0]]))
+    options = ClipSelfOptions(regions="boxes", keep_aspect=False, box_expand=1.0, max_regions=2)
+    transform = ClipSelfTransform(options, 64, 32, [0.5] * 3, [0.5] * 3, with_global=False)
+    roi = transform(sample, torch.Generator().manual_seed(0))["crops"]
+    ClipSelfTransform._crops, saved = bench.pil_crops, ClipSelfTransform._crops
+    try:
+        pil = transform(sample, torch.Generator().manual_seed(0))["crops"]
+    finally:
+        ClipSelfTransform._crops = saved
+    assert pil.shape == roi.shape and (pil[1] == 0).all()          # padding slot untouched
+    assert torch.allclose(pil[0, :, 4:-4, 4:-4], roi[0, :, 4:-4, 4:-4], atol=0.05)   # the red square, all over
