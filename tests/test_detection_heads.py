@@ -126,5 +126,7 @@ def test_config_errors():
         FViTDetector(bundle, DetectorConfig(strides=[4, 8, 12, 32], image_size=64, **SMALL), ["a"])
     with pytest.raises(ConfigError, match="anchor_sizes"):
         FViTDetector(bundle, DetectorConfig(anchor_sizes=[32, 64], image_size=64, **SMALL), ["a"])
+    with pytest.raises(ConfigError, match="image_size -3: expected a side in pixels"):
+        FViTDetector(bundle, DetectorConfig(image_size=-3, **SMALL), ["a"])
     with pytest.raises(ConfigError, match="unknown key"):
         DetectorConfig.from_json({"image_size": 64, "colour": "red"})

@@ -124,6 +124,8 @@ def resolve_config(config: DetectorConfig, facts: TowerFacts, mean: Any, std: An
                               anchor_sizes=[int(a) for a in config.anchor_sizes],
                               embed_dim=facts.output_dim, width=facts.width, patch_size=int(facts.patch_size[0]),
                               mean=[float(m) for m in mean], std=[float(s) for s in std])
+    if out.image_size < 0:   # refused before rounding, which would turn it into 0 and name the wrong value
+        raise ConfigError(f"image_size {out.image_size}: expected a side in pixels (0 = 4x the tower's input size)")
     if not out.image_size:
         out.image_size = 4 * max(facts.image_size)
     out.image_size = int(math.ceil(out.image_size / out.strides[-1]) * out.strides[-1])
