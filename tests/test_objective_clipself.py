@@ -146,6 +146,25 @@ def test_cached_regions_skip_their_crops(tmp_path):
     torch.testing.assert_close(loss_cached, objective(first)["loss"], atol=1e-5, rtol=1e-5)
 
 
+def test_guards_see_real_pixels_when_the_cache_serves_the_teacher(tmp_path):
+    """The student embeds the guards' views itself: a cached teacher embedding must not blank them (it did:
+    a repeated image fed the global guard a black picture, and boxes expanded to the whole image share its key)."""
+    objective = _objective(teacher_cache=str(tmp_path), global_guard=1.0)
+    first = _batch(objective, _images(2))
+    objective.teacher_targets(first["crops"][first["valid"]], first["keys"][:, :-1][first["valid"]])
+    objective.teacher_targets(first["global"], first["keys"][:, -1])
+    again = _batch(objective, _images(2), seed=50)
+    assert again["crops"].abs().sum() == 0                    # the teacher's crops are served, not cut
+    torch.testing.assert_close(again["global"], first["global"])
+    loss_cached = objective(again)
+    objective.cache = None
+    uncached = objective(first)
+    torch.testing.assert_close(loss_cached["global_guard"], uncached["global_guard"], atol=1e-5, rtol=1e-5)
+    crop_guarded = _objective(teacher_cache=str(tmp_path), crop_guard=1.0)
+    crop_guarded.teacher_targets(first["crops"][first["valid"]], first["keys"][:, :-1][first["valid"]])
+    torch.testing.assert_close(_batch(crop_guarded, _images(2), seed=50)["crops"], first["crops"])
+
+
 def test_fixed_regions_repeat_across_epochs():
     objective = _objective(fixed_regions=True)
     first, second = _batch(objective, _images(2), seed=0), _batch(objective, _images(2), seed=100)

@@ -121,13 +121,14 @@ class ClipSelfTransform:
         return TF.normalize(TF.to_tensor(canvas), list(self.mean), list(self.std)), factor
 
     def _crops(self, pixels: torch.Tensor, crop_boxes_: torch.Tensor, keys: torch.Tensor,
-               capacity: int) -> torch.Tensor:
-        """(capacity, 3, T, T) teacher crops of normalised boxes; regions the cache already serves stay zero
-        (never looked at). Cut by the evaluation's crop path (``teacher_crops``)."""
+               capacity: int, skip_cached: bool = True) -> torch.Tensor:
+        """(capacity, 3, T, T) teacher crops of normalised boxes; with ``skip_cached``, regions the cache already
+        serves stay zero (only the teacher would look at them). Cut by the evaluation's crop path
+        (``teacher_crops``)."""
         k, size = len(crop_boxes_), self.teacher_size
         crops = torch.zeros(capacity, 3, size, size)
-        todo = torch.tensor([not (self.cached is not None and self.cached(int(keys[i]))) for i in range(k)],
-                            dtype=torch.bool)
+        skip = self.cached if skip_cached else None
+        todo = torch.tensor([not (skip is not None and skip(int(keys[i]))) for i in range(k)], dtype=torch.bool)
         if todo.any():
             scale = torch.tensor([pixels.shape[-1], pixels.shape[-2]] * 2, dtype=torch.float32)
             crops[:k][todo] = teacher_crops(pixels[None], [crop_boxes_[todo] * scale], size, self.mean, self.std,
@@ -151,6 +152,8 @@ class ClipSelfTransform:
         out = {"image": student, "crops": self._crops(pixels, crop_boxes_, keys[:k], capacity),
                "boxes": padded, "valid": valid, "keys": keys}
         if self.with_global:  # only the global guard looks at the whole image at teacher size
+            # always cut: the student embeds this view too, so a cached teacher embedding cannot stand in for it
+            # (a box expanded past the image shares the whole image's key, so the cache often holds it)
             whole = torch.tensor([[0.0, 0.0, 1.0, 1.0]])
-            out["global"] = self._crops(pixels, whole, keys[-1:], 1)[0]
+            out["global"] = self._crops(pixels, whole, keys[-1:], 1, skip_cached=False)[0]
         return out
