@@ -54,7 +54,7 @@ def test_quick_demo_writes_report(tmp_path, capsys):
     (DemoConfig(), "clipdense demo"),
     (DemoConfig(pretrained="synthworld-silc", distill_steps=50),
      "clipdense demo --pretrained synthworld-silc --distill-steps 50"),
-    (DemoConfig(pretrained=None, student_size=96), "clipdense demo --from-scratch [student_size=96]"),
+    (DemoConfig(pretrained=None, student_size=128), "clipdense demo --from-scratch [student_size=128]"),
 ])
 def test_demo_command_names_every_changed_setting(config, line):
     assert demo_command(config) == line

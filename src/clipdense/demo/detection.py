@@ -22,8 +22,9 @@ from ..train.run import run_training
 from ..train.sources import open_training_source
 from .figures import grid_canvas
 
-#: The F-ViT world recipe (bench/detection.py measures it at 800 steps): 128 px input (the CLIPSelf students'
-#: size), small FPN / head widths for a CPU, anchors 4 x stride, fewer RPN proposals, scale jitter.
+#: The F-ViT world recipe (bench/detection.py measures it at 800 steps): 128 px input (a backbone distilled at
+#: another student size is read at 128 here, as in the bench), small FPN / head widths for a CPU, anchors
+#: 4 x stride, fewer RPN proposals, scale jitter.
 WORLD_DETECTOR: dict[str, Any] = {
     "image_size": 128, "fpn_channels": 64, "head_channels": 32, "fc_channels": 256, "roi_batch": 64,
     "rpn_batch": 128, "rpn_pre_nms_train": 500, "rpn_post_nms_train": 200, "rpn_pre_nms_test": 500,

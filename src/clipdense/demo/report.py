@@ -219,11 +219,12 @@ This demo builds a small synthetic world (coloured shapes on photographic and pr
 backgrounds, with captions, boxes and masks), takes a tiny CLIP pretrained on such a world
 (the weights shipped with clipdense, or one pretrained here with `--from-scratch`), then runs
 **CLIPSelf** — the student's dense feature map, pooled over a region, is taught to match the frozen teacher's
-embedding of that region cropped out. Two things differ from the published recipe, both measured on this tiny
+embedding of that region cropped out. Three things differ from the published recipe, each measured on this tiny
 tower (docs/results.md): regions are squashed to the teacher's square input rather than letterboxed, as it never
-saw padding, and the whole image tower trains on raw-feature pooling rather than the blocks alone on unit-norm
+saw padding; the whole image tower trains on raw-feature pooling rather than the blocks alone on unit-norm
 patches (set `distill_train: blocks` and `distill_normalize_patches: true` in a `--config` for the published
-ones). It runs on the
+ones); and by default the students see 1.5 times the teacher's input (`student_size: 96`), not the paper's 4.6
+times (1024 px for a 224-px tower), which this 64-px tower reads worse. It runs on the
 world's object **boxes** (the paper's region variant) and on **grid** cells (its "image patches"), each
 once as published and once with a **global guard** that also keeps the student's whole-image embedding
 close to the teacher's. Last, a trained open-vocabulary segmenter, **Cat-Seg**, learns from the world's label
