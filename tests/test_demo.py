@@ -23,7 +23,7 @@ def test_quick_demo_writes_report(tmp_path, capsys):
     for row in ("| pretrained |", "| clipself boxes |", "| clipself boxes+guard |", "| clipself grid |",
                 "| clipself grid+guard |", "| naclip |"):
         assert row in report
-    assert "of teacher crops" in report and "Dense maps are read at 128 px" in report
+    assert "of teacher crops" in report and "Dense maps are read at 96 px" in report
     assert f"Command: `clipdense demo --quick --out {out}`" in report   # the line that remakes it
     assert Image.open(out / "figures" / "losses.png").size[0] > 100
     assert Image.open(out / "figures" / "segmentations.png").size[0] > 100
@@ -39,7 +39,7 @@ def test_quick_demo_writes_report(tmp_path, capsys):
     results = json.loads((out / "eval" / "results.json").read_text())
     assert set(results) == {"pretrained", "clipself boxes", "clipself boxes+guard", "clipself grid",
                             "clipself grid+guard"}
-    assert all(r["image_size"] == 128 for r in results.values())      # every model read at the students' size
+    assert all(r["image_size"] == 96 for r in results.values())        # every model read at the students' size
     distilled = yaml.safe_load((out / "clipself-boxes-guard" / "config.yaml").read_text())["objective_args"]
     assert distilled["train"] == "tower" and distilled["normalize_patches"] is False   # the demo's recipe
     assert "total" in capsys.readouterr().out
