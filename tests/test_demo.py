@@ -76,6 +76,14 @@ def test_demo_refuses_negative_head_steps(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "catseg_steps -1: expected a number of steps >= 0" in err
 
 
+def test_demo_refuses_a_bad_student_size_before_any_stage(tmp_path, capsys):
+    (tmp_path / "demo.yaml").write_text("student_size: -1\n")
+    assert main(["demo", "--config", str(tmp_path / "demo.yaml"), "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "student_size -1: expected" in err
+    assert not (tmp_path / "d").exists()
+
+
 def test_demo_refuses_an_unknown_distill_train(tmp_path, capsys):
     (tmp_path / "demo.yaml").write_text("distill_train: everything\n")
     assert main(["demo", "--config", str(tmp_path / "demo.yaml"), "--out", str(tmp_path / "d")]) == 2

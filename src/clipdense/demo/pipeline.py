@@ -156,17 +156,24 @@ def _train_heads(config: DemoConfig, out: Path, start_model: tuple[str, str | No
     return heads
 
 
-def run_demo(config: DemoConfig, log: Log = print) -> Path:
-    """Run every stage into ``config.out`` and write ``report.md``; returns the report's path."""
-    config = resolve_demo_config(config)
+def _validate_demo_config(config: DemoConfig) -> None:
+    """Refuse a bad setting in one line before any stage runs (not minutes later, inside a stage)."""
     for name in ("catseg_steps", "detect_steps"):
         if getattr(config, name) < 0:
             raise ConfigError(f"{name} {getattr(config, name)}: expected a number of steps >= 0 (0 skips the stage)")
+    if config.student_size < 1:
+        raise ConfigError(f"student_size {config.student_size}: expected the students' input size in pixels (>= 1)")
     if config.distill_train not in TRAINABLE:
         raise ConfigError(f"distill_train {config.distill_train!r}: expected one of {', '.join(TRAINABLE)}")
     variants = [v[0] for v in VARIANTS]
     if config.detect_steps > 0 and config.detect_backbone not in variants:
         raise ConfigError(f"detect_backbone {config.detect_backbone!r}: expected one of {', '.join(variants)}")
+
+
+def run_demo(config: DemoConfig, log: Log = print) -> Path:
+    """Run every stage into ``config.out`` and write ``report.md``; returns the report's path."""
+    config = resolve_demo_config(config)
+    _validate_demo_config(config)
     out = Path(config.out)
     prepare_out(out)
     (out / MARKER).write_text(json.dumps({"started": time.strftime("%Y-%m-%d %H:%M:%S")}))

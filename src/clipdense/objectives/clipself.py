@@ -166,11 +166,9 @@ class ClipSelfObjective(Objective):
 
     def sample_transform(self) -> SampleTransform:
         o = self.options
-        # the crop guard embeds the crops with the student too: then every crop is cut, cached or not
-        cached = self.cache.__contains__ if self.cache is not None and o.crop_guard == 0 else None
         return ClipSelfTransform(o, max(self.student_sizes), self.teacher_size, self.mean, self.std,
                                  o.fixed_regions or bool(o.teacher_cache), with_global=o.global_guard > 0,
-                                 cached=cached)
+                                 cached=self.cache.__contains__ if self.cache is not None else None)
 
     @torch.no_grad()
     def teacher_targets(self, images: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:

@@ -128,7 +128,7 @@ class ClipSelfTransform:
         k, size = len(crop_boxes_), self.teacher_size
         crops = torch.zeros(capacity, 3, size, size)
         skip = self.cached if skip_cached else None
-        todo = torch.tensor([not (skip is not None and skip(int(keys[i]))) for i in range(k)], dtype=torch.bool)
+        todo = torch.tensor([skip is None or not skip(int(key)) for key in keys[:k]], dtype=torch.bool)
         if todo.any():
             scale = torch.tensor([pixels.shape[-1], pixels.shape[-2]] * 2, dtype=torch.float32)
             crops[:k][todo] = teacher_crops(pixels[None], [crop_boxes_[todo] * scale], size, self.mean, self.std,
@@ -149,7 +149,9 @@ class ClipSelfTransform:
         student, factor = self._student(image)
         padded[:k] = boxes * factor
         pixels = TF.normalize(TF.to_tensor(image), list(self.mean), list(self.std))
-        out = {"image": student, "crops": self._crops(pixels, crop_boxes_, keys[:k], capacity),
+        # the crop guard embeds the crops with the student too: then every crop is cut, cached or not
+        crops = self._crops(pixels, crop_boxes_, keys[:k], capacity, skip_cached=not self.options.crop_guard)
+        out = {"image": student, "crops": crops,
                "boxes": padded, "valid": valid, "keys": keys}
         if self.with_global:  # only the global guard looks at the whole image at teacher size
             # always cut: the student embeds this view too, so a cached teacher embedding cannot stand in for it
