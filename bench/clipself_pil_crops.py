@@ -19,13 +19,14 @@ from clipdense.objectives.clipself_regions import ClipSelfTransform  # noqa: E40
 
 
 def pil_crops(self: ClipSelfTransform, pixels: torch.Tensor, crop_boxes: torch.Tensor, keys: torch.Tensor,
-              capacity: int) -> torch.Tensor:
-    """ClipSelfTransform._crops with PIL's bicubic ``resize(box=...)`` (squashed; the cache still skips crops)."""
+              capacity: int, skip_cached: bool = True) -> torch.Tensor:
+    """ClipSelfTransform._crops with PIL's bicubic ``resize(box=...)`` (squashed; with ``skip_cached`` the cache
+    still skips the crops it serves)."""
     size, mean, std = self.teacher_size, torch.tensor(self.mean)[:, None, None], torch.tensor(self.std)[:, None, None]
     image = TF.to_pil_image(((pixels * std + mean).clamp(0, 1) * 255).round().to(torch.uint8))
     crops = torch.zeros(capacity, 3, size, size)
     for i, (x1, y1, x2, y2) in enumerate(crop_boxes.tolist()):
-        if self.cached is not None and self.cached(int(keys[i])):
+        if skip_cached and self.cached is not None and self.cached(int(keys[i])):
             continue
         left, top = x1 * image.width, y1 * image.height
         width, height = max((x2 - x1) * image.width, 1.0), max((y2 - y1) * image.height, 1.0)
