@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from clipdense.data.regions import CocoRegions  # noqa: E402
-from clipdense.data.world import open_world  # noqa: E402
+from clipdense.data.formats.coco import CocoRegions  # noqa: E402
+from clipdense.data.world.folder import open_world  # noqa: E402
 from clipdense.models import load_model  # noqa: E402
 from clipdense.objectives.views import model_image_stats  # noqa: E402
 

@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from clipdense.data.synth import SynthConfig
-from clipdense.data.writers import write_world
+from clipdense.data.world.scenes import SynthConfig
+from clipdense.data.world.writers import write_world
 from clipdense.train.config import TrainConfig
 from clipdense.train.run import run_training
 from clipdense.train.sources import open_training_source

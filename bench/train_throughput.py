@@ -239,8 +239,8 @@ def measure_loader(pipeline: str, pattern: str, model_name: str, objective_name:
 
 def smoke_shards(folder: str) -> str:
     """A few-image synthetic world for the smoke run's loader measurement."""
-    from clipdense.data.synth import SynthConfig
-    from clipdense.data.writers import write_world
+    from clipdense.data.world.scenes import SynthConfig
+    from clipdense.data.world.writers import write_world
 
     write_world(SynthConfig(out=folder, train=16, val=2, shard_size=8, classify_train_per_class=0,
                             classify_val_per_class=0))

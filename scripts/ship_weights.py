@@ -22,8 +22,8 @@ import torch
 import yaml
 
 import clipdense as cd
-from clipdense.data.synth import SynthConfig
-from clipdense.data.writers import write_world
+from clipdense.data.world.scenes import SynthConfig
+from clipdense.data.world.writers import write_world
 from clipdense.evaluation import evaluate
 from clipdense.models.loading import latest_run_weights, model_config
 from clipdense.models.registry import WEIGHTS_DIR

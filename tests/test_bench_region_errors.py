@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from clipdense.data.synth import SynthConfig
-from clipdense.data.writers import write_world
+from clipdense.data.world.scenes import SynthConfig
+from clipdense.data.world.writers import write_world
 
 SPEC = importlib.util.spec_from_file_location("region_errors",
                                               Path(__file__).resolve().parents[1] / "bench" / "region_errors.py")

@@ -110,8 +110,8 @@ def test_recipe_dense_map_equals_library_maskclip(tiny_bundle) -> None:
 
 
 def test_shape_probe_runs_on_a_small_world(tmp_path: Path) -> None:
-    from clipdense.data.synth import SynthConfig
-    from clipdense.data.writers import write_world
+    from clipdense.data.world.scenes import SynthConfig
+    from clipdense.data.world.writers import write_world
 
     write_world(SynthConfig(out=str(tmp_path / "w"), train=24, val=2, image_size=64, max_objects=1,
                             classify_train_per_class=0, classify_val_per_class=0))

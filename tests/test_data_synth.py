@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipdense.data.captions import COLOUR_WORDS
-from clipdense.data.synth import SynthConfig, generate_scene, generate_single, make_vocabulary
+from clipdense.data.world.captions import COLOUR_WORDS
+from clipdense.data.world.scenes import SynthConfig, generate_scene, generate_single, make_vocabulary
 from clipdense.errors import ConfigError
 
 CFG = SynthConfig(image_size=64, seed=3)

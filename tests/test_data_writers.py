@@ -14,7 +14,7 @@ from pycocotools import mask as mask_utils
 
 from clipdense.data import (CocoPanopticRegions, CocoRegions, ImageFolderDataset, ImageTextDataset, SemSegFolder,
                             SynthConfig, open_world, write_world)
-from clipdense.data.regions import panoptic_ids
+from clipdense.data.formats.coco import panoptic_ids
 from clipdense.errors import DataError
 
 

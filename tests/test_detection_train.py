@@ -13,8 +13,8 @@ import clipdense as cd
 from clipdense.cli.main import main
 from clipdense.data.readers import open_reader
 from clipdense.data.sample import Sample
-from clipdense.data.synth import SynthConfig
-from clipdense.data.writers import write_world
+from clipdense.data.world.scenes import SynthConfig
+from clipdense.data.world.writers import write_world
 from clipdense.evaluation.detection import evaluate_detector
 from clipdense.objectives import build_objective
 from clipdense.objectives.fvit import Vocabulary, batch_targets, data_vocabulary

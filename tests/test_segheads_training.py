@@ -13,7 +13,7 @@ from PIL import Image
 
 import clipdense as cd
 from clipdense.cli.main import main
-from clipdense.data.world import open_world
+from clipdense.data.world.folder import open_world
 from clipdense.errors import ConfigError, DataError, ModelLoadError
 from clipdense.evaluation import evaluate, to_markdown
 from clipdense.heads import read_head_info

@@ -7,8 +7,8 @@ import json
 import pytest
 
 import clipdense as cd
-from clipdense.data.synth import SynthConfig
-from clipdense.data.writers import write_world
+from clipdense.data.world.scenes import SynthConfig
+from clipdense.data.world.writers import write_world
 from clipdense.evaluation import evaluate
 from clipdense.models.registry import WEIGHTS_DIR, shipped_weights
 

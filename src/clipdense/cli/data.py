@@ -7,8 +7,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..config import build_config
-from ..data.synth import SynthConfig
-from ..data.writers import check_world_folder, total_images, write_world
+from ..data.world.scenes import SynthConfig
+from ..data.world.writers import check_world_folder, total_images, write_world
 from .common import AMOUNT, COUNT, PIXELS, SEED
 
 

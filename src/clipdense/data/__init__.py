@@ -1,16 +1,16 @@
 """clipdense.data: the typed Sample, readers for real formats and the synthetic world, geometric transforms."""
-from .folders import ImageFolderDataset, SemSegFolder, read_classes
+from .formats.coco import CocoPanopticRegions, CocoRegions
+from .formats.folders import ImageFolderDataset, SemSegFolder, read_classes
+from .formats.imagetext import ImageTextDataset, expand_shards, read_csv
 from .images import decode_image, open_image
-from .imagetext import ImageTextDataset, expand_shards, read_csv
 from .readers import READERS, open_reader, provided_fields, resolve_reader
-from .regions import CocoPanopticRegions, CocoRegions
 from .sample import FIELDS, Sample
 from .skips import SkipCounter
 from .spec import DataSpec, parse_data
 from .streams import IndexedSource
-from .synth import SynthConfig, Vocabulary, generate_scene, generate_single, make_vocabulary
-from .world import World, WorldSplit, open_world
-from .writers import IGNORE_INDEX, write_world
+from .world.folder import World, WorldSplit, open_world
+from .world.scenes import SynthConfig, Vocabulary, generate_scene, generate_single, make_vocabulary
+from .world.writers import IGNORE_INDEX, write_world
 
 __all__ = [
     "CocoPanopticRegions", "CocoRegions", "DataSpec", "FIELDS", "IGNORE_INDEX", "ImageFolderDataset",

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from ..errors import DataError
-from .folders import ImageFolderDataset, SemSegFolder
-from .imagetext import ImageTextDataset
-from .regions import CocoPanopticRegions, CocoRegions
+from .formats.folders import ImageFolderDataset, SemSegFolder
+from .formats.imagetext import ImageTextDataset
+from .formats.coco import CocoPanopticRegions, CocoRegions
 from .sample import describe_fields
 from .skips import SkipCounter
 from .spec import DataSpec, parse_data
-from .world import open_world
+from .world.folder import open_world
 
 Opener = Callable[..., object]   # (spec, split, needs, skips, **stream_args) -> reader
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import save_config
-from ..data.synth import SynthConfig
-from ..data.writers import write_world
+from ..data.world.scenes import SynthConfig
+from ..data.world.writers import write_world
 from ..errors import ConfigError
 from ..evaluation import evaluate
 from ..models import load_model

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..data.world import open_world
+from ..data.world.folder import open_world
 from ..heads import load_head, read_head_info
 from ..models import load_model
 from ..tasks import segment

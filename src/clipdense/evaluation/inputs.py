@@ -18,7 +18,7 @@ from ..data.readers import open_reader, provided_fields, resolve_reader
 from ..data.sample import Sample, describe_fields
 from ..data.skips import SkipCounter
 from ..data.spec import DataSpec, parse_data
-from ..data.world import open_world
+from ..data.world.folder import open_world
 from ..errors import DataError, ImageLoadError
 from .registry import EvalTask
 

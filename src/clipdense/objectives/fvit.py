@@ -19,11 +19,11 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import nn
 
-from ..data.ovcoco import detection_split
+from ..data.formats.ovcoco import detection_split
 from ..data.sample import Sample
 from ..data.spec import parse_data
 from ..data.transforms import Compose, RandomHFlip, ScaleJitter, keep_boxes
-from ..data.world import open_world
+from ..data.world.folder import open_world
 from ..errors import ConfigError, DataError
 from ..heads.detection import DetectorConfig, FViTDetector
 from ..heads.detection.detector import Detector

@@ -19,7 +19,7 @@ from torch import nn
 from ..data.sample import Sample
 from ..data.spec import parse_data
 from ..data.transforms import Compose, RandomHFlip, ScaleJitter
-from ..data.world import open_world
+from ..data.world.folder import open_world
 from ..errors import ConfigError, DataError
 from ..heads.segmentation import SegmentationHead
 from ..heads.segmentation.common import config_fields

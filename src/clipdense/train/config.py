@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..data.world import is_world
+from ..data.world.folder import is_world
 from ..errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -14,7 +14,7 @@ from ..data.readers import open_reader
 from ..data.sample import Sample
 from ..data.skips import SkipCounter
 from ..data.streams import IndexedSource
-from ..data.world import is_world
+from ..data.world.folder import is_world
 from ..errors import DataError
 from .config import TrainConfig
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..config import atomic_write_bytes
-from ..data.synth import SynthConfig, generate_scene, make_vocabulary
+from ..data.world.scenes import SynthConfig, generate_scene, make_vocabulary
 from ..models.text_cache import cache_root
 
 EXAMPLE_SIZE = 128

@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from ...data.folders import IMAGE_SUFFIXES
+from ...data.formats.folders import IMAGE_SUFFIXES
 from ...data.images import open_image
 from ...errors import ConfigError, DataError
 

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from ..errors import DataError
+from ...errors import DataError
 
 # Caption nouns / phrases for each stuff class (used by captions.py).
 STUFF_TINTS: dict[str, tuple[float, float, float]] = {

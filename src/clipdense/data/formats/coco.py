@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import DataError, ImageLoadError
-from .images import open_image
-from .sample import Sample
-from .skips import SkipCounter, SkippingDataset
+from ...errors import DataError, ImageLoadError
+from ..images import open_image
+from ..sample import Sample
+from ..skips import SkipCounter, SkippingDataset
 
 
 def _xyxy(bbox: list[float]) -> list[float]:

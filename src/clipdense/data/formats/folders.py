@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import DataError, ImageLoadError
-from .images import open_image
-from .sample import Sample
-from .skips import SkipCounter, SkippingDataset
+from ...errors import DataError, ImageLoadError
+from ..images import open_image
+from ..sample import Sample
+from ..skips import SkipCounter, SkippingDataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 

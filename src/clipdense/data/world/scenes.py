@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 from .captions import Mention, make_caption, novel_words
 from .shapes import COLOURS, COMPOSITES, DEFAULT_COLOURS, DEFAULT_SHAPES, MAX_ROTATION, SHAPES, Thing, draw_thing
 from .stuff import DEFAULT_STUFF, STUFF, render_stuff

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ..errors import DataError, ImageLoadError
-from .images import decode_image, open_image
-from .skips import SkipCounter
-from .world import is_world, open_world
+from ...errors import DataError, ImageLoadError
+from ..images import decode_image, open_image
+from ..skips import SkipCounter
+from ..world.folder import is_world, open_world
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp")
 FORMATS = ("auto", "csv", "wds")

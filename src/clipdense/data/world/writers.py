@@ -20,9 +20,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from ..config import atomic_write_bytes, config_to_dict, save_config
-from ..errors import ConfigError
-from .synth import Scene, SynthConfig, Vocabulary, generate_scene, generate_single, make_vocabulary
+from ...config import atomic_write_bytes, config_to_dict, save_config
+from ...errors import ConfigError
+from .scenes import Scene, SynthConfig, Vocabulary, generate_scene, generate_single, make_vocabulary
 
 IGNORE_INDEX = 255
 SPLITS = ("train", "val")
