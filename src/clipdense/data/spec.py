@@ -13,7 +13,6 @@ Accepted forms:
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,7 +123,3 @@ def parse_data(data: str | os.PathLike | DataSpec) -> DataSpec:
         return DataSpec("wds", {"path": text}, text)
     return DataSpec("csv", {"path": text}, text)
 
-
-def with_options(spec: DataSpec, **changes: Any) -> DataSpec:
-    """A copy of ``spec`` with some keys changed."""
-    return dataclasses.replace(spec, options={**spec.options, **changes})

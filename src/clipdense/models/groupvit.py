@@ -94,12 +94,6 @@ class GroupViTConfig:
             raise ModelLoadError(f"{source}: unknown GroupViT config keys {unknown}")
         return cls(int(config.get("embed_dim", 256)), GroupViTVisionCfg(**vision), dict(config.get("text_cfg", {})))
 
-    def to_dict(self) -> dict[str, Any]:
-        vision = {f.name: getattr(self.vision_cfg, f.name) for f in fields(GroupViTVisionCfg)}
-        vision.update(depths=list(self.vision_cfg.depths), groups=list(self.vision_cfg.groups))
-        return {FAMILY_KEY: GroupViTFamily.name, "embed_dim": self.embed_dim, "vision_cfg": vision,
-                "text_cfg": dict(self.text_cfg)}
-
 
 def hard_assignment(logits: torch.Tensor, dim: int) -> torch.Tensor:
     """One-hot argmax along ``dim`` in the forward pass, the softmax's gradient in the backward pass."""

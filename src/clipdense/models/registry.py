@@ -29,11 +29,6 @@ def builtin_models() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
 
 
-def builtin_config(name: str) -> dict[str, Any]:
-    """The open_clip JSON config of a built-in model."""
-    return json.loads((CONFIG_DIR / f"{name}.json").read_text())
-
-
 def shipped_weights() -> dict[tuple[str, str], Path]:
     """(model name, tag) -> safetensors file shipped inside the package (``NAME--TAG.safetensors``)."""
     found = {}
