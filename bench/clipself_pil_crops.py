@@ -1,6 +1,6 @@
 """`clipdense train` with CLIPSelf's teacher crops cut by PIL (bicubic resize of the crop box), as the code before
 issue 19 cut them, instead of the RoIAlign crop path the evaluation shares: issue 19's ablation row asking whether
-the crop path explains the old code's higher *rois things* (it does not: docs/results.md).
+the crop path explains the old code's higher *rois things* (it does not: docs/results/clipself.md).
 
     python bench/clipself_pil_crops.py train --config configs/clipself-demo-published.yaml --out runs/abl19/pil
 """

@@ -3,7 +3,7 @@
 Every benchmark times ``warmup`` untimed steps, then timed steps between device synchronisations
 until ``steps`` are done or the per-config time limit is reached, so a whole script fits in one
 10-minute device call. Results are written to JSON after every config (a killed run keeps what
-it measured) and printed as a Markdown table for docs/results.md.
+it measured) and printed as a Markdown table for its page in docs/results/.
 """
 from __future__ import annotations
 

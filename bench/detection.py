@@ -3,7 +3,7 @@ cells, (c) CLIPSelf on the F-ViT RPN's proposals, and ViLD beside them -> AP50 n
 
 Every stage is a `clipdense` command, run as written in the table (so the table is its own recipe), timed, and
 recorded in OUT/results.json after each stage (a re-run skips stages whose outputs exist). Prints the Markdown
-table for docs/results.md.
+table for docs/results/detection.md.
 
     python bench/detection.py --out runs/det/bench            # the measured recipe (CPU, about an hour)
     python bench/detection.py --out /tmp/det-smoke --smoke    # tiny sizes: checks the pipeline (a minute)

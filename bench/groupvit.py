@@ -4,7 +4,7 @@ seen), then measured the same way - zero-shot top-1, retrieval R@1, segmentation
 CLIP's training-free dense modes (the best one named) and CLIP + CLIPSelf (distilled on the same images) beside.
 
 Every stage is a `clipdense` command, run as written in the table's recipe, timed, and recorded in OUT/results.json
-after each stage (a re-run skips stages whose outputs exist). Prints the Markdown table for docs/results.md.
+after each stage (a re-run skips stages whose outputs exist). Prints the Markdown table for docs/results/groupvit.md.
 
     OMP_NUM_THREADS=1 python bench/groupvit.py --out runs/groupvit/bench          # the measured recipe (CPU)
     OMP_NUM_THREADS=1 python bench/groupvit.py --out /tmp/gv-smoke --smoke        # tiny sizes: the pipeline

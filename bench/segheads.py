@@ -28,8 +28,9 @@ HEAD_ARGS = {
     # the heads' CPU recipe: 64 px (the CLIP's own 8 x 8 patch grid), batch 8, AdamW lr 1e-3, weight decay 1e-4
     "lseg": "templates=world image_size=64",
     # Cat-Seg narrowed for CPU (128 -> 32 channels, 12-patch -> 4-patch windows), 12 classes per step, and two
-    # changes the diagnosis in docs/results.md measured: CLIP tensors at 1x (not 0.01x) the head's lr for a
-    # 1000-step schedule, and the cost volume from naclip (the shipped CLIP's maskclip map names almost nothing)
+    # changes the diagnosis in docs/results/segmentation-heads.md measured: CLIP tensors at 1x (not 0.01x) the
+    # head's lr for a 1000-step schedule, and the cost volume from naclip (the shipped CLIP's maskclip map names
+    # almost nothing)
     "catseg": "templates=world image_size=64 hidden_dim=32 guidance_dim=32 window=4 decoder_dims=[32,16] "
               "decoder_guidance_dims=[16,8] classes_per_step=12 tuned_lr_scale=1.0 dense_mode=naclip",
 }

@@ -89,7 +89,7 @@ def _limits(parts: dict[str, float]) -> str:
         shapes = (f"Shapes: it names the colour of a single object right {100 * parts['colour']:.0f} % of the time "
                   f"but the shape only {100 * parts['shape']:.0f} % (last two rows), so most zero-shot errors\n"
                   "are the right colour with the wrong shape; more images seen (a GPU) is the likely fix, see\n"
-                  "`docs/results.md`.")
+                  "`docs/results/pretraining.md`.")
     else:
         shapes = (f"Small or occluded objects: on mid-to-large single objects it names the colour right "
                   f"{100 * parts['colour']:.0f} % and the shape {100 * parts['shape']:.0f} % of the time.")

@@ -25,11 +25,11 @@ class DemoConfig:
     distill_batch: int = 16
     distill_lr: float = 3e-4
     # what distillation trains and how it pools: the published recipe is ("blocks", True); on this tiny tower
-    # the whole tower with raw-feature pooling reads things better (docs/results.md, issue 19's ablation)
+    # the whole tower with raw-feature pooling reads things better (docs/results/clipself.md, issue 19's ablation)
     distill_train: str = "tower"
     distill_normalize_patches: bool = False
     # the students' input (and the dense maps' reading size): this 64-px tower reads things best from 80-96 px
-    # maps (docs/results.md, issue 19's student-size rows: 96 px 80 % of the teacher's crops, 128 px 74 %)
+    # maps (docs/results/clipself.md, issue 19's student-size rows: 96 px 80 % of the teacher's crops, 128 px 74 %)
     student_size: int = 96
     global_guard: float = 1.0
     catseg_steps: int = 160            # the Cat-Seg head trained on the start model (issue 21); 0 skips it

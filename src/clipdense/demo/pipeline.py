@@ -25,8 +25,8 @@ MARKER = "demo.json"
 Log = Callable[[str], None]
 #: The shipped tiny tower only ever saw square random-resized crops: CLIPSelf's letterboxed teacher crops (black
 #: bars) are out of its distribution and wreck the targets (demo world, grid, 300 steps: stuff rois 0.0 and zero-shot
-#: 40 % letterboxed against 54.6 and 65 % squashed; docs/results.md), so the demo squashes its views and the crops
-#: baseline alike. Real CLIP towers use the published letterbox (the default).
+#: 40 % letterboxed against 54.6 and 65 % squashed; docs/results/clipself.md), so the demo squashes its views and
+#: the crops baseline alike. Real CLIP towers use the published letterbox (the default).
 DEMO_KEEP_ASPECT = False
 #: CLIPSelf runs of the demo: (label in the report, run folder, regions, guarded). Boxes are the world's objects
 #: (the paper's region variant); the grid is the paper's "image patches" row.
@@ -39,7 +39,8 @@ VARIANTS: tuple[tuple[str, str, str, bool], ...] = (
 
 
 #: The demo's Cat-Seg head: bench/segheads.py's CPU recipe (narrowed to 32 channels and 4-patch windows, 12 classes
-#: a step, CLIP tensors at the head's lr, naclip cost volume: docs/results.md says why), for fewer steps.
+#: a step, CLIP tensors at the head's lr, naclip cost volume: docs/results/segmentation-heads.md says why), for fewer
+#: steps.
 CATSEG_ARGS: dict[str, Any] = {"templates": "world", "hidden_dim": 32, "guidance_dim": 32, "window": 4,
                                "decoder_dims": [32, 16], "decoder_guidance_dims": [16, 8], "classes_per_step": 12,
                                "tuned_lr_scale": 1.0, "dense_mode": "naclip"}

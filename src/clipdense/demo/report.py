@@ -220,8 +220,8 @@ backgrounds, with captions, boxes and masks), takes a tiny CLIP pretrained on su
 (the weights shipped with clipdense, or one pretrained here with `--from-scratch`), then runs
 **CLIPSelf** — the student's dense feature map, pooled over a region, is taught to match the frozen teacher's
 embedding of that region cropped out. Three things differ from the published recipe, each measured on this tiny
-tower (docs/results.md): regions are squashed to the teacher's square input rather than letterboxed, as it never
-saw padding; the whole image tower trains on raw-feature pooling rather than the blocks alone on unit-norm
+tower (docs/results/clipself.md): regions are squashed to the teacher's square input rather than letterboxed, as it
+never saw padding; the whole image tower trains on raw-feature pooling rather than the blocks alone on unit-norm
 patches (set `distill_train: blocks` and `distill_normalize_patches: true` in a `--config` for the published
 ones); and by default the students see 1.5 times the teacher's input (`student_size: 96`), not the paper's 4.6
 times (1024 px for a 224-px tower), which this 64-px tower reads worse. It runs on the

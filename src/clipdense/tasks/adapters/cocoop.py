@@ -1,7 +1,7 @@
 """CoCoOp (Zhou et al., CVPR 2022): CoOp whose context is shifted per image by a small Meta-Net.
 
 The shift conditions the prompt on the input, which is what lets it generalise beyond the base
-classes better than CoOp's static context (measured in docs/results.md, not assumed).
+classes better than CoOp's static context (measured in docs/results/few-shot.md, not assumed).
 """
 from __future__ import annotations
 
