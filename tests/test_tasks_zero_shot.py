@@ -41,9 +41,37 @@ def test_segment_matches_manual_argmax(tiny_bundle, tmp_path):
     assert (bg == -1).all()
 
 
-def test_classify_probabilities(tiny_bundle, tmp_path):
-    probs = cd.classify(tiny_bundle, _picture(tmp_path / "p.png"), ["a", "b"], templates="plain")
-    assert probs.shape == (2,) and abs(float(probs.sum()) - 1) < 1e-5
+def test_classify_is_softmax_of_scaled_cosines_one_image_at_a_time(tiny_bundle, tmp_path):
+    """Each image's probabilities are softmax(logit_scale * cos(image embedding, class embeddings)), by hand."""
+    classes = ["red circle", "blue square", "sky"]
+    rng = np.random.default_rng(1)
+    pictures = [Image.fromarray((rng.random((40, 56, 3)) * 255).astype("uint8")),
+                Image.new("RGB", (56, 40), (200, 30, 30))]
+    tensors = [tiny_bundle.preprocess(p) for p in pictures]
+    text = cd.text_classifier(tiny_bundle, classes, "plain")
+    scale = float(tiny_bundle.model.logit_scale.detach().exp())
+    results = []
+    for picture, tensor in zip(pictures, tensors):
+        with torch.no_grad():
+            embedding = torch.nn.functional.normalize(tiny_bundle.model.encode_image(tensor[None]).float(), dim=-1)[0]
+        expected = (scale * (text @ embedding)).softmax(-1)
+        torch.testing.assert_close(cd.classify(tiny_bundle, tensor, classes, templates="plain"), expected)
+        torch.testing.assert_close(cd.classify(tiny_bundle, picture, classes, templates="plain"), expected)
+        results.append(expected)
+    assert (results[0] - results[1]).abs().max() > 1e-3      # two different images, two different answers
+    with pytest.raises(cd.ConfigError) as refused:
+        cd.classify(tiny_bundle, torch.stack(tensors), classes, templates="plain")
+    assert str(refused.value) == "classify takes one image; got a batch of 2 — call it once per image"
+
+
+def test_segment_refuses_a_batch(tiny_bundle):
+    with pytest.raises(cd.ConfigError) as refused:
+        cd.segment(tiny_bundle, torch.zeros(3, 3, 32, 32), ["a", "b"], templates="plain")
+    assert str(refused.value) == "segment takes one image; got a batch of 3 — call it once per image"
+    with pytest.raises(cd.ConfigError, match=r"got shape \(32, 32\)"):
+        cd.classify(tiny_bundle, torch.zeros(32, 32), ["a", "b"], templates="plain")
+    single = cd.segment(tiny_bundle, torch.zeros(1, 3, 32, 32), ["a", "b"], templates="plain")
+    assert single.shape == (32, 32)
 
 
 def test_cli_segment_writes_overlay_and_labels(tmp_path, capsys):

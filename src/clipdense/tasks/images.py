@@ -24,6 +24,18 @@ def as_pil(image: ImageLike) -> Image.Image:
     raise ConfigError(f"expected an image path or PIL image, got {type(image).__name__}")
 
 
+def one_image(image: ImageLike, task: str) -> ImageLike:
+    """``image`` unchanged when it is one image: a tensor batch of several is refused, since a task that answers
+    for one image would otherwise return image 0's result and silently drop the rest."""
+    if isinstance(image, torch.Tensor):
+        if image.ndim == 4 and image.shape[0] != 1:
+            raise ConfigError(f"{task} takes one image; got a batch of {image.shape[0]} — call it once per image")
+        if image.ndim not in (3, 4):
+            raise ConfigError(f"{task} takes one image as a (3, H, W) or (1, 3, H, W) tensor; got shape "
+                              f"{tuple(image.shape)}")
+    return image
+
+
 def normalisation(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The model's mean and std from open_clip's preprocess config."""
     cfg = get_model_preprocess_cfg(model)

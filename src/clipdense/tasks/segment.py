@@ -13,7 +13,7 @@ from ..heads import HEAD_KINDS, load_head
 from ..models.dense import encode_dense
 from ..models.segmenters import segmenter_of
 from ..models.text import Template, text_classifier
-from .images import ImageLike, as_pil, check_dense_settings, dense_input
+from .images import ImageLike, as_pil, check_dense_settings, dense_input, one_image
 
 BACKGROUND = -1  # label of pixels under the background threshold
 
@@ -116,6 +116,7 @@ def segment(bundle, image: ImageLike, classes: Sequence[str], mode: str = "maskc
     if not classes:
         raise ConfigError("classes: empty list")
     check_dense_settings(short_side, window, background_threshold)
+    image = one_image(image, "segment")
     pil = as_pil(image) if not isinstance(image, torch.Tensor) else None
     original = (pil.height, pil.width) if pil is not None else tuple(image.shape[-2:])
     model = bundle.model
