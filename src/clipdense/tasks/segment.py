@@ -16,6 +16,8 @@ from ..models.text import Template, text_classifier
 from .images import ImageLike, as_pil, check_dense_settings, dense_input, one_image
 
 BACKGROUND = -1  # label of pixels under the background threshold
+#: temperature of zero-shot segmentation's softmax, fixed so thresholds mean the same for every model
+SEG_LOGIT_SCALE = 50.0
 
 
 def _window_starts(length: int, window: int, stride: int) -> list[int]:
@@ -68,18 +70,30 @@ def _whole_logits(model: torch.nn.Module, images: torch.Tensor, classifier: torc
     return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def labels_from_logits(logits: torch.Tensor, logit_scale: float,
-                       background_threshold: float | None = None) -> torch.Tensor:
-    """Argmax labels; with a threshold, pixels whose top class probability is below it get BACKGROUND."""
-    return labels_from_probabilities((logits * logit_scale).softmax(dim=1), background_threshold)
+def class_probabilities(cosines: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Per-pixel class probabilities of zero-shot cosine scores: softmax of ``SEG_LOGIT_SCALE`` x cosine.
+
+    Why a fixed scale and not the model's own ``logit_scale``: a background threshold then means the same for
+    every model (as in ClearCLIP / NACLIP's protocol), in ``segment``, the page and ``clipdense eval`` alike."""
+    return (cosines.float() * SEG_LOGIT_SCALE).softmax(dim=dim)
 
 
 def labels_from_probabilities(probs: torch.Tensor, background_threshold: float | None = None) -> torch.Tensor:
-    """Argmax labels of (B, C, H, W) class probabilities; below the threshold a pixel is BACKGROUND."""
+    """The background rule: argmax labels of (B, C, H, W) class probabilities, and BACKGROUND where the top
+    probability is strictly below ``background_threshold`` (None: no background).
+
+    The one rule ``segment``, ``clipdense serve`` and the evaluation's things-only setting apply; the probabilities
+    are ``class_probabilities`` of zero-shot cosines, a trained head's ``probabilities``, or a segmenter's scores."""
     best, labels = probs.max(dim=1)
     if background_threshold is not None:
         labels = torch.where(best < background_threshold, torch.full_like(labels, BACKGROUND), labels)
     return labels
+
+
+def labels_from_logits(logits: torch.Tensor, logit_scale: float = SEG_LOGIT_SCALE,
+                       background_threshold: float | None = None) -> torch.Tensor:
+    """Argmax labels of zero-shot cosine scores with the background rule (``labels_from_probabilities``)."""
+    return labels_from_probabilities((logits.float() * logit_scale).softmax(dim=1), background_threshold)
 
 
 def resolve_head(bundle, head: object) -> torch.nn.Module:
@@ -106,7 +120,8 @@ def segment(bundle, image: ImageLike, classes: Sequence[str], mode: str = "maskc
         short_side: resize the image's short side to this before inference (default: the model's input size,
             or the size a head was trained at).
         window: sliding-window size in pixels after resizing (default: whole image at once).
-        background_threshold: minimum top-class probability; below it a pixel is BACKGROUND.
+        background_threshold: minimum top-class probability; below it a pixel is BACKGROUND (the rule of
+            ``labels_from_probabilities``; zero-shot probabilities are ``class_probabilities``).
         head: a trained segmentation head (``load_head``), or its file / run dir; ``mode`` and ``templates``
             are then the head's own. Any class names work, not only those it was trained on.
 
@@ -132,4 +147,4 @@ def segment(bundle, image: ImageLike, classes: Sequence[str], mode: str = "maskc
     logits = F.interpolate(logits, size=original, mode="bilinear", align_corners=False)
     if segmenter_of(model) is not None:   # its own segmenter's scores are class probabilities already
         return labels_from_probabilities(logits, background_threshold)[0].cpu()
-    return labels_from_logits(logits, float(model.logit_scale.exp()), background_threshold)[0].cpu()
+    return labels_from_probabilities(class_probabilities(logits), background_threshold)[0].cpu()

@@ -11,7 +11,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,8 +26,9 @@ from ..heads import load_head
 from ..models import DENSE_MODES, load_model, text_classifier
 from ..models.text_cache import use_text_cache
 from ..tasks.images import dense_input
-from ..tasks.segment import segment_logits
+from ..tasks.segment import class_probabilities, segment_logits
 from .heads import HeadChoice
+from .results import Analysis
 
 #: most class names one request may name (each costs a pass of every prompt through the text tower)
 MAX_CLASSES = 100
@@ -49,32 +50,6 @@ class Request:
     templates: str = "imagenet"
     head: str | None = None
     heatmap: str = ""
-
-
-@dataclass(frozen=True)
-class Analysis:
-    """Everything one request produced; thresholds are applied later, when drawing.
-
-    Args:
-        image: the photo as analysed (bounded to the page's largest side).
-        probabilities: (C, H, W) class probabilities per pixel (None when a detector replaces segmentation).
-        detections: the detector's ``tasks.detect.Detections`` (None without a detection head).
-        ranking: whole-image class probabilities.
-        heatmap: (H, W) cosine similarity of the dense features to ``heatmap_prompt``.
-        seconds: where the time went (``text``: the text classifier, cached or not).
-    """
-
-    image: Image.Image
-    classes: list[str]
-    probabilities: torch.Tensor | None
-    ranking: dict[str, float]
-    heatmap: torch.Tensor
-    heatmap_prompt: str
-    model: str
-    detections: Any = None
-    head: str | None = None
-    notes: tuple[str, ...] = ()
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def parse_classes(text: str | None) -> list[str]:
@@ -196,8 +171,8 @@ def zero_shot(bundle: Any, image: Image.Image, classes: list[str], mode: str, te
     images = dense_input(model, image, side).to(bundle.device)
     logits = segment_logits(model, images, rows, mode)
     logits = F.interpolate(logits, size=(image.height, image.width), mode="bilinear", align_corners=False)[0]
+    probabilities = class_probabilities(logits[:len(classes)], dim=0).cpu()   # the background rule's input
     scale = float(model.logit_scale.exp())
-    probabilities = (logits[:len(classes)] * scale).softmax(dim=0).cpu()
     heatmap = logits[classes.index(prompt) if prompt in classes else len(classes)].cpu()
     features = F.normalize(model.encode_image(bundle.preprocess(image)[None].to(bundle.device)).float(), dim=-1)
     ranking = (scale * features @ rows[:len(classes)].T).softmax(dim=-1)[0].cpu()

@@ -11,7 +11,7 @@ import importlib
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 import torchvision.transforms.functional as TF
@@ -19,9 +19,7 @@ from torch import nn
 
 from ..errors import ClipDenseError
 from ..heads import HEAD_FILE, HeadInfo, find_head_kind, known_head_kinds, read_head_info
-
-if TYPE_CHECKING:
-    from .analysis import Analysis
+from .results import Analysis
 
 #: files looked at per heads folder (a big runs/ folder should not stall the page's start)
 MAX_HEAD_FILES = 2000
@@ -39,7 +37,7 @@ class HeadUse:
 
     name: str
     accepts: Callable[[type[nn.Module]], bool]
-    apply: Callable[[Any, nn.Module, "Analysis"], "Analysis"]
+    apply: Callable[[Any, nn.Module, Analysis], Analysis]
 
 
 def _is(base_path: str, name: str) -> Callable[[type[nn.Module]], bool]:
@@ -50,7 +48,7 @@ def _is(base_path: str, name: str) -> Callable[[type[nn.Module]], bool]:
 
 
 @torch.no_grad()
-def _segment_with(bundle: Any, head: nn.Module, analysis: "Analysis") -> "Analysis":
+def _segment_with(bundle: Any, head: nn.Module, analysis: Analysis) -> Analysis:
     """A trained segmenter's class probabilities at the image's size replace the zero-shot ones."""
     from ..tasks.images import dense_input
     side = int(getattr(head.config, "image_size", 0) or min(bundle.image_size))
@@ -62,7 +60,7 @@ def _segment_with(bundle: Any, head: nn.Module, analysis: "Analysis") -> "Analys
 
 
 @torch.no_grad()
-def _detect_with(bundle: Any, head: nn.Module, analysis: "Analysis") -> "Analysis":
+def _detect_with(bundle: Any, head: nn.Module, analysis: Analysis) -> Analysis:
     """A detector's boxes (any class names) replace the segmentation on the overlay."""
     from ..tasks.detect import detect
     found = detect(bundle, TF.to_tensor(analysis.image), analysis.classes, head=head)
@@ -70,7 +68,7 @@ def _detect_with(bundle: Any, head: nn.Module, analysis: "Analysis") -> "Analysi
 
 
 @torch.no_grad()
-def _classify_with(bundle: Any, head: nn.Module, analysis: "Analysis") -> "Analysis":
+def _classify_with(bundle: Any, head: nn.Module, analysis: Analysis) -> Analysis:
     """A few-shot adapter ranks the classes for the whole image instead of zero-shot CLIP."""
     from ..tasks.classify import classify
     probs = classify(bundle, analysis.image, analysis.classes, adapter=head)

@@ -12,8 +12,8 @@ from PIL import Image
 
 from ..tasks.detect import draw_detections
 from ..tasks.overlay import BACKGROUND_COLOUR, overlay, palette
-from ..tasks.segment import BACKGROUND
-from .analysis import Analysis
+from ..tasks.segment import BACKGROUND, labels_from_probabilities
+from .results import Analysis
 
 #: colours of the heatmap from low to high similarity (dark blue, teal, yellow-green, yellow)
 HEAT_ANCHORS = np.array([[13, 8, 135], [32, 144, 140], [180, 222, 44], [253, 231, 37]], dtype=np.float64)
@@ -97,8 +97,7 @@ def render(analysis: Analysis, threshold: float = 0.0, min_score: float = 0.3) -
                 legend.append({"class": name, "colour": hex_colour(colours[i]), "count": len(scores),
                                "best": max(scores)})
     else:
-        best, labels = analysis.probabilities.max(dim=0)
-        labels = torch.where(best < threshold, torch.full_like(labels, BACKGROUND), labels)
+        labels = labels_from_probabilities(analysis.probabilities[None], threshold)[0]   # segment's rule
         picture = overlay(analysis.image, labels, analysis.classes, alpha=OVERLAY_ALPHA, legend=False)
         legend = segmentation_legend(labels, analysis.classes)
     ranking = sorted(analysis.ranking.items(), key=lambda item: -item[1])
