@@ -23,7 +23,8 @@ from clipdense.evaluation.common import normalize  # noqa: E402
 from clipdense.evaluation.context import EvalContext, EvalSettings  # noqa: E402
 from clipdense.evaluation.inputs import open_eval_data  # noqa: E402
 from clipdense.evaluation.registry import EVAL_TASKS  # noqa: E402
-from clipdense.evaluation.regions import embed_regions, region_batches  # noqa: E402
+from clipdense.evaluation.region_methods import REGION_METHODS, RegionEncoders  # noqa: E402
+from clipdense.evaluation.regions import region_batches  # noqa: E402
 from clipdense.models import load_model  # noqa: E402
 
 
@@ -32,9 +33,12 @@ def predictions(spec: str, data: str, image_size: int, crops: str, mode: str) ->
     model, _, pretrained = spec.partition("@")
     bundle = load_model(model, pretrained or None, device="cpu")
     bundle.model.eval()
-    settings = EvalSettings((mode,), image_size, batch_size=64, templates="world",
-                            crop_keep_aspect=crops == "letterbox")
+    settings = EvalSettings(batch_size=64, templates="world", dense_mode=(mode,), image_size=image_size)
     ctx = EvalContext(bundle, torch.device("cpu"), settings, open_eval_data(data, "val"))
+    keep_aspect = crops == "letterbox"
+    encoders = RegionEncoders(encode_image=ctx.encode_image, input_size=ctx.input_size,
+                              crop=lambda images, boxes: ctx.crop(images, boxes, keep_aspect),
+                              pool_boxes=ctx.pool_boxes, pool_masks=ctx.pool_masks, batch_size=64)
     reader = ctx.data.open(EVAL_TASKS["regions"])
     classes, isthing = list(reader.classes), reader.isthing
     weights = normalize(ctx.classifier(classes)).cpu()
@@ -44,9 +48,7 @@ def predictions(spec: str, data: str, image_size: int, crops: str, mode: str) ->
             labels = torch.cat(batch.labels).long()
             dense = ctx.dense(mode)(batch.images)
             for method in out:
-                emb = embed_regions(method, batch, dense, encode_image=ctx.encode_image, input_size=ctx.input_size,
-                                    crop=ctx.crop, pool_boxes=ctx.pool_boxes, pool_masks=ctx.pool_masks,
-                                    thing_mask=isthing, thing_expand=1.5, batch_size=64)
+                emb = REGION_METHODS[method].embed(batch, dense, encoders, isthing)
                 keep = isthing[labels]
                 out[method][0].append(labels[keep])
                 out[method][1].append((normalize(emb).cpu() @ weights.t()).argmax(1)[keep])

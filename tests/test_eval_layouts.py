@@ -10,6 +10,7 @@ counted, or an off-by-one label shows up as a number below 1. The CLI runs use t
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -22,7 +23,8 @@ from PIL import Image
 
 from clipdense.cli.main import main
 from clipdense.errors import ConfigError, DataError
-from clipdense.evaluation import EVAL_TASKS, EvalContext, EvalSettings, open_eval_data, plan_tasks, register_task
+from clipdense.evaluation import EVAL_TASKS, EvalContext, EvalSettings, open_eval_data, option, plan_tasks, \
+    register_task
 from clipdense.models import pool_boxes, pool_masks
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
@@ -48,7 +50,8 @@ class ColourContext(EvalContext):
 
     def __init__(self, data_spec: str, split: str = "val", **settings: object) -> None:
         self.data = open_eval_data(data_spec, split)
-        self.settings = EvalSettings(modes=("toy",), short_side=H, **settings)
+        self.settings = EvalSettings(**settings)
+        self.modes, self.short_side, self.head = ("toy",), H, None
         self.input_size, self.pool_boxes, self.pool_masks = (32, 32), pool_boxes, pool_masks
         self._mean, self._std = [0.5] * 3, [0.5] * 3             # to_tensor below: (p - 0.5) / 0.5
         self.preprocess = lambda image: self.to_tensor(image.resize((32, 32)))
@@ -70,12 +73,14 @@ class ColourContext(EvalContext):
     def dense(self, mode: str) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda images: colour_feature(F.avg_pool2d(images, 4))
 
-    def segment_logits(self, mode: str, classifier: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    def segment_logits(self, mode: str, classifier: torch.Tensor, window: int | None = None,
+                       stride: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
         return lambda images: torch.einsum("bkhw,ck->bchw", colour_feature(images), classifier)
 
 
 def run_task(name: str, ctx: EvalContext) -> dict:
-    result, _ = EVAL_TASKS[name].run(ctx, ctx.data.open(EVAL_TASKS[name]))
+    task = EVAL_TASKS[name]
+    result, _ = task.run(ctx, ctx.data.open(task), task.build_options())
     return result
 
 
@@ -193,10 +198,14 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def toy_task() -> Iterator[str]:
     """A task registered the way a new task module registers itself; removed afterwards."""
-    @register_task("toy-pixels", needs={"semantic"}, summary="labelled pixels per image",
+    @dataclass(frozen=True)
+    class ToyOptions:
+        scale: int = option(1, "multiply the counts", low=1, what="a factor")
+
+    @register_task("toy-pixels", needs={"semantic"}, summary="labelled pixels per image", options=ToyOptions,
                    report=lambda result: [f"labelled pixels per image: {result['labelled_pixels']}"])
-    def run(ctx: EvalContext, reader) -> tuple[dict, int]:
-        counts = [int((s.semantic != s.ignore_index).sum()) for s in reader]
+    def run(ctx: EvalContext, reader, options: ToyOptions) -> tuple[dict, int]:
+        counts = [options.scale * int((s.semantic != s.ignore_index).sum()) for s in reader]
         return {"labelled_pixels": counts, "classes": list(reader.classes)}, len(counts)
     yield "toy-pixels"
     EVAL_TASKS.pop("toy-pixels")
@@ -305,4 +314,11 @@ def test_registry_runs_a_new_task(toy_task: str, ade: Path, coco: dict[str, Path
                  "--device", "cpu"]) == 2
     assert f"'{toy_task}' needs semantic" in capsys.readouterr().err
     with pytest.raises(ValueError, match="already registered"):
-        register_task(toy_task, needs={"semantic"})(lambda ctx, reader: ({}, 0))
+        register_task(toy_task, needs={"semantic"})(lambda ctx, reader, options: ({}, 0))
+    # its own options, declared at registration, are set by --task-arg and checked against that declaration
+    assert _eval(ade_spec(ade), tmp_path / "toy2.json", "--tasks", toy_task, "--task-arg", f"{toy_task}.scale=2") == 0
+    assert json.loads((tmp_path / "toy2.json").read_text())["tasks"][toy_task]["labelled_pixels"] == [W * 80] * 2
+    capsys.readouterr()
+    assert _eval(ade_spec(ade), tmp_path / "toy3.json", "--tasks", toy_task, "--task-arg", f"{toy_task}.scale=0") == 2
+    assert capsys.readouterr().err.strip().splitlines() == \
+        [f"clipdense eval: error: --task-arg {toy_task}.scale 0: expected a factor >= 1"]

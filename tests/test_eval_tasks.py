@@ -16,10 +16,12 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 from clipdense.errors import ConfigError
-from clipdense.evaluation.regions import RegionBatch, expand_boxes, region_classification
+from clipdense.evaluation.region_methods import RegionBatch, RegionEncoders
+from clipdense.evaluation.regions import region_classification
+from clipdense.models.pooling import expand_boxes
 from clipdense.evaluation.report import json_ready
 from clipdense.evaluation.retrieval import retrieval
-from clipdense.evaluation.segmentation import segmentation_both, segmentation_with_background, \
+from clipdense.evaluation.segmentation import Feed, segmentation_both, segmentation_with_background, \
     semantic_segmentation
 from clipdense.evaluation.zeroshot import zeroshot_classification
 
@@ -154,7 +156,7 @@ def test_segmentation_batching_matches_one_by_one() -> None:
         return _logits_fn(weights)(images)
 
     one = segmentation_both(_logits_fn(weights), mixed, 8, THINGS, STUFF, threshold=0.3)
-    batched = segmentation_both(counting, mixed, 8, THINGS, STUFF, threshold=0.3, batch_size=3)
+    batched = segmentation_both(counting, mixed, 8, THINGS, STUFF, threshold=0.3, feed=Feed(batch_size=3))
     assert calls == [2, 1, 2]
     assert json_ready(one) == json_ready(batched)  # NaN (absent classes) compared as None
     assert 0 < one["argmax"]["pixel_acc"] < 1
@@ -186,16 +188,16 @@ def test_regions_all_methods_perfect_and_deranged(pooling: str) -> None:
         from clipdense.models import pool_boxes as boxes_fn, pool_masks as masks_fn
     else:
         boxes_fn, masks_fn = pool_boxes, pool_masks
-    kwargs = dict(encode_dense=encode_dense, encode_image=encode_image, input_size=(16, 16),
-                  pool_boxes=boxes_fn, pool_masks=masks_fn)
-    good = region_classification(classifier(), _region_batches(), THINGS, STUFF,
-                                 groups={"novel": [3, 4]}, **kwargs)
+    encoders = RegionEncoders(encode_dense=encode_dense, encode_image=encode_image, input_size=(16, 16),
+                              pool_boxes=boxes_fn, pool_masks=masks_fn)
+    good = region_classification(classifier(), _region_batches(), THINGS, STUFF, encoders,
+                                 groups={"novel": [3, 4]})
     for method in ("rois", "crops", "maskpool"):
         assert good[method]["things"] == {"top1": 1.0, "top5": 1.0}, method
         assert good[method]["stuff"]["top1"] == 1.0, method
         assert good[method]["novel"]["top1"] == 1.0
     assert good["num_regions"] == {"things": 4, "stuff": 4}
-    bad = region_classification(classifier(DERANGED), _region_batches(), THINGS, STUFF, **kwargs)
+    bad = region_classification(classifier(DERANGED), _region_batches(), THINGS, STUFF, encoders)
     assert all(bad[m]["things"]["top1"] == 0.0 for m in ("rois", "crops", "maskpool"))
 
 
@@ -209,8 +211,8 @@ def test_region_mean_accuracy_hand_computed() -> None:
         boxes.append(torch.tensor([[0.0, 0.0, 32.0, 32.0]]))
         labels.append(torch.tensor([true]))
     batch = RegionBatch(torch.stack(images), boxes, [torch.ones(1, 32, 32, dtype=torch.bool)] * 4, labels)
-    res = region_classification(classifier(), [batch], [0, 1], [7], methods=("rois",),
-                                encode_dense=encode_dense, pool_boxes=pool_boxes)
+    res = region_classification(classifier(), [batch], [0, 1], [7],
+                                RegionEncoders(encode_dense=encode_dense, pool_boxes=pool_boxes), methods=("rois",))
     assert res["rois"]["things"]["top1"] == pytest.approx((2 / 3 + 0) / 2)
     assert math.isnan(res["rois"]["stuff"]["top1"])  # no stuff regions: no accuracy, not zero
 
@@ -225,12 +227,13 @@ def test_region_accuracy_by_size_in_patches() -> None:
         boxes.append(torch.tensor([box], dtype=torch.float32))
         labels.append(torch.tensor([true]))
     batch = RegionBatch(torch.stack(images), boxes, [torch.ones(1, 32, 32, dtype=torch.bool)] * 3, labels)
-    res = region_classification(classifier(), [batch], [0, 1], [7], methods=("rois",), encode_dense=encode_dense,
-                                pool_boxes=pool_boxes, patch_size=4)
+    encoders = RegionEncoders(encode_dense=encode_dense, pool_boxes=pool_boxes, patch_size=4)
+    res = region_classification(classifier(), [batch], [0, 1], [7], encoders, methods=("rois",))
     assert res["rois"]["things_by_size"] == {"small": 0.0, "medium": 1.0, "large": 1.0}
     assert res["num_things_by_size"] == {"small": 1, "medium": 1, "large": 1}
-    assert "things_by_size" not in region_classification(classifier(), [batch], [0, 1], [7], methods=("rois",),
-                                                         encode_dense=encode_dense, pool_boxes=pool_boxes)["rois"]
+    unsized = RegionEncoders(encode_dense=encode_dense, pool_boxes=pool_boxes)
+    assert "things_by_size" not in region_classification(classifier(), [batch], [0, 1], [7], unsized,
+                                                         methods=("rois",))["rois"]
 
 
 def test_expand_boxes_clips_and_region_errors() -> None:
@@ -238,10 +241,10 @@ def test_expand_boxes_clips_and_region_errors() -> None:
     out = expand_boxes(boxes, torch.tensor([1.5, 1.5]), 32, 32)
     assert torch.equal(out, torch.tensor([[7.5, 7.5, 22.5, 22.5], [0.0, 0.0, 10.0, 10.0]]))
     with pytest.raises(ConfigError, match="pool_boxes"):
-        region_classification(classifier(), _region_batches(), THINGS, STUFF, methods=("rois",),
-                              encode_dense=encode_dense)
+        region_classification(classifier(), _region_batches(), THINGS, STUFF,
+                              RegionEncoders(encode_dense=encode_dense), methods=("rois",))
     with pytest.raises(ConfigError, match="unknown"):
-        region_classification(classifier(), _region_batches(), THINGS, STUFF, methods=("boxes",))
+        region_classification(classifier(), _region_batches(), THINGS, STUFF, RegionEncoders(), methods=("boxes",))
 
 
 def test_crops_expand_thing_boxes_only() -> None:
@@ -256,8 +259,8 @@ def test_crops_expand_thing_boxes_only() -> None:
     batch = RegionBatch(image[None], [boxes], [masks], [labels])
     for expand, corner in ((1.5, PALETTE[5]), (1.0, PALETTE[0])):
         seen.clear()
-        region_classification(classifier(), [batch], THINGS, STUFF, methods=("crops",), encode_image=spy,
-                              input_size=(12, 12), thing_expand=expand)
+        encoders = RegionEncoders(encode_image=spy, input_size=(12, 12), thing_expand=expand)
+        region_classification(classifier(), [batch], THINGS, STUFF, encoders, methods=("crops",))
         thing_crop, stuff_crop = seen[0]
         assert torch.allclose(thing_crop[:, 0, 0], corner) and torch.allclose(thing_crop[:, 6, 6], PALETTE[0])
         assert stuff_crop.shape == (3, 12, 12)  # the whole-image stuff box, resized, not expanded

@@ -258,10 +258,9 @@ def test_evaluation_crops_follow_the_students_view(keep_aspect):
     from clipdense.evaluation.context import EvalContext, EvalSettings
 
     bundle = cd.load_model("tiny-vit-t8", device="cpu")
-    ctx = EvalContext(bundle, torch.device("cpu"), EvalSettings(("maskclip",), 64, crop_keep_aspect=keep_aspect),
-                      data=None)
+    ctx = EvalContext(bundle, torch.device("cpu"), EvalSettings(image_size=64), data=None)
     images, boxes = torch.randn(1, 3, 40, 60), [torch.tensor([[0.0, 0.0, 60.0, 20.0]])]
     objective = _objective(keep_aspect=keep_aspect)
     expected = teacher_crops(images, boxes, objective.teacher_size, objective.mean, objective.std, keep_aspect)
-    assert torch.equal(ctx.crop(images, boxes), expected)
-    assert ctx.crop(images, boxes).shape == (1, 3, 64, 64)
+    assert torch.equal(ctx.crop(images, boxes, keep_aspect), expected)
+    assert ctx.crop(images, boxes, keep_aspect).shape == (1, 3, 64, 64)

@@ -115,7 +115,7 @@ def stage_eval(config: DemoConfig, out: Path, models: dict[str, tuple[str, str |
         log(f"  evaluating {label} ({', '.join(modes)})")
         results[label] = evaluate(bundle, world, tasks="all", dense_mode=modes, templates=config.templates,
                                   device=config.device, batch_size=64, image_size=config.student_size,
-                                  crops="letterbox" if DEMO_KEEP_ASPECT else "stretch")
+                                  task_options={"regions": {"crops": "letterbox" if DEMO_KEEP_ASPECT else "stretch"}})
     (out / "eval").mkdir(exist_ok=True)
     (out / "eval" / "results.json").write_text(json.dumps(results, indent=1, default=str))
     return results

@@ -20,11 +20,11 @@ from ..errors import ConfigError
 from ..data.skips import SkipCounter
 from .common import chunks, progress
 from .inputs import load_or_skip
-from .registry import register_task
+from .context import EvalContext
+from .registry import NoOptions, register_task
 
 if TYPE_CHECKING:
     from ..heads.detection import Detector
-    from .context import EvalContext
 
 
 def coco_ground_truth(images: list[dict[str, Any]], annotations: list[dict[str, Any]],
@@ -134,13 +134,13 @@ def detection_report(result: dict[str, Any]) -> list[str]:
 @register_task("detection", needs={"boxes", "labels"}, summary="box AP50 novel / base / all of a detector head "
                "(--head, from `clipdense train --objective fvit|vild`)", report=detection_report,
                needs_head=True)
-def detection_task(ctx: "EvalContext", reader: Any) -> tuple[dict, int]:
+def detection_task(ctx: EvalContext, reader: Any, options: NoOptions) -> tuple[dict, int]:
     """The registered task: the context's detector head on the reader's images."""
     from ..tasks.detect import as_detector
-    if ctx.settings.head is None:
+    if ctx.head is None:
         raise ConfigError("--tasks detection needs --head HEAD (a detector from `clipdense train --objective "
                           "fvit|vild`)")
-    detector = as_detector(ctx.settings.head, ctx.bundle).to(ctx.device)
+    detector = as_detector(ctx.head, ctx.bundle).to(ctx.device)
     result, _ = evaluate_detector(detector, reader, ctx.settings.batch_size, ctx.data.skips,
                                   ctx.settings.show_progress)
     return result, result["num_images"]

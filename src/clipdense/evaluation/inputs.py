@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 import torchvision.transforms.functional as TF
 from PIL import Image
@@ -20,9 +20,16 @@ from ..data.skips import SkipCounter
 from ..data.spec import DataSpec, parse_data
 from ..data.world.folder import open_world
 from ..errors import DataError, ImageLoadError
-from .registry import EvalTask
 
 T = TypeVar("T")
+
+
+class NeedsFields(Protocol):
+    """What the data side needs of a task: its name and the Sample fields its reader must fill (an
+    ``EvalTask``; a protocol so this module does not import the registry, which sits above it)."""
+
+    name: str
+    needs: frozenset[str]
 
 
 @dataclass
@@ -44,7 +51,7 @@ class EvalData:
     things: list[str] | None = None
     skips: SkipCounter = field(default_factory=SkipCounter)
 
-    def problem(self, task: EvalTask) -> str | None:
+    def problem(self, task: NeedsFields) -> str | None:
         """Why the data cannot feed ``task`` (one line), or None when it can."""
         try:
             resolve_reader(self.spec, task.needs, self.split or "val", who=f"eval task {task.name!r}")
@@ -56,13 +63,13 @@ class EvalData:
         """Every Sample field some reader of the data fills."""
         return provided_fields(self.spec)
 
-    def lacks(self, task: EvalTask) -> str:
+    def lacks(self, task: NeedsFields) -> str:
         """Short reason the data cannot feed ``task``: 'needs semantic' (the results' ``skipped_tasks``)."""
         missing = task.needs - self.fields()
         return f"needs {describe_fields(missing)}" if missing else \
             f"needs {describe_fields(task.needs)} from one reader"
 
-    def open(self, task: EvalTask) -> Any:
+    def open(self, task: NeedsFields) -> Any:
         """The reader that fills ``task.needs`` (streams in file order, one rank)."""
         reader, _ = open_reader(self.spec, task.needs, self.split or "val", skip_counter=self.skips,
                                 who=f"eval task {task.name!r}", shuffle=False, rank=0, world_size=1)

@@ -1,15 +1,13 @@
-"""Region classification, the CLIPSelf protocol: classify ground-truth regions from three embeddings.
+"""Region classification, the CLIPSelf protocol: classify ground-truth regions from each registered region
+method's embeddings (``region_methods``: rois / crops / maskpool).
 
-- ``rois``: RoIAlign (1x1) of the dense map on each box: what a detector built on the dense map sees.
-- ``crops``: the image embedding of the crop (thing boxes expanded 1.5x about their centre, clipped to the
-  image), resized to the model's input size: the reference CLIPSelf distils from.
-- ``maskpool``: mean of the dense map inside each segment's mask.
 Scores are per-class mean top-1 / top-5 against *all* classes, reported over thing and stuff classes apart,
 and for things by box size counted in patches of the dense map (a 1-patch object is one token).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sized
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
 import torch
@@ -17,85 +15,61 @@ from torch import Tensor
 
 from ..data.sample import Sample
 from ..errors import ConfigError
-from ..models.pooling import crop_boxes, expand_boxes
 from . import metrics
-from .common import DenseEncoder, ImageEncoder, chunks, normalize, progress
+from .common import normalize, progress
+from .context import EvalContext
 from .inputs import Batches, resize_short_side, sample_batches
+from .options import option
+from .region_methods import RegionBatch, RegionEncoders, region_method_names, resolve_region_methods
 from .registry import register_task
 
 if TYPE_CHECKING:
     from ..data import CocoRegions
     from ..data.skips import SkipCounter
-    from .context import EvalContext
 
-METHODS: tuple[str, ...] = ("rois", "crops", "maskpool")
 #: thing boxes by side (square root of the area) in patches of the dense map: [low, high)
 SIZE_BUCKETS: dict[str, tuple[float, float]] = {"small": (0.0, 2.0), "medium": (2.0, 4.0),
                                                 "large": (4.0, float("inf"))}
-CropFn = Callable[[Tensor, list[Tensor]], Tensor]                        # crop(images, boxes) -> crops
-BoxPooler = Callable[[Tensor, list[Tensor], tuple[int, int]], Tensor]   # pool_boxes(dense, boxes, image_size)
-MaskPooler = Callable[[Tensor, list[Tensor]], Tensor]                    # pool_masks(dense, masks)
+CROP_VIEWS = ("letterbox", "stretch")
 
 
-@dataclass
-class RegionBatch:
-    """Images of one size with their ground-truth regions (boxes xyxy in pixels of ``images``)."""
+@dataclass(frozen=True)
+class RegionOptions:
+    """Options of the ``regions`` task (``--task-arg regions.KEY=VALUE``)."""
 
-    images: Tensor            # (B, 3, H, W) normalised
-    boxes: list[Tensor]       # B x (N_i, 4) float
-    masks: list[Tensor]       # B x (N_i, H', W') bool, at any resolution (pooling resizes to the map)
-    labels: list[Tensor]      # B x (N_i,) class indices
-
-
-def embed_regions(method: str, batch: RegionBatch, dense: Tensor | None, *, encode_image: ImageEncoder | None,
-                  input_size: tuple[int, int] | None, pool_boxes: BoxPooler | None, pool_masks: MaskPooler | None,
-                  thing_mask: Tensor, thing_expand: float, batch_size: int, crop: CropFn | None = None) -> Tensor:
-    """(sum N_i, D) embeddings of every region in ``batch`` by ``method``."""
-    height, width = batch.images.shape[-2:]
-    if method == "rois":
-        return pool_boxes(dense, batch.boxes, (height, width))
-    if method == "maskpool":
-        return pool_masks(dense, batch.masks)
-    expanded = []
-    for boxes, labels in zip(batch.boxes, batch.labels):
-        scale = torch.where(thing_mask[labels], thing_expand, 1.0).to(boxes.dtype)
-        expanded.append(expand_boxes(boxes, scale, height, width))
-    crops = crop(batch.images, expanded) if crop is not None else crop_boxes(batch.images, expanded, input_size)
-    return torch.cat([encode_image(part).float() for part in chunks(crops, batch_size)]) if len(crops) \
-        else torch.zeros(0, 0)
+    methods: tuple[str, ...] = option(region_method_names(), "region methods to run (comma list)",
+                                      flag="--region-methods", choices=region_method_names)
+    crops: str = option("letterbox", "how the crops baseline fits a region to the model's input: letterbox "
+                        "(CLIPSelf's published teacher view) or stretch (a CLIPSelf run with --no-keep-aspect)",
+                        flag="--crops", choices=CROP_VIEWS)
+    thing_expand: float = option(1.5, "thing boxes are expanded by this factor about their centre before "
+                                 "cropping", low=1.0, what="a factor")
 
 
 def region_classification(classifier: Tensor, batches: Iterable[RegionBatch], things: Sequence[int],
-                          stuff: Sequence[int], *, methods: Sequence[str] = METHODS,
-                          encode_dense: DenseEncoder | None = None, encode_image: ImageEncoder | None = None,
-                          input_size: tuple[int, int] | None = None, pool_boxes: BoxPooler | None = None,
-                          pool_masks: MaskPooler | None = None, thing_expand: float = 1.5,
-                          groups: Mapping[str, Sequence[int]] | None = None, batch_size: int = 64,
-                          total: int | None = None, show_progress: bool = False, crop: CropFn | None = None,
-                          patch_size: int | None = None) -> dict:
+                          stuff: Sequence[int], encoders: RegionEncoders,
+                          methods: str | Sequence[str] | None = None,
+                          groups: Mapping[str, Sequence[int]] | None = None, show_progress: bool = False) -> dict:
     """Per-class mean top-1/top-5 of each method, over thing classes and over stuff classes.
 
     Args:
         classifier: (C, D) class embeddings; every region is classified among all C classes.
-        batches: images with ground-truth boxes, masks and labels.
-        encode_dense: images -> (B, D, h, w) dense map (``rois``, ``maskpool``).
-        encode_image / input_size: image tower and its input size (``crops``).
-        crop: ``(images, boxes) -> crops`` at the tower's input size; default: ``crop_boxes`` stretched to
-            ``input_size``. The runner passes CLIPSelf's own ``teacher_crops`` (letterboxed), so the ``crops``
-            row is the signal CLIPSelf distils.
-        pool_boxes / pool_masks: region pooling of the dense map (clipdense.models' in practice).
+        batches: images with ground-truth boxes, masks and labels (sized: the progress bar shows a total).
+        encoders: what the methods read the model through (each method's ``needs`` must be given).
+        methods: registered region method names (``region_methods.REGION_METHODS``); None: all of them.
         groups: named class subsets (base / novel) reported as per-class means over their classes.
-        patch_size: the dense map's stride in pixels of the images; with it, thing top-1 is also reported
-            per ``SIZE_BUCKETS`` (``things_by_size``) with the regions counted per bucket.
     """
-    _check_methods(methods, encode_dense, encode_image, input_size, pool_boxes, pool_masks)
+    chosen = resolve_region_methods(region_method_names() if methods is None else methods)
+    for method in chosen:
+        method.check(encoders)
     num_classes = classifier.shape[0]
     weights = normalize(classifier).cpu()
     thing_mask = torch.zeros(num_classes, dtype=torch.bool)
     thing_mask[torch.as_tensor(list(things), dtype=torch.long)] = True
-    correct: dict[str, dict[int, list[Tensor]]] = {m: {1: [], 5: []} for m in methods}
+    correct: dict[str, dict[int, list[Tensor]]] = {m.name: {1: [], 5: []} for m in chosen}
     labels_all: list[Tensor] = []
     sides: list[Tensor] = []
+    total = len(batches) if isinstance(batches, Sized) else None
     with torch.no_grad():
         for batch in progress(batches, "regions", total, show_progress):
             labels = torch.cat(batch.labels).long().cpu() if batch.labels else torch.zeros(0, dtype=torch.long)
@@ -103,25 +77,22 @@ def region_classification(classifier: Tensor, batches: Iterable[RegionBatch], th
                 continue
             labels_all.append(labels)
             sides.append(torch.cat([box_sides(b) for b in batch.boxes]).cpu())
-            dense = encode_dense(batch.images) if any(m != "crops" for m in methods) else None
-            for method in methods:
-                emb = embed_regions(method, batch, dense, encode_image=encode_image, input_size=input_size,
-                                    crop=crop, pool_boxes=pool_boxes, pool_masks=pool_masks, thing_mask=thing_mask,
-                                    thing_expand=thing_expand, batch_size=batch_size)
-                logits = normalize(emb).cpu() @ weights.t()
+            dense = encoders.encode_dense(batch.images) if any(m.dense for m in chosen) else None
+            for method in chosen:
+                logits = normalize(method.embed(batch, dense, encoders, thing_mask)).cpu() @ weights.t()
                 for k in (1, 5):
-                    correct[method][k].append(metrics.topk_correct(logits, labels, k))
+                    correct[method.name][k].append(metrics.topk_correct(logits, labels, k))
     if not labels_all:
         raise ConfigError("region classification: no annotated regions found (expected boxes with labels)")
     targets = torch.cat(labels_all)
     subsets = {"things": list(things), "stuff": list(stuff), **{k: list(v) for k, v in (groups or {}).items()}}
     result: dict = {}
-    for method in methods:
-        hits = {k: torch.cat(v) for k, v in correct[method].items()}
-        result[method] = {name: {f"top{k}": metrics.per_class_mean_accuracy(hits[k], targets, members)
-                                 for k in (1, 5)} for name, members in subsets.items()}
-    if patch_size:
-        _add_size_buckets(result, correct, targets, torch.cat(sides) / patch_size, thing_mask)
+    for name, per_k in correct.items():
+        hits = {k: torch.cat(v) for k, v in per_k.items()}
+        result[name] = {subset: {f"top{k}": metrics.per_class_mean_accuracy(hits[k], targets, members)
+                                 for k in (1, 5)} for subset, members in subsets.items()}
+    if encoders.patch_size:
+        _add_size_buckets(result, correct, targets, torch.cat(sides) / encoders.patch_size, thing_mask)
     result["num_regions"] = {"things": int(thing_mask[targets].sum()), "stuff": int((~thing_mask[targets]).sum())}
     result["chance"] = {"top1": 1.0 / num_classes, "top5": min(5, num_classes) / num_classes}
     return result
@@ -146,22 +117,6 @@ def _add_size_buckets(result: dict, correct: dict[str, dict[int, list[Tensor]]],
     result["num_things_by_size"] = counts
 
 
-def _check_methods(methods: Sequence[str], encode_dense: DenseEncoder | None, encode_image: ImageEncoder | None,
-                   input_size: tuple[int, int] | None, pool_boxes: BoxPooler | None,
-                   pool_masks: MaskPooler | None) -> None:
-    """Each requested method must have the functions it needs, named in the error."""
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ConfigError(f"region methods: unknown {unknown}, expected some of {list(METHODS)}")
-    needs = {"rois": {"encode_dense": encode_dense, "pool_boxes": pool_boxes},
-             "maskpool": {"encode_dense": encode_dense, "pool_masks": pool_masks},
-             "crops": {"encode_image": encode_image, "input_size": input_size}}
-    for method in methods:
-        missing = [name for name, fn in needs[method].items() if fn is None]
-        if missing:
-            raise ConfigError(f"region method {method!r} needs {missing} (got None)")
-
-
 def region_batches(reader: CocoRegions, to_tensor: Callable, short_side: int | None, batch_size: int,
                    skips: SkipCounter) -> Batches:
     """Batches of same-size images with their boxes (scaled to the resized image), masks and labels
@@ -181,31 +136,35 @@ def region_batches(reader: CocoRegions, to_tensor: Callable, short_side: int | N
     return sample_batches(reader, batch_size, skips, collate)
 
 
-@register_task("regions", needs={"boxes", "labels", "masks"},
+@register_task("regions", needs={"boxes", "labels", "masks"}, options=RegionOptions,
                summary="CLIPSelf's region classification (rois / crops / maskpool, things / stuff)")
-def run_regions(ctx: EvalContext, reader: CocoRegions) -> tuple[dict, int]:
-    """Crops do not depend on the dense mode, so they run once; rois / maskpool run per mode.
+def run_regions(ctx: EvalContext, reader: CocoRegions, options: RegionOptions) -> tuple[dict, int]:
+    """Methods that do not read the dense map (crops) run once; the others once per dense mode.
     Classes and thing/stuff come from the reader (COCO categories and their ``isthing``)."""
     settings, classes = ctx.settings, list(reader.classes)
     weights = ctx.classifier(classes)
     isthing = reader.isthing.tolist()
-    common = dict(things=[i for i, t in enumerate(isthing) if t], stuff=[i for i, t in enumerate(isthing) if not t],
-                  groups=ctx.data.group_indices(classes), batch_size=settings.batch_size,
-                  show_progress=settings.show_progress, patch_size=ctx.patch_size)
-    batches = region_batches(reader, ctx.to_tensor, settings.short_side, settings.batch_size, ctx.data.skips)
+    things, stuff = [i for i, t in enumerate(isthing) if t], [i for i, t in enumerate(isthing) if not t]
+    groups = ctx.data.group_indices(classes)
+    keep_aspect = options.crops == "letterbox"
+    base = RegionEncoders(encode_image=ctx.encode_image, input_size=ctx.input_size,
+                          crop=lambda images, boxes: ctx.crop(images, boxes, keep_aspect),
+                          pool_boxes=ctx.pool_boxes, pool_masks=ctx.pool_masks, thing_expand=options.thing_expand,
+                          batch_size=settings.batch_size, patch_size=ctx.patch_size)
+    batches = region_batches(reader, ctx.to_tensor, ctx.short_side, settings.batch_size, ctx.data.skips)
+    chosen = resolve_region_methods(options.methods)
+    once = tuple(m.name for m in chosen if not m.dense)
+    per_mode = tuple(m.name for m in chosen if m.dense)
     out: dict = {"dense": {}}
     images = 0
-    if "crops" in settings.region_methods:
-        crops = region_classification(weights, batches, methods=("crops",), encode_image=ctx.encode_image,
-                                      input_size=ctx.input_size, crop=ctx.crop, total=len(batches), **common)
-        out.update(crops=crops["crops"], **{k: v for k, v in crops.items() if k != "crops"})
+    if once:
+        res = region_classification(weights, batches, things, stuff, base, once, groups, settings.show_progress)
+        out.update(res)
         images += len(batches.items)
-    dense_methods = tuple(m for m in settings.region_methods if m != "crops")
-    for mode in settings.modes if dense_methods else ():
-        res = region_classification(weights, batches, methods=dense_methods, encode_dense=ctx.dense(mode),
-                                    pool_boxes=ctx.pool_boxes, pool_masks=ctx.pool_masks, total=len(batches),
-                                    **common)
-        out["dense"][mode] = {m: res[m] for m in dense_methods}
-        out.update({k: v for k, v in res.items() if k not in dense_methods})
+    for mode in ctx.modes if per_mode else ():
+        res = region_classification(weights, batches, things, stuff, replace(base, encode_dense=ctx.dense(mode)),
+                                    per_mode, groups, settings.show_progress)
+        out["dense"][mode] = {m: res[m] for m in per_mode}
+        out.update({k: v for k, v in res.items() if k not in per_mode})
         images += len(batches.items)
     return out, images

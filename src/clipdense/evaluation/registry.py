@@ -1,23 +1,30 @@
-"""Evaluation tasks by name: each declares the Sample fields its data must carry and how it runs.
+"""Evaluation tasks by name: each declares the Sample fields its data must carry, its own options and how it runs.
 
 A task module registers itself with ``@register_task``; the runner picks the tasks ``--tasks`` names,
-checks that ``--data`` can feed them (``clipdense.data.resolve_reader``), opens the matching reader and
-calls the task with an ``EvalContext`` (the model as encode functions, the settings) and that reader.
-Adding a task (detection next) is one module that registers itself, imported by ``evaluation/__init__``.
+checks that ``--data`` can feed them (``clipdense.data.resolve_reader``), builds each task's options from its
+dataclass (``--task-arg TASK.KEY=VALUE``, checked by ``options.build_options``), opens the matching reader and
+calls the task with an ``EvalContext`` (the model as encode functions, the common settings), that reader and
+its options. Adding a task is one module that registers itself, imported by ``evaluation/__init__``.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..data.sample import FIELDS
 from ..errors import ConfigError
+from .context import EvalContext
+from .options import build_options, describe
 
-if TYPE_CHECKING:
-    from .context import EvalContext
 
-#: (context, reader) -> (JSON-ready result, images processed); the reader fills the task's ``needs``.
-TaskFn = Callable[["EvalContext", Any], "tuple[dict, int]"]
+@dataclass(frozen=True)
+class NoOptions:
+    """A task with no options of its own."""
+
+
+#: (context, reader, options) -> (JSON-ready result, images processed); the reader fills the task's ``needs``.
+TaskFn = Callable[[EvalContext, Any, Any], "tuple[dict, int]"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,7 @@ class EvalTask:
             tables in ``report.py``; without either, the section shows the result as JSON).
         needs_head: the task evaluates a trained head (``--head``), not the bare model: without one it is
             left out of 'all' with a note, and refused when named.
+        options: the dataclass of its own options (fields made by ``options.option``); ``run`` gets an instance.
     """
 
     name: str
@@ -41,6 +49,20 @@ class EvalTask:
     summary: str = ""
     report: Callable[[dict], list[str]] | None = None
     needs_head: bool = False
+    options: type = NoOptions
+
+    def build_options(self, values: Any = None, label: Callable[[str], str] | None = None) -> Any:
+        """This task's options from a mapping (or an instance, re-checked), each value checked as declared."""
+        if isinstance(values, self.options):
+            values = {f.name: getattr(values, f.name) for f in dataclasses.fields(values)}
+        elif values is not None and not isinstance(values, Mapping):
+            raise ConfigError(f"options of task {self.name!r}: expected a mapping or {self.options.__name__}, "
+                              f"got {type(values).__name__}")
+        return build_options(self.options, values, label or (lambda key: f"--task-arg {self.name}.{key}"))
+
+    def describe_options(self) -> list[tuple[str, str]]:
+        """('task.key', 'type, default: help') per option, for ``--help``."""
+        return describe(self.options, f"{self.name}.")
 
 
 #: name -> task, in registration order (the order ``--tasks all`` runs them).
@@ -52,8 +74,10 @@ def add_task(task: EvalTask) -> EvalTask:
     unknown = sorted(task.needs - set(FIELDS))
     if unknown:
         raise ValueError(f"evaluation task {task.name!r}: unknown Sample fields {unknown}; expected some of {FIELDS}")
-    if task.name == "all" or not task.name or "," in task.name:
+    if task.name == "all" or not task.name or "," in task.name or "." in task.name:
         raise ValueError(f"evaluation task name {task.name!r}: reserved or not a plain name")
+    if not dataclasses.is_dataclass(task.options):
+        raise ValueError(f"evaluation task {task.name!r}: options must be a dataclass")
     if task.name in EVAL_TASKS and EVAL_TASKS[task.name] is not task:
         raise ValueError(f"evaluation task {task.name!r} is already registered")
     EVAL_TASKS[task.name] = task
@@ -62,10 +86,11 @@ def add_task(task: EvalTask) -> EvalTask:
 
 def register_task(name: str, needs: Iterable[str], summary: str = "",
                   report: Callable[[dict], list[str]] | None = None,
-                  needs_head: bool = False) -> Callable[[TaskFn], TaskFn]:
-    """Decorator: register the decorated function as task ``name`` needing the Sample fields ``needs``."""
+                  needs_head: bool = False, options: type = NoOptions) -> Callable[[TaskFn], TaskFn]:
+    """Decorator: register the decorated function as task ``name`` needing the Sample fields ``needs``, with
+    its options declared by the dataclass ``options``."""
     def wrap(run: TaskFn) -> TaskFn:
-        add_task(EvalTask(name, frozenset(needs), run, summary, report, needs_head))
+        add_task(EvalTask(name, frozenset(needs), run, summary, report, needs_head, options))
         return run
     return wrap
 
@@ -84,3 +109,17 @@ def resolve_tasks(tasks: str | Sequence[str]) -> tuple[str, ...]:
     if unknown or not names:
         raise ConfigError(f"--tasks: unknown {unknown or names}, expected 'all' or some of {list(EVAL_TASKS)}")
     return tuple(t for t in EVAL_TASKS if t in names)
+
+
+def parse_task_args(items: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """{'task.key': value} (``--task-arg``, already split at '=') -> {task: {key: value}}; an unknown task or
+    a key without its task is one line naming it (keys and values are checked by ``EvalTask.build_options``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for dotted, value in items.items():
+        task, sep, key = dotted.partition(".")
+        if not sep or not task or not key:
+            raise ConfigError(f"--task-arg {dotted}={value}: expected TASK.KEY=VALUE (e.g. segmentation.window=224)")
+        if task not in EVAL_TASKS:
+            raise ConfigError(f"--task-arg {dotted}: unknown task {task!r}, expected one of {', '.join(EVAL_TASKS)}")
+        out.setdefault(task, {})[key] = value
+    return out

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import atomic_write_bytes
+from .region_methods import REGION_METHODS
 from .regions import SIZE_BUCKETS
 from .registry import EVAL_TASKS
 
@@ -115,7 +116,7 @@ def _bucket_text(bounds: tuple[float, float]) -> str:
 
 
 def _region_methods(reg: dict) -> dict[tuple[str, str], dict]:
-    out = {("(any)", "crops"): reg["crops"]} if "crops" in reg else {}
+    out = {("(any)", name): reg[name] for name, method in REGION_METHODS.items() if not method.dense and name in reg}
     for mode, methods in reg.get("dense", {}).items():
         out.update({(mode, m): res for m, res in methods.items()})
     return out
@@ -135,8 +136,9 @@ def to_markdown(results: dict) -> str:
     split = f" [{results['split']}]" if results.get("split") else ""
     lines = [f"## clipdense eval: {results.get('model')} ({results.get('pretrained') or 'random init'}) "
              f"on {results.get('data')}{split}", ""]
+    window = (results.get("task_options") or {}).get("segmentation", {}).get("window")
     lines += [f"Dense tasks at short side {results.get('image_size')} px"
-              + (f", sliding window {results['window']}" if results.get("window") else ", whole image")
+              + (f", sliding window {window}" if window else ", whole image")
               + f"; device {results.get('device')}.", ""]
     sections = [("Classification and retrieval", _classification_lines(tasks)),
                 ("Zero-shot semantic segmentation", _segmentation_lines(tasks["segmentation"])

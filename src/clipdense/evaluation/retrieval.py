@@ -11,11 +11,11 @@ from ..errors import ConfigError
 from . import metrics
 from .common import ImageEncoder, TextEncoder, encode_in_batches, normalize, progress
 from .inputs import Batches, load_or_skip
-from .registry import register_task
+from .context import EvalContext
+from .registry import NoOptions, register_task
 
 if TYPE_CHECKING:
     from ..data import ImageTextDataset
-    from .context import EvalContext
 
 CaptionBatch = tuple[Tensor, list[list[str]]]   # (images, every caption of each image)
 
@@ -65,7 +65,7 @@ def retrieval(encode_image: ImageEncoder, encode_text: TextEncoder,
 
 
 @register_task("retrieval", needs={"caption"}, summary="image<->text recall@1/5/10 (open_clip CSV, shards)")
-def run_retrieval(ctx: EvalContext, reader: ImageTextDataset) -> tuple[dict, int]:
+def run_retrieval(ctx: EvalContext, reader: ImageTextDataset, options: NoOptions) -> tuple[dict, int]:
     """Recall@k over the reader's pairs at the model's own preprocessing; a CSV's rows are grouped by image."""
     batches = _csv_batches(ctx, reader) if reader.format == "csv" else _stream_batches(ctx, reader)
     result = retrieval(ctx.encode_image, ctx.encode_text, batches, total=len(batches) if reader.format == "csv"

@@ -6,22 +6,24 @@ others did not run; a task asked for by name that the data cannot feed is refuse
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
 from ..data.sample import FIELDS, describe_fields
 from ..data.spec import DataSpec
 from ..errors import ConfigError, DataError
-from ..models import DENSE_MODES, Bundle, resolve_device
-from ..models.segmenters import segmenter_of
-from .context import EvalContext, EvalSettings
+from ..models import Bundle, resolve_device
+from .context import EvalContext, EvalSettings, resolve_modes
 from .inputs import EvalData, open_eval_data
-from .regions import METHODS
+from .options import build_options
 from .registry import EVAL_TASKS, EvalTask, resolve_tasks, task_names
+
+__all__ = ["EvalPlan", "build_settings", "build_task_options", "evaluate", "plan_tasks", "resolve_modes"]
 
 
 @dataclass
@@ -64,70 +66,67 @@ def plan_tasks(data: str | os.PathLike | DataSpec, tasks: str | Sequence[str] = 
     return EvalPlan(eval_data, runnable, skipped)
 
 
-def resolve_modes(modes: str | Sequence[str]) -> tuple[str, ...]:
-    """'all', 'a,b' or a list -> validated dense modes."""
-    names = [m.strip() for m in (modes.split(",") if isinstance(modes, str) else modes) if m.strip()]
-    if names == ["all"]:
-        return tuple(DENSE_MODES)
-    unknown = [m for m in names if m not in DENSE_MODES]
-    if unknown or not names:
-        raise ConfigError(f"--dense-mode: unknown {unknown or names}, expected 'all' or some of {list(DENSE_MODES)}")
-    return tuple(dict.fromkeys(names))
+def build_settings(settings: EvalSettings | None = None, overrides: Mapping[str, Any] | None = None,
+                   label: Callable[[str], str] | None = None) -> EvalSettings:
+    """``settings`` (default: ``EvalSettings()``) with ``overrides``, every field checked as declared."""
+    base = settings if settings is not None else EvalSettings()
+    values = {f.name: getattr(base, f.name) for f in dataclasses.fields(EvalSettings)}
+    return build_options(EvalSettings, {**values, **(overrides or {})}, label or (lambda key: key))
 
 
-CROP_VIEWS = ("letterbox", "stretch")
+def build_task_options(tasks: Sequence[EvalTask], task_options: Mapping[str, Any] | None = None,
+                       label: Callable[[str, str], str] | None = None) -> dict[str, Any]:
+    """Each task's options dataclass from ``task_options[name]`` (a mapping or an instance); options of a task
+    that is registered but not run are checked too, and an unknown task name is refused."""
+    given = dict(task_options or {})
+    unknown = [name for name in given if name not in EVAL_TASKS]
+    if unknown:
+        raise ConfigError(f"task options: unknown task {unknown[0]!r}, expected one of {', '.join(EVAL_TASKS)}")
+    say = label or (lambda name, key: f"{name}.{key}")
+    built = {name: EVAL_TASKS[name].build_options(values, lambda key, name=name: say(name, key))
+             for name, values in given.items()}
+    return {task.name: built[task.name] if task.name in built else task.build_options() for task in tasks}
 
 
 def evaluate(bundle: Bundle, data: str | os.PathLike | DataSpec, tasks: str | Sequence[str] = "all",
-             dense_mode: str | Sequence[str] = "maskclip", image_size: int | None = None, batch_size: int = 32,
-             device: str | torch.device | None = None, split: str = "val", templates: str = "imagenet",
-             window: int | None = None, stride: int | None = None, background_threshold: float = 0.1,
-             region_methods: Sequence[str] = METHODS, show_progress: bool = False,
-             head: str | os.PathLike | None = None, crops: str = "letterbox") -> dict:
+             settings: EvalSettings | None = None, task_options: Mapping[str, Any] | None = None,
+             head: str | os.PathLike | None = None, **overrides: Any) -> dict:
     """Run the requested tasks on ``data``; returns one JSON-ready dict (see ``to_markdown``).
 
     Args:
         data: anything ``--data`` accepts (a world, a CSV, shards, ``coco:...``, ``semseg:...``,
             ``imagefolder:...``, a data YAML).
         tasks: 'all' (every registered task the data can feed), or names.
-        split: the split of a world; other data is evaluated as given.
-        dense_mode: one mode, several (list or 'a,b') or 'all'; dense tasks run once per mode. A model with a
-            registered segmenter (GroupViT) runs them once, by its own segments, named after its segmenter.
-        image_size: short side for dense tasks (segmentation, regions); default: the size the model's dense
-            map is meant for (``bundle.dense_size``: a CLIPSelf student's training size), else its input size.
-            Zero-shot and retrieval always use the model's own preprocessing.
-        window / stride: sliding-window inference for segmentation (pixels, after resizing); None: whole image.
-        background_threshold: probability under which a pixel is background in the things-only setting.
-        head: a trained head (file or run dir) for the tasks that evaluate one (detection).
-        crops: how the ``crops`` baseline fits a region to the tower's input: "letterbox" (CLIPSelf's published
-            teacher view) or "stretch"; match the CLIPSelf run being compared (its ``keep_aspect``).
+        settings: what every task shares (split, batch size, device, templates, dense modes, image size).
+        task_options: task name -> its options (a mapping of its option fields, or its options dataclass), e.g.
+            ``{"segmentation": {"window": 224}, "regions": {"methods": "rois,crops"}}``.
+        head: a trained head (file or run dir) for the tasks that evaluate one (detection, segmentation).
+        overrides: ``EvalSettings`` fields set by name (``device="cpu", batch_size=4``), over ``settings``.
+
+    A model with a registered segmenter (GroupViT) runs the dense tasks once, by its own segments, named after
+    its segmenter. Zero-shot and retrieval always use the model's own preprocessing.
 
     Returns:
-        ``{"tasks": {name: result}, "skipped_tasks": {name: "needs ..."}, "data_fields": [...],
-        "seconds": ..., "images_per_second": ..., "skipped_images": ..., ...}`` with the run's settings.
+        ``{"model", "pretrained", "data", "split", "tasks": {name: result}, "skipped_tasks": {name: "needs ..."},
+        "data_fields": [...], "task_options": {name: options}, "seconds": ..., "images_per_second": ...,
+        "skipped_images": ..., ...}`` with the run's settings.
     """
-    if crops not in CROP_VIEWS:
-        raise ConfigError(f"--crops {crops!r}: expected one of {', '.join(CROP_VIEWS)}")
-    plan = plan_tasks(data, tasks, split, head)
-    short_side = image_size or bundle.dense_size or min(bundle.image_size)
-    own = segmenter_of(bundle.model)   # a model that segments by itself (GroupViT): its one way, not dense modes
-    modes = (own.name,) if own is not None else resolve_modes(dense_mode)
-    settings = EvalSettings(modes, short_side, batch_size, templates,
-                            window, stride, background_threshold, tuple(region_methods), show_progress,
-                            None if head is None else str(head), crops == "letterbox")
-    target = resolve_device(device)
+    settings = build_settings(settings, overrides)
+    plan = plan_tasks(data, tasks, settings.split, head)
+    options = build_task_options(plan.tasks, task_options)
+    target = resolve_device(settings.device)
     bundle.model.to(target).eval()
-    ctx = EvalContext(bundle, target, settings, plan.data)
+    ctx = EvalContext(bundle, target, settings, plan.data, None if head is None else str(head))
     results: dict = {"model": bundle.name, "pretrained": bundle.pretrained, "data": str(plan.data.spec),
                      "data_format": plan.data.spec.format, "split": plan.data.split,
-                     "dense_modes": list(settings.modes), "templates": templates, "image_size": settings.short_side, "crops": crops,
-                     "window": window, "stride": stride, "background_threshold": background_threshold,
+                     "dense_modes": list(ctx.modes), "templates": settings.templates, "image_size": ctx.short_side,
                      "device": str(target), "data_fields": [f for f in FIELDS if f in plan.data.fields()],
+                     "task_options": {name: dataclasses.asdict(o) for name, o in options.items()},
                      "tasks": {}, "skipped_tasks": dict(plan.skipped), "seconds": {}, "images_per_second": {}}
     with torch.no_grad():
         for task in plan.tasks:
             start = time.perf_counter()
-            result, images = task.run(ctx, plan.data.open(task))
+            result, images = task.run(ctx, plan.data.open(task), options[task.name])
             seconds = time.perf_counter() - start
             results["tasks"][task.name] = result
             results["seconds"][task.name] = round(seconds, 3)

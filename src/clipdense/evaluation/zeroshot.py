@@ -11,11 +11,11 @@ from ..errors import ConfigError
 from . import metrics
 from .common import ImageEncoder, normalize, progress
 from .inputs import sample_batches
-from .registry import register_task
+from .context import EvalContext
+from .registry import NoOptions, register_task
 
 if TYPE_CHECKING:
     from ..data import ImageFolderDataset
-    from .context import EvalContext
 
 
 def zeroshot_classification(encode_image: ImageEncoder, classifier: Tensor,
@@ -65,7 +65,7 @@ def _scores(logits: Tensor, labels: Tensor, ks: Sequence[int]) -> dict:
 
 
 @register_task("zeroshot", needs={"image_label"}, summary="top-1 / top-5 on labelled images (ImageFolder)")
-def run_zeroshot(ctx: EvalContext, reader: ImageFolderDataset) -> tuple[dict, int]:
+def run_zeroshot(ctx: EvalContext, reader: ImageFolderDataset, options: NoOptions) -> tuple[dict, int]:
     """Every image of the reader against a classifier over its class names, at the model's own preprocessing."""
     def collate(samples: list[Sample]) -> list[tuple[Tensor, Tensor]]:
         return [(torch.stack([ctx.preprocess(s.image) for s in samples]),
