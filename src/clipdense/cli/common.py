@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
+import types
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -160,3 +162,70 @@ def parse_key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
         except yaml.YAMLError:
             raise ConfigError(f"{flag} {item!r}: the value is not a YAML scalar or list") from None
     return out
+
+
+class CheckedValue(argparse.Action):
+    """A flag's value parsed as its field's type and checked against the field's declared range or choices: a bad
+    one is one line naming the flag and what was expected (exit 2), the message YAML values get from validate."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, kind: type = str,
+                 check: Callable[[Any], bool] = lambda value: True, expected: str = "", **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.kind, self.check, self.expected = kind, check, expected
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        try:
+            value = self.kind(values)
+        except ValueError:
+            parser.error(f"{option_string} {values}: invalid {self.kind.__name__} value, expected {self.expected}")
+        if not self.check(value):
+            parser.error(f"{option_string} {values}: expected {self.expected}")
+        setattr(namespace, self.dest, value)
+
+
+def _scalar(hint: Any) -> Any:
+    """``X`` of ``X | None``."""
+    if get_origin(hint) in (Union, types.UnionType):
+        return next(arg for arg in get_args(hint) if arg is not type(None))
+    return hint
+
+
+def _shown(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: Mapping[str, Any] | None = None,
+                     dest_prefix: str = "", skip: Sequence[str] = (),
+                     fallback: Mapping[Any, Callable[[str], Any]] | None = None) -> tuple[str, ...]:
+    """One flag per field of the config dataclass ``cls`` (``--field-name``), generated from its declaration:
+    ``help``, ``choices``, ``metavar`` and the ``range`` (with its ``expected`` text) in the field's metadata.
+    The help names the command's own default (``defaults`` over the field's); the parsed value stays None
+    when the flag is absent, so YAML can set it. Numeric fields without a range take ``fallback[type]``.
+    Returns the names of the fields given a flag."""
+    hints, defaults, named = get_type_hints(cls), dict(defaults or {}), []
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if f.name in skip or "help" not in meta or not meta.get("flag", True):
+            continue
+        default = defaults.get(f.name, f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        shown = f" (default: {_shown(default)})" if default not in (None, "", [], ()) else ""
+        note = f"; {meta['note']}" if meta.get("note") else ""
+        kwargs: dict[str, Any] = {"dest": dest_prefix + f.name, "default": None, "help": meta["help"] + note + shown,
+                                  "metavar": meta.get("metavar") or f.name.upper()}
+        hint = _scalar(hints[f.name])
+        if hint is bool:
+            kwargs.update(action=argparse.BooleanOptionalAction)   # --compile / --no-compile
+            kwargs.pop("metavar")
+        elif meta.get("choices") is not None:
+            kwargs.pop("metavar")
+            kwargs.update(choices=meta["choices"])
+        elif meta.get("range") is not None:
+            kwargs.update(action=CheckedValue, kind=hint, check=meta["range"].__contains__, expected=meta["expected"])
+        elif get_origin(hint) is list:
+            kwargs.update(type=(fallback or {}).get(list), nargs="+")
+        else:
+            kwargs.update(type=(fallback or {}).get(hint, hint))
+        parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+        named.append(f.name)
+    return tuple(named)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any, get_type_hints
 
 from ..errors import ConfigError
 from ..objectives.clipself import ClipSelfOptions
@@ -12,46 +11,32 @@ from ..train.config import TrainConfig
 from ..train.distill import write_ensemble
 from ..train.run import run_training
 from ..train.sources import open_training_source
-from .common import AMOUNT, PIXELS, bounded
+from .common import AMOUNT, PIXELS, add_config_flags, bounded
 from .train import add_training_flags, report, resolve_config
 
 METHODS = {"clipself": ClipSelfOptions}
-NON_NEGATIVE = {int: AMOUNT, float: bounded(float, 0.0, what="a number")}
+#: every numeric option is a size, count or weight (none is negative); lists are sizes in pixels
+OPTION_TYPES = {int: AMOUNT, float: bounded(float, 0.0, what="a number"), list: PIXELS}
 # Distillation's own defaults: the base layer under --config, the resumed run's config and the flags alike.
 DISTILL_DEFAULTS = {"model": "tiny-vit-s8", "steps": 300, "batch_size": 16, "lr": 1e-4, "warmup_steps": 20,
                     "weight_decay": 0.1, "checkpoint_every": 100}
 
 
-def _option_flags(p: argparse.ArgumentParser, options: type) -> None:
-    """One flag per option field, typed and documented by the dataclass itself."""
-    hints = get_type_hints(options)
-    for f in dataclasses.fields(options):
-        flag, hint, meta = "--" + f.name.replace("_", "-"), hints[f.name], f.metadata
-        kwargs: dict[str, Any] = {"dest": f"method_{f.name}", "default": None, "help": meta.get("help")}
-        if hint is bool:
-            kwargs.update(action=argparse.BooleanOptionalAction)   # --keep-aspect / --no-keep-aspect
-        elif getattr(hint, "__origin__", None) is list:
-            kwargs.update(type=PIXELS, nargs="+")
-        else:   # every numeric option is a size, count or weight: none is negative
-            kwargs.update(type=NON_NEGATIVE.get(hint, hint), choices=meta.get("choices"))
-        p.add_argument(flag, **kwargs)
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
+    own = ", ".join(f"{name.replace('_', '-')} {value}" for name, value in DISTILL_DEFAULTS.items())
     p = subparsers.add_parser("distill", help="CLIPSelf dense self-distillation of a CLIP ViT",
                               description="The teacher is a frozen copy of --model/--pretrained; the student starts "
                                           "from the same weights and only its image tower trains. Same engine and "
                                           "flags as `clipdense train --objective clipself`, with distillation "
-                                          "defaults (steps 300, batch 16, lr 1e-4, warmup 20, checkpoint every 100, "
-                                          "model tiny-vit-s8) under --config and the flags.")
+                                          f"defaults ({own}) under --config and the flags.")
     p.add_argument("--method", choices=sorted(METHODS), default="clipself")
-    add_training_flags(p)
+    add_training_flags(p, DISTILL_DEFAULTS)
     p.add_argument("--boxes", default=None, metavar="COCO.json",
                    help="boxes or proposals for --regions boxes, with --data the image folder they refer to "
                         "(same as --data coco:images=DIR,annotations=COCO.json)")
     p.add_argument("--ensemble", type=bounded(float, 0.0, 1.0, what="a ratio"), default=None, metavar="RATIO",
                    help="also write RUN/ensemble.safetensors = RATIO*student + (1-RATIO)*teacher (recipe: 0.7)")
-    _option_flags(p, ClipSelfOptions)
+    add_config_flags(p, ClipSelfOptions, dest_prefix="method_", fallback=OPTION_TYPES)
     p.set_defaults(func=run_distill)
 
 

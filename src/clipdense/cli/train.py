@@ -10,55 +10,20 @@ from ..config import build_config
 from ..data.skips import SKIP_LOG
 from ..errors import ConfigError
 from ..objectives import OBJECTIVES
-from ..train.config import PRECISIONS, TrainConfig
+from ..train.config import TrainConfig
 from ..train.run import run_training
 from ..train.sources import open_training_source
-from .common import parse_key_values
+from .common import add_config_flags, parse_key_values
 
-# (flag, type or action, help) for every TrainConfig field a flag overrides; dest = the field name.
-TRAINING_FLAGS: tuple[tuple[str, Any, str], ...] = (
-    ("--data", str, "a world folder, an open_clip CSV, WebDataset shards ('shards-{000..009}.tar'), a data YAML, "
-                    "or coco:images=DIR,annotations=FILE / semseg:images=DIR,labels=DIR,classes=FILE / "
-                    "imagefolder:root=DIR"),
-    ("--model", str, "open_clip name, built-in tiny name, .safetensors or run dir (default tiny-vit-t8)"),
-    ("--pretrained", str, "open_clip pretrained tag or a local weights file"),
-    ("--out", str, "run directory (checkpoints, metrics.jsonl, config.yaml)"),
-    ("--steps", int, "optimiser steps (default 1000)"),
-    ("--batch-size", int, "global images per step: all GPUs x accumulation (default 64)"),
-    ("--accum-steps", int, "micro-batches per step (default 1)"),
-    ("--lr", float, "peak learning rate (default 1e-3)"),
-    ("--warmup-steps", int, "linear warmup steps (default 50)"),
-    ("--weight-decay", float, "AdamW weight decay (default 0.1)"),
-    ("--grad-clip", float, "max gradient norm, 0 = off (default 1.0)"),
-    ("--grad-checkpointing", "store_true", "recompute activations in backward (less memory)"),
-    ("--compile", "store_true", "torch.compile the objective"),
-    ("--ema-decay", float, "EMA of weights -> ema.safetensors (0 = off)"),
-    ("--lock-image-blocks", int, "freeze the first N vision blocks"),
-    ("--lock-text-blocks", int, "freeze the first N text blocks"),
-    ("--checkpoint-every", int, "steps between checkpoints (default 500)"),
-    ("--keep-checkpoints", int, "keep the newest K (default 2; 0 keeps every one)"),
-    ("--log-every", int, "steps between metrics records (default 10)"),
-    ("--eval-every", int, "zero-shot+retrieval every N steps (0 = at the end)"),
-    ("--val-data", str, "world folder to evaluate on (default: --data if a world)"),
-    ("--seed", int, "run seed (data order, augmentation, init)"),
-    ("--device", str, "cpu, cuda (default: cuda if available; torchrun: this rank's GPU)"),
-    ("--num-workers", int, "image-decoding processes per rank (default 1)"),
-    ("--prefetch-batches", int, "batches built ahead on a background thread (default -1: 2 on CUDA, 0 on CPU)"),
-    ("--augment-threads", int, "threads augmenting each batch (default -1: 8 on CUDA, 0 on CPU)"),
-)
-FLAGS = tuple(flag[2:].replace("-", "_") for flag, _, _ in TRAINING_FLAGS) + ("precision", "on_nonfinite", "resume")
+#: the TrainConfig fields every training command takes as flags (--objective is train's own; distill has --method)
+FLAGS = tuple(f.name for f in dataclasses.fields(TrainConfig)
+              if f.metadata.get("flag", True) and f.name != "objective")
 
 
-def add_training_flags(p: argparse.ArgumentParser) -> None:
-    """The flags every training command shares (train, distill): TrainConfig overrides, --config, --resume."""
-    for flag, kind, doc in TRAINING_FLAGS:
-        if kind == "store_true":
-            p.add_argument(flag, action="store_const", const=True, default=None, help=doc)
-        else:
-            p.add_argument(flag, type=kind, default=None, help=doc)
-    p.add_argument("--precision", choices=PRECISIONS, default=None, help="default auto: bf16 on CUDA, fp32 on CPU")
-    p.add_argument("--on-nonfinite", choices=("stop", "skip"), default=None, help="NaN/inf loss policy")
-    p.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue RUN_DIR exactly from its last checkpoint")
+def add_training_flags(p: argparse.ArgumentParser, defaults: Mapping[str, Any] | None = None) -> None:
+    """The flags every training command shares (train, distill), generated from TrainConfig's fields (help, range,
+    choices) with the command's own ``defaults`` in their help; then --config and --objective-arg."""
+    add_config_flags(p, TrainConfig, defaults, skip=("objective",))
     p.add_argument("--config", default=None, metavar="FILE.yaml", help="TrainConfig keys as YAML")
     p.add_argument("--objective-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="an option of the objective (e.g. local_crops=6, regions=boxes); repeatable")
@@ -69,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                             "(torchrun for several GPUs)",
                               description="Defaults, then --config YAML (or the run's config.yaml with --resume), "
                                           "then these flags. --batch-size is global (all GPUs x accumulation).")
-    p.add_argument("--objective", choices=sorted(OBJECTIVES), default=None, help="training method (default clip)")
+    objective = next(f for f in dataclasses.fields(TrainConfig) if f.name == "objective")
+    p.add_argument("--objective", choices=sorted(OBJECTIVES), default=None,
+                   help=f"{objective.metadata['help']} (default: {objective.default})")
     add_training_flags(p)
     p.set_defaults(func=run_train)
 

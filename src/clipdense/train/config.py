@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Mapping
 
 from ..data.world.folder import is_world
 from ..errors import ConfigError
@@ -18,102 +18,124 @@ def flag_of(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _number(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False
-            ) -> Callable[[Any], bool]:
-    """A check that a value is a finite number in the interval (NaN and bools fail)."""
-    def ok(value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+@dataclass(frozen=True)
+class Range:
+    """The interval a numeric setting must lie in, declared with its field; NaN, inf and bools never lie in it."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return False
-        above = value > low if low_open else value >= low
-        below = value < high if high_open else value <= high
-        return above and below and math.isfinite(value)
-    return ok
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __str__(self) -> str:
+        low = f"{self.low:g}"
+        if math.isinf(self.high):
+            return f"{'>' if self.low_open else '>='} {low}"
+        return f"in {'(' if self.low_open else '['}{low}, {self.high:g}{')' if self.high_open else ']'}"
 
 
-def _choice(options: tuple[str, ...]) -> Callable[[Any], bool]:
-    return lambda value: value in options
+def setting(default: Any, help: str, what: str = "", range: Range | None = None, note: str = "",
+            choices: tuple[str, ...] | None = None, metavar: str | None = None, flag: bool = True) -> Any:
+    """A TrainConfig field and everything its flag says: ``help``, and the ``range`` (``what`` it counts,
+    a ``note`` on special values) or ``choices`` its values are checked against, on the command line and
+    in YAML alike. ``flag=False``: set by YAML (or another flag) only."""
+    expected = ""
+    if range is not None:
+        expected = f"{what} {range}" + (f" ({note})" if note else "")
+    elif choices is not None:
+        expected = f"one of {', '.join(choices)}"
+    metadata = {"help": help, "range": range, "choices": choices, "expected": expected, "note": note,
+                "metavar": metavar, "flag": flag}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
-#: (field, check, what is expected) for every TrainConfig value a user sets
-_RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
-    ("steps", _number(1), "a step count >= 1"),
-    ("batch_size", _number(1), "images per step >= 1"),
-    ("accum_steps", _number(1), "micro-batches per step >= 1"),
-    ("lr", _number(0, low_open=True), "a learning rate > 0"),
-    ("min_lr_ratio", _number(0, 1), "a fraction of --lr in [0, 1]"),
-    ("warmup_steps", _number(0), "a step count >= 0"),
-    ("weight_decay", _number(0), "a weight decay >= 0"),
-    ("beta1", _number(0, 1, high_open=True), "a value in [0, 1)"),
-    ("beta2", _number(0, 1, high_open=True), "a value in [0, 1)"),
-    ("eps", _number(0, low_open=True), "a value > 0"),
-    ("grad_clip", _number(0), "a max gradient norm >= 0 (0 = off)"),
-    ("precision", _choice(PRECISIONS), f"one of {', '.join(PRECISIONS)}"),
-    ("ema_decay", _number(0, 1, high_open=True), "a decay in [0, 1) (0 = off)"),
-    ("lock_image_blocks", _number(0), "a block count >= 0"),
-    ("lock_text_blocks", _number(0), "a block count >= 0"),
-    ("checkpoint_every", _number(1), "a step interval >= 1"),
-    ("keep_checkpoints", _number(0), "a count >= 0 (0 keeps every checkpoint)"),
-    ("log_every", _number(1), "a step interval >= 1"),
-    ("eval_every", _number(0), "a step interval >= 0 (0 = at the end)"),
-    ("on_nonfinite", _choice(NONFINITE_POLICIES), f"one of {', '.join(NONFINITE_POLICIES)}"),
-    ("seed", _number(0), "a seed >= 0"),
-    ("num_workers", _number(0), "a process count >= 0 (0 decodes in the main process)"),
-    ("prefetch_batches", _number(-1), "a batch count >= 0, or -1 for auto"),
-    ("augment_threads", _number(-1), "a thread count >= 0, or -1 for auto"),
-)
+def valid(meta: Mapping[str, Any], value: Any) -> bool:
+    """Whether ``value`` lies in the range or choices a field's metadata declares (True when it declares none)."""
+    if meta.get("range") is not None:
+        return value in meta["range"]
+    return meta.get("choices") is None or value in meta["choices"]
+
+
+DATA_HELP = ("a world folder, an open_clip CSV, WebDataset shards ('shards-{000..009}.tar'), a data YAML, or "
+             "coco:images=DIR,annotations=FILE / semseg:images=DIR,labels=DIR,classes=FILE / imagefolder:root=DIR")
+STEPS, INTERVAL = "a step count", "a step interval"
 
 
 @dataclass
 class TrainConfig:
-    """Everything a training run needs; saved resolved to RUN/config.yaml.
+    """Everything a training run needs; saved resolved to RUN/config.yaml. Each field is the one declaration
+    of its YAML key and its flag (help, range, choices): `clipdense train` and `distill` generate their flags.
 
     Defaults are chosen so a tiny model learns fast on a laptop CPU (the synthetic world):
     a high learning rate, short warmup and small batches. For real data and big models use
     the CLIP/open_clip values (lr 5e-4 at batch 32k, warmup 2k-10k, wd 0.2).
     """
 
-    objective: str = "clip"
-    data: str = ""                    # world folder, open_clip CSV, or WebDataset shard pattern
-    model: str = "tiny-vit-t8"
-    pretrained: str | None = None
-    out: str = ""
-    resume: str | None = None
-    steps: int = 1000
-    batch_size: int = 64              # GLOBAL images per optimiser step (all ranks x accumulation)
-    accum_steps: int = 1              # micro-batches per optimiser step (negatives are per micro-batch)
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.0         # cosine decays to lr * min_lr_ratio
-    warmup_steps: int = 50
-    weight_decay: float = 0.1
-    beta1: float = 0.9                # CLIP paper (Radford et al. 2021, App. F): betas (0.9, 0.98), eps 1e-6
-    beta2: float = 0.98
-    eps: float = 1e-6
-    grad_clip: float = 1.0            # max global grad norm; 0 disables
-    precision: str = "auto"           # auto = bf16 on CUDA with bf16 support, fp16 on older CUDA, fp32 on CPU
-    grad_checkpointing: bool = False
-    compile: bool = False
-    ema_decay: float = 0.0            # 0 = no EMA of the exported model's weights
-    lock_image_blocks: int = 0        # freeze patch embedding + the first N vision blocks
-    lock_text_blocks: int = 0         # freeze token/pos embedding + the first N text blocks
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    eval_every: int = 0               # 0 = evaluate only at the end (when an evaluator is available)
-    val_data: str | None = None       # defaults to the world's val split when --data is a world folder
-    on_nonfinite: str = "stop"        # stop | skip a step whose loss or grad norm is NaN/inf
-    seed: int = 0
-    device: str | None = None
-    num_workers: int = 1              # data-decoding worker processes per rank
-    prefetch_batches: int = -1        # batches built ahead on a background thread; -1 = auto (2 on CUDA, 0 on CPU)
-    augment_threads: int = -1         # threads augmenting a batch's samples; -1 = auto (8 on CUDA, 0 on CPU)
-    objective_args: dict[str, Any] = field(default_factory=dict)  # the objective's own options
+    objective: str = setting("clip", "training method")
+    data: str = setting("", DATA_HELP)
+    model: str = setting("tiny-vit-t8", "open_clip name, built-in tiny name, .safetensors or run dir")
+    pretrained: str | None = setting(None, "open_clip pretrained tag or a local weights file")
+    out: str = setting("", "run directory (checkpoints, metrics.jsonl, config.yaml)", metavar="RUN_DIR")
+    resume: str | None = setting(None, "continue RUN_DIR exactly from its last checkpoint", metavar="RUN_DIR")
+    steps: int = setting(1000, "optimiser steps", STEPS, Range(1))
+    batch_size: int = setting(64, "GLOBAL images per optimiser step: all ranks x accumulation",
+                              "images per step", Range(1))
+    accum_steps: int = setting(1, "micro-batches per optimiser step (negatives are per micro-batch)",
+                               "micro-batches per step", Range(1))
+    lr: float = setting(1e-3, "peak learning rate", "a learning rate", Range(0, low_open=True))
+    min_lr_ratio: float = setting(0.0, "the cosine schedule decays to lr x this", "a fraction of --lr", Range(0, 1))
+    warmup_steps: int = setting(50, "linear warmup steps", STEPS, Range(0))
+    weight_decay: float = setting(0.1, "AdamW weight decay", "a weight decay", Range(0))
+    # CLIP paper (Radford et al. 2021, App. F): betas (0.9, 0.98), eps 1e-6
+    beta1: float = setting(0.9, "AdamW beta1 (CLIP: 0.9)", "a value", Range(0, 1, high_open=True))
+    beta2: float = setting(0.98, "AdamW beta2 (CLIP: 0.98)", "a value", Range(0, 1, high_open=True))
+    eps: float = setting(1e-6, "AdamW epsilon (CLIP: 1e-6)", "a value", Range(0, low_open=True))
+    grad_clip: float = setting(1.0, "max global gradient norm", "a max gradient norm", Range(0), "0 = off")
+    precision: str = setting("auto", "auto = bf16 on CUDA with bf16 support, fp16 on older CUDA, fp32 on CPU",
+                             choices=PRECISIONS)
+    grad_checkpointing: bool = setting(False, "recompute activations in backward (less memory)")
+    compile: bool = setting(False, "torch.compile the objective")
+    ema_decay: float = setting(0.0, "EMA of the exported model's weights -> ema.safetensors", "a decay",
+                               Range(0, 1, high_open=True), "0 = off")
+    lock_image_blocks: int = setting(0, "freeze the patch embedding + the first N vision blocks", "a block count",
+                                     Range(0))
+    lock_text_blocks: int = setting(0, "freeze the token/position embedding + the first N text blocks",
+                                    "a block count", Range(0))
+    checkpoint_every: int = setting(500, "steps between checkpoints", INTERVAL, Range(1))
+    keep_checkpoints: int = setting(2, "keep the newest K checkpoints", "a count", Range(0),
+                                    "0 keeps every checkpoint")
+    log_every: int = setting(10, "steps between metrics records", INTERVAL, Range(1))
+    eval_every: int = setting(0, "zero-shot + retrieval every N steps (when an evaluator is available)", INTERVAL,
+                              Range(0), "0 = at the end")
+    val_data: str | None = setting(None, "world folder to evaluate on; unset: --data when it is a world")
+    on_nonfinite: str = setting("stop", "stop, or skip a step whose loss or grad norm is NaN/inf",
+                                choices=NONFINITE_POLICIES)
+    seed: int = setting(0, "run seed (data order, augmentation, init)", "a seed", Range(0))
+    device: str | None = setting(None, "cpu, cuda, cuda:1 ...; unset: cuda if available (torchrun: this rank's GPU)")
+    num_workers: int = setting(1, "image-decoding processes per rank", "a process count", Range(0),
+                               "0 decodes in the main process")
+    prefetch_batches: int = setting(-1, "batches built ahead on a background thread", "a batch count", Range(-1),
+                                    "-1 = auto: 2 on CUDA, 0 on CPU")
+    augment_threads: int = setting(-1, "threads augmenting each batch's samples", "a thread count", Range(-1),
+                                   "-1 = auto: 8 on CUDA, 0 on CPU")
+    objective_args: dict[str, Any] = setting({}, "the objective's own options (--objective-arg KEY=VALUE)",
+                                             flag=False)
 
     def validate(self, world_size: int = 1) -> None:
         """Fail early, before anything is loaded or written, with one line naming the flag and what it needs."""
-        for name, ok, expected in _RULES:
-            value = getattr(self, name)
-            if not ok(value):
-                raise ConfigError(f"{flag_of(name)} {value!r}: expected {expected}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not valid(f.metadata, value):
+                raise ConfigError(f"{flag_of(f.name)} {value!r}: expected {f.metadata['expected']}")
         if self.batch_size % (world_size * self.accum_steps):
             raise ConfigError(f"--batch-size {self.batch_size}: expected a multiple of processes x --accum-steps "
                               f"= {world_size} x {self.accum_steps}")
