@@ -14,15 +14,16 @@ from pathlib import Path
 import torch
 
 import clipdense as cd
-from clipdense.tasks.adapters import METHODS, AdaptConfig, base_to_novel, evaluate, read_image_folder
-from clipdense.tasks.adapters import ZeroShot, base_novel_split, harmonic_mean, restrict_classes
+from clipdense.heads.adapters import METHODS, ZeroShot
+from clipdense.tasks.adapt import AdaptConfig, base_to_novel, evaluate
+from clipdense.tasks.adapt_protocol import base_novel_split, harmonic_mean, open_image_folder
 
 
 def zero_shot_row(bundle: cd.models.Bundle, test_dir: Path) -> dict:
-    test = read_image_folder(test_dir)
+    test = open_image_folder(test_dir)
     base, novel = base_novel_split(test.classes)
-    b = evaluate(ZeroShot(bundle, base), restrict_classes(test, base))
-    n = evaluate(ZeroShot(bundle, novel), restrict_classes(test, novel))
+    b = evaluate(ZeroShot(bundle, base), test, base)
+    n = evaluate(ZeroShot(bundle, novel), test, novel)
     return {"method": "zero-shot", "shots": 0, "base": b, "novel": n, "hm": harmonic_mean(b, n), "cpu_seconds": 0.0}
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 import clipdense as cd
 from clipdense.errors import ModelLoadError
-from clipdense.tasks.adapters import Adapter
+from clipdense.heads.adapters import Adapter
 
 COLOURS = {"crimson": (200, 20, 30), "navy": (20, 30, 160), "lime": (60, 220, 40)}
 

@@ -9,12 +9,12 @@ import torch
 
 import clipdense as cd
 from clipdense.errors import ConfigError
-from clipdense.tasks.adapters import (AdaptConfig, LinearProbe, TipAdapter, ZeroShot, evaluate, fit,
-                                      read_image_folder, save_adapter)
-from clipdense.tasks.adapters.linear_probe import fit_logistic
+from clipdense.heads.adapters import LinearProbe, TipAdapter, TipAdapterConfig, ZeroShot, save_adapter
+from clipdense.heads.adapters.linear_probe import fit_logistic
+from clipdense.tasks.adapt import AdaptConfig, evaluate, fit
 
 sys.path.insert(0, str(Path(__file__).parent))
-from adapt_toy import assert_head_roundtrip, write_toy_folder  # noqa: E402
+from adapt_toy import COLOURS, assert_head_roundtrip, write_toy_folder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def test_logistic_regression_separates_separable_points() -> None:
 
 
 def test_tip_adapter_with_alpha_zero_is_zero_shot(bundle: cd.models.Bundle) -> None:
-    tip = TipAdapter(bundle, ["crimson", "navy"], cache_size=2, alpha=0.0)
+    tip = TipAdapter(bundle, ["crimson", "navy"], TipAdapterConfig(cache_size=2, alpha=0.0))
     tip.fill_cache(torch.nn.functional.normalize(torch.randn(2, 64), dim=-1), torch.tensor([0, 1]))
     features = torch.nn.functional.normalize(torch.randn(4, 64), dim=-1)
     zero_shot = ZeroShot(bundle, ["crimson", "navy"]).logits(features)
@@ -52,10 +52,9 @@ def test_linear_probe_is_closed_set(bundle: cd.models.Bundle) -> None:
 def test_feature_method_learns_toy_task_and_reloads(method: str, toy: tuple[Path, Path],
                                                     bundle: cd.models.Bundle, tmp_path: Path) -> None:
     train, val = toy
-    test = read_image_folder(val)
-    baseline = evaluate(ZeroShot(bundle, test.classes), test)
+    baseline = evaluate(ZeroShot(bundle, sorted(COLOURS)), val)
     config = AdaptConfig(method=method, shots=3, steps=15, lr=2e-2, batch_size=9, val_shots=2)
     result = fit(bundle, train, config)
-    learned = evaluate(result.adapter, test)
+    learned = evaluate(result.adapter, val)
     assert learned >= 90.0 and learned >= baseline + 40.0, (method, baseline, learned, result.info)
     assert_head_roundtrip(result.adapter, save_adapter(result.adapter, tmp_path / f"{method}.safetensors"), bundle)

@@ -9,12 +9,12 @@ import torch
 
 import clipdense as cd
 from clipdense.errors import ConfigError
-from clipdense.tasks.adapters import (AdaptConfig, CoOp, MaPLe, ZeroShot, evaluate, fit,
-                                      read_image_folder, save_adapter)
-from clipdense.tasks.adapters.prompts import build_prompt_tokens
+from clipdense.heads.adapters import CoOp, CoOpConfig, MaPLe, MaPLeConfig, ZeroShot, save_adapter
+from clipdense.heads.adapters.prompts import build_prompt_tokens
+from clipdense.tasks.adapt import AdaptConfig, evaluate, fit
 
 sys.path.insert(0, str(Path(__file__).parent))
-from adapt_toy import assert_head_roundtrip, write_toy_folder  # noqa: E402
+from adapt_toy import COLOURS, assert_head_roundtrip, write_toy_folder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_prompt_tokens_place_context_where_asked(bundle: cd.models.Bundle) -> No
 
 def test_coop_context_equal_to_word_embeddings_reproduces_plain_text(bundle: cd.models.Bundle) -> None:
     """The hook must feed exactly the given embeddings: init from 'a photo of a' == tokenising the prompt."""
-    coop = CoOp(bundle, ["house", "red circle"], ctx_init="a photo of a")
+    coop = CoOp(bundle, ["house", "red circle"], CoOpConfig(ctx_init="a photo of a"))
     with torch.no_grad():
         ours = coop.text_features(["house", "red circle"])
         plain = bundle.model.encode_text(bundle.tokenizer(["a photo of a house.", "a photo of a red circle."]))
@@ -44,7 +44,7 @@ def test_coop_context_equal_to_word_embeddings_reproduces_plain_text(bundle: cd.
 
 
 def test_maple_hooks_change_both_towers_and_leave_nothing_behind(bundle: cd.models.Bundle) -> None:
-    maple = MaPLe(bundle, ["house", "snowman"], depth=2)
+    maple = MaPLe(bundle, ["house", "snowman"], MaPLeConfig(depth=2))
     pixels = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         before = bundle.model.encode_image(pixels)
@@ -60,16 +60,15 @@ def test_maple_hooks_change_both_towers_and_leave_nothing_behind(bundle: cd.mode
         maple.deep_text.copy_(deep)
     assert not torch.allclose(t1, t2), "deep text prompts have no effect"
     with pytest.raises(ConfigError, match="depth"):
-        MaPLe(bundle, ["house"], depth=5)
+        MaPLe(bundle, ["house"], MaPLeConfig(depth=5))
 
 
 @pytest.mark.parametrize("method", ["coop", "cocoop", "maple"])
 def test_prompt_method_learns_toy_task_and_reloads(method: str, toy: tuple[Path, Path],
                                                    bundle: cd.models.Bundle, tmp_path: Path) -> None:
     train, val = toy
-    test = read_image_folder(val)
-    baseline = evaluate(ZeroShot(bundle, test.classes), test)
+    baseline = evaluate(ZeroShot(bundle, sorted(COLOURS)), val)
     result = fit(bundle, train, AdaptConfig(method=method, shots=3, steps=12, lr=2e-2, batch_size=9, val_shots=0))
-    learned = evaluate(result.adapter, test)
+    learned = evaluate(result.adapter, val)
     assert learned >= 90.0 and learned >= baseline + 40.0, (method, baseline, learned)
     assert_head_roundtrip(result.adapter, save_adapter(result.adapter, tmp_path / f"{method}.safetensors"), bundle)

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 import pytest
 import torch
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save
 from torch import nn
@@ -20,10 +21,14 @@ from clipdense.errors import ConfigError, ModelLoadError
 from clipdense.heads import HEAD_FILE, HeadKind, read_head_info, register_head_kind
 from clipdense.heads.io import metadata_digest
 from clipdense.models.weights import model_fingerprint
-from clipdense.objectives.fewshot import FewShotObjective
-from clipdense.tasks.adapters import ClipAdapter, ShuffledBatches
+from clipdense.data.readers import DataInfo
+from clipdense.data.sample import Sample
+from clipdense.data.streams import InMemorySamples
+from clipdense.heads.adapters import ClipAdapter
+from clipdense.objectives import build_objective
 from clipdense.train.checkpoint import latest_checkpoint, list_checkpoints
 from clipdense.train.config import TrainConfig
+from clipdense.train.data import BatchStream
 from clipdense.train.engine import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -164,14 +169,18 @@ def test_fingerprint_is_dtype_independent_and_sees_every_tensor(bundle: cd.model
 
 
 def few_shot_trainer(bundle: cd.models.Bundle, run: Path, steps: int) -> tuple[Trainer, ClipAdapter]:
-    """CLIP-Adapter on the engine over fixed random features, checkpointing every 2 steps."""
+    """CLIP-Adapter on the engine over 12 fixed random images, checkpointing every 2 steps."""
     torch.manual_seed(0)
-    adapter = ClipAdapter(bundle, ["crimson", "navy", "lime"])
-    features = torch.nn.functional.normalize(torch.randn(12, 64, generator=torch.Generator().manual_seed(1)), dim=-1)
-    batches = ShuffledBatches(features, torch.arange(12) % 3, batch_size=4, seed=0)
-    config = TrainConfig(objective=FewShotObjective.name, model=bundle.name, steps=steps, batch_size=4, lr=1e-2,
+    classes = ("crimson", "navy", "lime")
+    objective = build_objective("clip-adapter", bundle, {}, DataInfo(classes=classes))
+    noise = torch.Generator().manual_seed(1)
+    images = [torch.randint(0, 256, (64, 64, 3), generator=noise, dtype=torch.uint8).numpy() for _ in range(12)]
+    samples = [Sample(Image.fromarray(image), f"s{i}", image_label=i % 3) for i, image in enumerate(images)]
+    batches = BatchStream(InMemorySamples(samples, seed=0), objective.sample_transform(), 4, seed=0,
+                          collate=objective.collate)
+    config = TrainConfig(objective="clip-adapter", model=bundle.name, steps=steps, batch_size=4, lr=1e-2,
                          warmup_steps=1, checkpoint_every=2, keep_checkpoints=3, log_every=2)
-    return Trainer(config, FewShotObjective(adapter, adapter.classes), batches, run, bundle.name), adapter
+    return Trainer(config, objective, batches, run, bundle.name), objective.adapter
 
 
 def test_engine_exports_a_head_training_run_as_a_head_and_resumes_exactly(bundle: cd.models.Bundle,

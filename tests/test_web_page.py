@@ -10,7 +10,7 @@ from PIL import Image
 import clipdense as cd
 from clipdense.errors import ConfigError, ImageLoadError
 from clipdense.heads import HEAD_KINDS, save_head
-from clipdense.tasks.adapters import ADAPTERS, LinearProbe, build_adapter, register_adapter
+from clipdense.heads.adapters import ADAPTERS, LinearProbe, build_adapter, register_adapter
 from clipdense.web import Analyser, Request, available_uses, discover_heads, parse_classes, read_photo, render
 from clipdense.web.analysis import Analysis
 from clipdense.web.render import heat_colours

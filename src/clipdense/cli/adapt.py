@@ -5,7 +5,8 @@ import argparse
 import json
 
 from ..errors import ConfigError
-from ..tasks.adapters import METHODS, AdaptConfig, base_to_novel, evaluate, fit, read_image_folder, save_adapter
+from ..heads.adapters import METHODS, save_adapter
+from ..tasks.adapt import AdaptConfig, base_to_novel, evaluate, fit
 from .common import AMOUNT, COUNT, POSITIVE, SEED, STEPS, add_model_args, check_folder, check_out_file, \
     load_cli_model, parse_key_values
 
@@ -25,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--val-shots", type=AMOUNT, default=4,
                    help="held-out images per class for Tip-Adapter alpha/beta and the probe's strength")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="method option, e.g. n_ctx=16, class_position=middle, depth=2, ratio=0.2 (repeatable)")
+                   help="a field of the method's Config, e.g. n_ctx=16, class_position=middle, depth=2, ratio=0.2 "
+                        "(repeatable)")
     p.add_argument("--eval-data", default=None, help="ImageFolder to report accuracy on after fitting")
     p.add_argument("--base-to-novel", action="store_true",
                    help="fit on the first half of the classes and report base/novel/HM on --eval-data")
@@ -49,7 +51,7 @@ def run_adapt(args: argparse.Namespace) -> int:
     result = fit(bundle, args.data, config)
     path = save_adapter(result.adapter, args.out)
     if args.eval_data:
-        result.info["eval_accuracy"] = evaluate(result.adapter, read_image_folder(args.eval_data))
+        result.info["eval_accuracy"] = evaluate(result.adapter, args.eval_data)
     print(json.dumps(result.info))
     print(f"wrote {path} (head adapter/{args.method}, {len(result.adapter.classes)} classes, "
           f"backbone {bundle.name})")

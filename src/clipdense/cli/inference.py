@@ -9,7 +9,7 @@ from ..data.images import open_image
 from ..models import DENSE_MODES
 from ..models.segmenters import segmenter_of
 from ..tasks import classify, segment
-from ..tasks.adapters import load_adapter
+from ..heads.adapters import load_adapter
 from ..tasks.groups import groups_picture
 from ..tasks.overlay import label_png, overlay
 from ..tasks.segment import resolve_head

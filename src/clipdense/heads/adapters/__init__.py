@@ -1,27 +1,25 @@
-"""Few-shot adaptation of a frozen CLIP model: linear probe, CoOp, CoCoOp, MaPLe, CLIP-Adapter, Tip-Adapter(-F).
+"""Few-shot adapters on a frozen CLIP model: linear probe, CoOp, CoCoOp, MaPLe, CLIP-Adapter, Tip-Adapter(-F).
 
-    result = fit(bundle, "world/classify/train", AdaptConfig(method="coop", shots=4, seed=0))
-    save_adapter(result.adapter, "coop.safetensors")
-    adapter = load_adapter("coop.safetensors", bundle)      # a head file (kind adapter/coop); same model
-                                                            # weights (fingerprint), else a clear error
+Each method is a head (kind ``adapter/<method>``) whose architecture is its ``Config`` dataclass; the trained ones
+are fitted by the objectives of the same name (``clipdense.objectives.fewshot``) on the one engine, and
+``clipdense.tasks.adapt`` runs the few-shot protocol around them.
+
+    adapter = load_adapter("coop.safetensors", bundle)      # a head file; same model weights (fingerprint),
+                                                            # else a clear error
     probs = adapter.predict(pixels, ["red circle", "blue star"])
 """
-from .base import ADAPTERS, Adapter, load_adapter, register_adapter, save_adapter
-from .clip_adapter import ClipAdapter
+from .base import ADAPTERS, Adapter, AdapterConfig, accuracy, load_adapter, register_adapter, save_adapter
+from .clip_adapter import ClipAdapter, ClipAdapterConfig
 from .cocoop import CoCoOp
-from .coop import CoOp
-from .fit import AdaptConfig, AdaptResult, base_to_novel, evaluate, fit, train_adapter
-from .linear_probe import LinearProbe
-from .maple import MaPLe
+from .coop import CoOp, CoOpConfig, PromptConfig
+from .linear_probe import LinearProbe, LinearProbeConfig
+from .maple import MaPLe, MaPLeConfig
 from .methods import METHODS, TRAINED, ZeroShot, adapter_class, build_adapter
-from .protocol import (LabelledImages, ShuffledBatches, base_novel_split, harmonic_mean, read_image_folder,
-                       restrict_classes, sample_few_shot)
-from .tip_adapter import TipAdapter, TipAdapterF
+from .tip_adapter import TipAdapter, TipAdapterConfig, TipAdapterF
 
 __all__ = [
-    "Adapter", "load_adapter", "register_adapter", "save_adapter", "ClipAdapter",
-    "CoCoOp", "CoOp", "AdaptConfig", "AdaptResult", "base_to_novel", "evaluate", "fit", "train_adapter",
-    "LinearProbe", "MaPLe", "ADAPTERS", "METHODS", "TRAINED", "ZeroShot", "adapter_class", "build_adapter",
-    "LabelledImages", "ShuffledBatches", "base_novel_split", "harmonic_mean", "read_image_folder",
-    "restrict_classes", "sample_few_shot", "TipAdapter", "TipAdapterF",
+    "ADAPTERS", "Adapter", "AdapterConfig", "accuracy", "load_adapter", "register_adapter", "save_adapter",
+    "ClipAdapter", "ClipAdapterConfig", "CoCoOp", "CoOp", "CoOpConfig", "PromptConfig", "LinearProbe",
+    "LinearProbeConfig", "MaPLe", "MaPLeConfig", "METHODS", "TRAINED", "ZeroShot", "adapter_class",
+    "build_adapter", "TipAdapter", "TipAdapterConfig", "TipAdapterF",
 ]

@@ -6,7 +6,9 @@ the engine's optimiser can never touch the frozen weights.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Sequence
 
@@ -14,12 +16,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...config import build_config
 from ...errors import ClipDenseError, ConfigError, ModelLoadError
-from ...heads import HeadKind, kind_of, load_head, register_head_kind, save_head
 from ...models.text import text_classifier
+from ..io import load_head, save_head
+from ..registry import HeadKind, kind_of, register_head_kind
 
 #: every few-shot method by its explicit name, filled as the classes are defined (``Adapter.__init_subclass__``)
 ADAPTERS: dict[str, type["Adapter"]] = {}
+
+
+@dataclass
+class AdapterConfig:
+    """A method's architecture (saved as the head's config; the few-shot objectives' ``Options`` extend it).
+
+    Args:
+        templates: prompt template set of CLIP's text classifier, for the methods that start from it.
+    """
+
+    templates: str = "photo"
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy in percent."""
+    return float((logits.argmax(-1).cpu() == labels.cpu()).float().mean() * 100)
 
 
 class Adapter(nn.Module):
@@ -28,15 +48,16 @@ class Adapter(nn.Module):
     Args:
         bundle: the loaded model (``cd.load_model``); its weights are frozen (requires_grad off).
         classes: the classes trained on (order = label index).
-        templates: prompt template set for the methods that start from CLIP's text classifier.
+        config: the method's ``Config`` (default: its defaults); an objective's ``Options`` (a subclass) is accepted.
     """
 
     method: ClassVar[str] = ""
+    Config: ClassVar[type[AdapterConfig]] = AdapterConfig
     #: True when the method can only score the classes it was trained on (linear probe).
     closed_set: ClassVar[bool] = False
     #: True when gradient steps on the engine fit it (the others are closed-form or training-free).
     trained: ClassVar[bool] = False
-    #: True when it trains on pixels, not frozen image features (its prompts change the image tower).
+    #: True when its prompts change the image tower, so image features need gradients.
     needs_pixels: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -45,14 +66,17 @@ class Adapter(nn.Module):
         if cls.__dict__.get("method"):
             register_adapter(cls)
 
-    def __init__(self, bundle: Any, classes: Sequence[str], templates: str = "photo") -> None:
+    def __init__(self, bundle: Any, classes: Sequence[str], config: AdapterConfig | None = None) -> None:
         super().__init__()
         if not classes:
             raise ConfigError("an adapter needs at least one class")
+        config = self.Config() if config is None else config
+        if not isinstance(config, self.Config):
+            raise ConfigError(f"{self.method}: expected a {self.Config.__name__}, got {type(config).__name__}")
         bundle.model.requires_grad_(False)
         bundle.model.eval()
         object.__setattr__(self, "bundle", bundle)  # not a submodule: never saved, never optimised
-        self.classes, self.templates = list(classes), templates
+        self.config, self.classes, self.templates = config, list(classes), config.templates
         self._text_cache: dict[tuple[str, ...], torch.Tensor] = {}
 
     # ----------------------------------------------------------------------------- interface
@@ -64,16 +88,17 @@ class Adapter(nn.Module):
     def device(self) -> torch.device:
         return next(self.clip.parameters()).device
 
-    def options(self) -> dict[str, Any]:
-        """Constructor keyword arguments (JSON) that rebuild this adapter's shapes on load."""
-        return {"templates": self.templates}
+    def head_config(self) -> dict[str, Any]:
+        """The ``Config`` fields (JSON) that rebuild this adapter's shapes on load (training-only fields of an
+        objective's ``Options`` are left out)."""
+        return {f.name: getattr(self.config, f.name) for f in dataclasses.fields(self.Config)}
 
     @classmethod
     def from_head_config(cls, config: Mapping[str, Any], bundle: Any, classes: Sequence[str] | None) -> "Adapter":
-        """Rebuild (untrained) from a head file's config (= ``options()``) and vocabulary."""
+        """Rebuild (untrained) from a head file's config (= ``head_config()``) and vocabulary."""
         if not classes:
             raise ConfigError(f"{cls.method} needs the class vocabulary it was trained on")
-        return cls(bundle, list(classes), **dict(config))
+        return cls(bundle, list(classes), build_config(cls.Config, None, dict(config)))
 
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, D) unit-norm image features; methods that prompt the image tower override this."""
@@ -130,7 +155,7 @@ def register_adapter(cls: type[Adapter]) -> None:
         raise ConfigError(f"adapter method {cls.method!r} is already {taken.__qualname__}")
     ADAPTERS[cls.method] = cls
     register_head_kind(HeadKind(name=f"adapter/{cls.method}", module_type=cls, build=cls.from_head_config,
-                                config_of=lambda adapter: adapter.options(),
+                                config_of=lambda adapter: adapter.head_config(),
                                 classes_of=lambda adapter: list(adapter.classes)))
 
 

@@ -5,6 +5,7 @@ with A = Linear(D, D/4) - ReLU - Linear(D/4, D) - ReLU; the ratio keeps most of 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
-from .base import Adapter
+from .base import Adapter, AdapterConfig
 
 
 def bottleneck(dim: int, reduction: int) -> nn.Sequential:
@@ -21,8 +22,9 @@ def bottleneck(dim: int, reduction: int) -> nn.Sequential:
                          nn.Linear(hidden, dim, bias=False), nn.ReLU(inplace=True))
 
 
-class ClipAdapter(Adapter):
-    """Feature adapters with residual mixing.
+@dataclass
+class ClipAdapterConfig(AdapterConfig):
+    """CLIP-Adapter's mixing.
 
     Args:
         ratio: weight of the adapted image feature (paper: 0.2 on most datasets).
@@ -30,22 +32,29 @@ class ClipAdapter(Adapter):
         reduction: bottleneck factor (paper: 4).
     """
 
+    ratio: float = 0.2
+    text_ratio: float = 0.0
+    reduction: int = 4
+
+
+class ClipAdapter(Adapter):
+    """Feature adapters with residual mixing (``Config``: ``ClipAdapterConfig``)."""
+
     method = "clip-adapter"
+    Config = ClipAdapterConfig
     trained = True
 
-    def __init__(self, bundle: Any, classes: Sequence[str], ratio: float = 0.2, text_ratio: float = 0.0,
-                 reduction: int = 4, templates: str = "photo") -> None:
-        super().__init__(bundle, classes, templates)
+    def __init__(self, bundle: Any, classes: Sequence[str], config: ClipAdapterConfig | None = None) -> None:
+        super().__init__(bundle, classes, config)
+        ratio, text_ratio, reduction = self.config.ratio, self.config.text_ratio, self.config.reduction
         if not (0.0 <= ratio <= 1.0 and 0.0 <= text_ratio <= 1.0):
             raise ConfigError(f"clip-adapter ratios must be in [0, 1], got {ratio}, {text_ratio}")
+        if reduction < 1:
+            raise ConfigError(f"clip-adapter reduction must be >= 1, got {reduction}")
         self.ratio, self.text_ratio, self.reduction = ratio, text_ratio, reduction
         dim = self.embed_dim()
         self.image_adapter = bottleneck(dim, reduction).to(self.device)
         self.text_adapter = bottleneck(dim, reduction).to(self.device) if text_ratio > 0 else None
-
-    def options(self) -> dict[str, Any]:
-        return {"ratio": self.ratio, "text_ratio": self.text_ratio, "reduction": self.reduction,
-                "templates": self.templates}
 
     @staticmethod
     def _mix(adapter: nn.Module, x: torch.Tensor, ratio: float) -> torch.Tensor:

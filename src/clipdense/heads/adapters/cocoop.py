@@ -11,25 +11,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .coop import CoOp
+from .coop import CoOp, PromptConfig
 
 
 class CoCoOp(CoOp):
     """Conditional context optimisation (unified context + Meta-Net Linear-ReLU-Linear, 16x bottleneck)."""
 
     method = "cocoop"
+    Config = PromptConfig
 
-    def __init__(self, bundle: Any, classes: Sequence[str], n_ctx: int = 4, class_position: str = "end",
-                 ctx_init: str = "", templates: str = "photo") -> None:
-        super().__init__(bundle, classes, n_ctx, class_position, False, ctx_init, templates)
+    def __init__(self, bundle: Any, classes: Sequence[str], config: PromptConfig | None = None) -> None:
+        super().__init__(bundle, classes, config)
         dim, width = self.embed_dim(), self.ctx.shape[-1]
         hidden = max(1, dim // 16)
         self.meta_net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True),
                                       nn.Linear(hidden, width)).to(self.device)
-
-    def options(self) -> dict[str, Any]:
-        return {"n_ctx": self.n_ctx, "class_position": self.class_position, "ctx_init": "",
-                "templates": self.templates}
 
     def logits(self, features: torch.Tensor, classnames: Sequence[str] | None = None) -> torch.Tensor:
         """Each image gets its own prompts: B x C text forwards (the method's known cost)."""

@@ -5,6 +5,7 @@ unified (one context for all classes) or class-specific, class token at the end,
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -12,37 +13,53 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
-from .base import Adapter
+from .base import Adapter, AdapterConfig
 from .prompts import PromptTokens, build_prompt_tokens, init_context, text_prompt_hooks
 
 
-class CoOp(Adapter):
-    """Context optimisation.
+@dataclass
+class PromptConfig(AdapterConfig):
+    """Learned text context (CoOp, CoCoOp, MaPLe).
 
     Args:
         n_ctx: number of context vectors (ignored when ``ctx_init`` gives the words).
         class_position: "end", "middle" or "front" (where the class name sits among the context).
-        class_specific: one context per class (only trained classes can then be scored).
         ctx_init: words whose embeddings initialise the context (e.g. "a photo of a"); "" = random.
     """
 
+    n_ctx: int = 4
+    class_position: str = "end"
+    ctx_init: str = ""
+
+
+@dataclass
+class CoOpConfig(PromptConfig):
+    """CoOp's prompt; ``class_specific``: one context per class (only trained classes can then be scored)."""
+
+    class_specific: bool = False
+
+
+class CoOp(Adapter):
+    """Context optimisation (``Config``: ``CoOpConfig``)."""
+
     method = "coop"
+    Config = CoOpConfig
     trained = True
 
-    def __init__(self, bundle: Any, classes: Sequence[str], n_ctx: int = 4, class_position: str = "end",
-                 class_specific: bool = False, ctx_init: str = "", templates: str = "photo") -> None:
-        super().__init__(bundle, classes, templates)
-        ctx, self.n_ctx = init_context(self.clip, bundle.tokenizer, n_ctx, ctx_init)
-        self.class_position, self.class_specific = class_position, class_specific
-        build_prompt_tokens(bundle.tokenizer, self.classes[:1], self.n_ctx, class_position)  # validate early
-        if class_specific:
+    def __init__(self, bundle: Any, classes: Sequence[str], config: PromptConfig | None = None) -> None:
+        super().__init__(bundle, classes, config)
+        ctx, self.n_ctx = init_context(self.clip, bundle.tokenizer, self.config.n_ctx, self.config.ctx_init)
+        self.class_position = self.config.class_position
+        self.class_specific = bool(getattr(self.config, "class_specific", False))
+        build_prompt_tokens(bundle.tokenizer, self.classes[:1], self.n_ctx, self.class_position)  # validate early
+        if self.class_specific:
             ctx = ctx[None].repeat(len(self.classes), 1, 1)
         self.ctx = nn.Parameter(ctx.to(self.device))
         self._prompt_cache: dict[tuple[str, ...], PromptTokens] = {}
 
-    def options(self) -> dict[str, Any]:
-        return {"n_ctx": self.n_ctx, "class_position": self.class_position,
-                "class_specific": self.class_specific, "ctx_init": "", "templates": self.templates}
+    def head_config(self) -> dict[str, Any]:
+        """The learned context replaces the init words: a file records their count, not the words."""
+        return {**super().head_config(), "n_ctx": self.n_ctx, "ctx_init": ""}
 
     def prompts(self, classnames: Sequence[str]) -> PromptTokens:
         """Token ids and context mask for ``classnames`` (memoised; on the model's device)."""

@@ -5,6 +5,7 @@ a validation split as CLIP does, then the probe is refitted with it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -12,8 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import DataError
-from .base import Adapter
-from .protocol import accuracy
+from .base import Adapter, AdapterConfig, accuracy
 
 WEIGHT_DECAYS = tuple(float(w) for w in torch.logspace(-6, 0, 7))
 DEFAULT_WEIGHT_DECAY = 1e-4
@@ -37,20 +37,27 @@ def fit_logistic(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
     return weight.detach(), bias.detach()
 
 
+@dataclass
+class LinearProbeConfig(AdapterConfig):
+    """weight_decay: the L2 strength (``fit`` chooses it on validation when given held-out shots)."""
+
+    weight_decay: float = DEFAULT_WEIGHT_DECAY
+
+
 class LinearProbe(Adapter):
     """A linear classifier over the frozen image embedding; closed-set (it knows no class names)."""
 
     method = "linear-probe"
+    Config = LinearProbeConfig
     closed_set = True
 
-    def __init__(self, bundle: Any, classes: Sequence[str], weight_decay: float = DEFAULT_WEIGHT_DECAY,
-                 templates: str = "photo") -> None:
-        super().__init__(bundle, classes, templates)
-        self.weight_decay = weight_decay
+    def __init__(self, bundle: Any, classes: Sequence[str], config: LinearProbeConfig | None = None) -> None:
+        super().__init__(bundle, classes, config)
+        self.weight_decay = self.config.weight_decay
         self.linear = nn.Linear(self.embed_dim(), len(self.classes)).to(self.device)
 
-    def options(self) -> dict[str, Any]:
-        return {"weight_decay": self.weight_decay, "templates": self.templates}
+    def head_config(self) -> dict[str, Any]:
+        return {**super().head_config(), "weight_decay": self.weight_decay}
 
     def logits(self, features: torch.Tensor, classnames: Sequence[str] | None = None) -> torch.Tensor:
         columns = self.trained_columns(self.resolve_classes(classnames))

@@ -7,6 +7,7 @@ Everything is installed with hooks on open_clip's blocks (see prompts.py).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -14,24 +15,33 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
-from .coop import CoOp
+from .coop import CoOp, PromptConfig
 from .prompts import text_tower, vision_blocks, vision_prompt_hooks
 
 
-class MaPLe(CoOp):
-    """Multi-modal prompt learning.
+@dataclass
+class MaPLeConfig(PromptConfig):
+    """MaPLe's prompts.
 
     Args:
         n_ctx: prompt tokens per layer (paper: 2).
         depth: J, how many leading blocks of each tower get prompts (paper: 9 of 12).
     """
 
+    n_ctx: int = 2
+    depth: int = 2
+
+
+class MaPLe(CoOp):
+    """Multi-modal prompt learning (``Config``: ``MaPLeConfig``)."""
+
     method = "maple"
+    Config = MaPLeConfig
     needs_pixels = True
 
-    def __init__(self, bundle: Any, classes: Sequence[str], n_ctx: int = 2, depth: int = 2,
-                 class_position: str = "end", ctx_init: str = "", templates: str = "photo") -> None:
-        super().__init__(bundle, classes, n_ctx, class_position, False, ctx_init, templates)
+    def __init__(self, bundle: Any, classes: Sequence[str], config: MaPLeConfig | None = None) -> None:
+        super().__init__(bundle, classes, config)
+        depth = self.config.depth
         text_depth, vision_depth = len(text_tower(self.clip).transformer.resblocks), len(vision_blocks(self.clip))
         if not 1 <= depth <= min(text_depth, vision_depth):
             raise ConfigError(f"maple depth must be in 1..{min(text_depth, vision_depth)} for this model "
@@ -40,10 +50,6 @@ class MaPLe(CoOp):
         text_width, vision_width = self.ctx.shape[-1], self.clip.visual.transformer.width
         self.deep_text = nn.Parameter(torch.randn(depth - 1, self.n_ctx, text_width, device=self.device) * 0.02)
         self.couplers = nn.ModuleList(nn.Linear(text_width, vision_width) for _ in range(depth)).to(self.device)
-
-    def options(self) -> dict[str, Any]:
-        return {"n_ctx": self.n_ctx, "depth": self.depth, "class_position": self.class_position,
-                "ctx_init": "", "templates": self.templates}
 
     def text_prompts(self) -> list[torch.Tensor]:
         """(n, text width) prompt per depth 0..J-1."""

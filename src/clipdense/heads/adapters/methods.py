@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import torch
 
+from ...config import build_config
 from ...errors import ConfigError
 from .base import ADAPTERS, Adapter
 from .clip_adapter import ClipAdapter
@@ -43,9 +44,6 @@ def adapter_class(method: str) -> type[Adapter]:
 
 
 def build_adapter(method: str, bundle: Any, classes: Sequence[str], options: dict[str, Any] | None = None) -> Adapter:
-    """Construct ``method`` with its options (unknown option names are a one-line error)."""
+    """Construct ``method`` with its ``Config`` fields from ``options`` (unknown names are a one-line error)."""
     cls = adapter_class(method)
-    try:
-        return cls(bundle, classes, **dict(options or {}))
-    except TypeError as exc:
-        raise ConfigError(f"{method}: bad option ({exc})") from exc
+    return cls(bundle, classes, build_config(cls.Config, None, dict(options or {})))

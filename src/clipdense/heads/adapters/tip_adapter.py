@@ -8,34 +8,47 @@ Logits use CLIP's fixed 100x scale as the paper does, so alpha/beta mean what th
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import nn
 
-from ...errors import DataError
-from .base import Adapter
-from .protocol import accuracy
+from ...errors import ConfigError, DataError
+from .base import Adapter, AdapterConfig, accuracy
 
 ZERO_SHOT_SCALE = 100.0
 ALPHA_GRID = tuple(float(a) for a in torch.logspace(-1, 2, 16))
 BETA_GRID = tuple(float(b) for b in torch.logspace(-0.5, 1.5, 12))
 
 
-class TipAdapter(Adapter):
-    """Training-free cache model.
+@dataclass
+class TipAdapterConfig(AdapterConfig):
+    """The cache.
 
     Args:
         cache_size: number of cached few-shot features (N x K); filled by ``fill_cache``.
-        alpha, beta: residual ratio and sharpness (paper defaults 1.0 and 5.5; ``search`` tunes them).
+        alpha, beta: initial residual ratio and sharpness (paper defaults 1.0 and 5.5; ``search`` tunes them,
+            and the tuned values are the file's buffers).
     """
 
+    cache_size: int = 1
+    alpha: float = 1.0
+    beta: float = 5.5
+
+
+class TipAdapter(Adapter):
+    """Training-free cache model (``Config``: ``TipAdapterConfig``)."""
+
     method = "tip-adapter"
+    Config = TipAdapterConfig
     train_keys: ClassVar[bool] = False
 
-    def __init__(self, bundle: Any, classes: Sequence[str], cache_size: int = 1, alpha: float = 1.0,
-                 beta: float = 5.5, templates: str = "photo") -> None:
-        super().__init__(bundle, classes, templates)
+    def __init__(self, bundle: Any, classes: Sequence[str], config: TipAdapterConfig | None = None) -> None:
+        super().__init__(bundle, classes, config)
+        cache_size, alpha, beta = self.config.cache_size, self.config.alpha, self.config.beta
+        if cache_size < 1:
+            raise ConfigError(f"{self.method} cache_size must be >= 1, got {cache_size}")
         keys = torch.zeros(cache_size, self.embed_dim(), device=self.device)
         if self.train_keys:
             self.keys = nn.Parameter(keys)
@@ -44,9 +57,6 @@ class TipAdapter(Adapter):
         self.register_buffer("cache_labels", torch.zeros(cache_size, dtype=torch.long, device=self.device))
         self.register_buffer("alpha", torch.tensor(float(alpha), device=self.device))
         self.register_buffer("beta", torch.tensor(float(beta), device=self.device))
-
-    def options(self) -> dict[str, Any]:
-        return {"cache_size": int(self.keys.shape[0]), "templates": self.templates}
 
     @torch.no_grad()
     def fill_cache(self, features: torch.Tensor, labels: torch.Tensor) -> None:
