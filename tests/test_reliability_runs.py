@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from clipdense.cli.main import main
 from clipdense.errors import ClipDenseError, DataError
-from clipdense.train.data import InMemorySamples
+from clipdense.data.streams import InMemorySamples
 from clipdense.train.lock import LOCK_FILE, RunLock
 from clipdense.train.run import run_training
 from test_train_support import make_samples, tiny_config

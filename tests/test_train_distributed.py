@@ -16,7 +16,7 @@ TESTS = Path(__file__).parent
 SCRIPT = """
 import os, sys
 sys.path.insert(0, {tests!r})
-from clipdense.train.data import InMemorySamples
+from clipdense.data.streams import InMemorySamples
 from clipdense.train.run import run_training
 from test_train_support import make_samples, tiny_config
 

@@ -10,7 +10,7 @@ import torch
 import clipdense.models as cdm
 from clipdense.errors import ClipDenseError, ConfigError
 from clipdense.train.checkpoint import list_checkpoints, load_state
-from clipdense.train.data import InMemorySamples
+from clipdense.data.streams import InMemorySamples
 from clipdense.train.optim import lr_at
 from clipdense.train.run import run_training
 from test_train_support import make_samples, tiny_config

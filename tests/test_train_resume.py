@@ -12,7 +12,7 @@ import torch
 import clipdense.models as cdm
 from clipdense.errors import ConfigError
 from clipdense.train.checkpoint import latest_checkpoint
-from clipdense.train.data import InMemorySamples
+from clipdense.data.streams import InMemorySamples
 from clipdense.train.run import run_training
 from test_train_support import make_samples, tiny_config
 
@@ -22,7 +22,7 @@ OPTIONS = dict(steps=7, checkpoint_every=3, keep_checkpoints=1, accum_steps=2, e
 SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
-from clipdense.train.data import InMemorySamples
+from clipdense.data.streams import InMemorySamples
 from clipdense.train.run import run_training
 from test_train_support import make_samples, tiny_config
 

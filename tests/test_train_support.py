@@ -9,7 +9,8 @@ from PIL import Image
 
 from clipdense.data.sample import Sample
 from clipdense.train.config import TrainConfig
-from clipdense.train.data import BatchStream, InMemorySamples, PrefetchedBatches, sample_seed
+from clipdense.data.streams import InMemorySamples
+from clipdense.train.data import BatchStream, PrefetchedBatches, sample_seed
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 30)}
 SHAPES = ("square", "disc")
