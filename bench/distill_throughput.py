@@ -88,7 +88,7 @@ def measure_ours(name: str, student: int, teacher: int, batch: int, device: torc
     bundle = load_model(name, device="cpu")
     bundle.model.train()
     options = {"student_size": student, "teacher_size": teacher, "max_regions": args.crops}
-    objective = build_objective("clipself", bundle.model, bundle.tokenizer, options, total_steps=10**9)
+    objective = build_objective("clipself", bundle, options, total_steps=10**9)
     config = TrainConfig(objective="clipself", model=name, steps=10**9, batch_size=batch, lr=1e-5,
                          weight_decay=0.1, warmup_steps=100, precision="bf16", checkpoint_every=10**9,
                          log_every=10, device=str(device), objective_args=options)

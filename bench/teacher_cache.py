@@ -18,7 +18,6 @@ from clipdense.data.world.scenes import SynthConfig
 from clipdense.data.world.writers import write_world
 from clipdense.train.config import TrainConfig
 from clipdense.train.run import run_training
-from clipdense.train.sources import open_training_source
 
 
 def epoch_times(world: Path, run: Path, cache: Path | None, steps_per_epoch: int, epochs: int, batch: int,
@@ -32,7 +31,7 @@ def epoch_times(world: Path, run: Path, cache: Path | None, steps_per_epoch: int
                          checkpoint_every=10**6, log_every=10**6, device="cpu", num_workers=0,
                          objective_args=args)
     start = time.perf_counter()
-    run_training(config, open_source=open_training_source,
+    run_training(config,
                  hooks=[lambda step, trainer: stamps.append(time.perf_counter())])
     ends = [stamps[(e + 1) * steps_per_epoch - 1] for e in range(epochs)]
     return [round(b - a, 2) for a, b in zip([start] + ends[:-1], ends)]

@@ -40,7 +40,7 @@ from clipdense.train.config import TrainConfig  # noqa: E402
 from clipdense.data.sample import Sample  # noqa: E402
 from clipdense.train.data import BatchStream, PrefetchedBatches, sample_seed  # noqa: E402
 from clipdense.train.engine import Trainer  # noqa: E402
-from clipdense.train.objective import Objective  # noqa: E402
+from clipdense.objectives.base import Objective  # noqa: E402
 from clipdense.train.sources import StreamingSource  # noqa: E402
 
 DEFAULT_MODELS = "ViT-B-32:512,ViT-B-16:256,ViT-L-14:128"
@@ -106,7 +106,7 @@ def build_trainer(model_name: str, objective_name: str, batch: int, device: torc
     bundle = load_model(model_name, device="cpu")
     bundle.model.train()
     options = SMOKE_OBJECTIVE_ARGS.get(objective_name, {}) if smoke else {}
-    objective = build_objective(objective_name, bundle.model, bundle.tokenizer, options, total_steps=10**9)
+    objective = build_objective(objective_name, bundle, options, total_steps=10**9)
     data = random_batch(objective, batch, device)
     config = TrainConfig(objective=objective_name, model=model_name, steps=10**9, batch_size=batch, lr=5e-4,
                          weight_decay=0.2, warmup_steps=2000, precision="bf16", compile=compile_,
@@ -225,7 +225,7 @@ def measure_loader(pipeline: str, pattern: str, model_name: str, objective_name:
     """Images/s of ``pipeline`` after its first batch (worker start-up reported apart)."""
     bundle = load_model(model_name, device="cpu")
     options = SMOKE_OBJECTIVE_ARGS.get(objective_name, {}) if args.smoke else {}
-    objective = build_objective(objective_name, bundle.model, bundle.tokenizer, options)
+    objective = build_objective(objective_name, bundle, options)
     start = time.perf_counter()
     batches = loader_batches(pipeline, pattern, objective, batch, args.loader_workers, device)
     next(batches)

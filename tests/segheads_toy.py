@@ -17,13 +17,6 @@ TINY_CATSEG = {"templates": "world", "image_size": 64, "hidden_dim": 32, "guidan
 TINY_LSEG = {"templates": "plain", "image_size": 64, "features": 32}
 
 
-class ToySource:
-    """A training source whose reader names the classes (what ``prepare`` reads)."""
-
-    class reader:  # noqa: N801 - mimics IndexedSource.reader
-        classes = CLASSES
-
-
 def toy_samples(count: int = 4, seed: int = 0, size: int = 64) -> list[Sample]:
     """Green grass with a red square and a blue disc at random places, each a sixth to a quarter of the image
     (labels 0, 1, 2 as ``CLASSES``)."""

@@ -11,7 +11,7 @@ from PIL import Image
 
 import clipdense as cd
 from clipdense.cli.main import main
-from clipdense.data.readers import open_reader
+from clipdense.data.readers import open_data, open_reader
 from clipdense.data.sample import Sample
 from clipdense.data.world.scenes import SynthConfig
 from clipdense.data.world.writers import write_world
@@ -19,9 +19,8 @@ from clipdense.evaluation.detection import evaluate_detector
 from clipdense.objectives import build_objective
 from clipdense.objectives.fvit import Vocabulary, batch_targets, data_vocabulary
 from clipdense.train.config import TrainConfig
-from clipdense.train.data import stack_collate
+from clipdense.objectives.base import stack_collate
 from clipdense.train.run import run_training
-from clipdense.train.sources import open_training_source
 
 SMALL = {"image_size": 128, "fpn_channels": 32, "head_channels": 32, "fc_channels": 64, "roi_batch": 64,
          "rpn_batch": 64, "rpn_pre_nms_train": 200, "rpn_post_nms_train": 100, "rpn_pre_nms_test": 200,
@@ -48,7 +47,7 @@ def fvit_run(world, tmp_path_factory):
     config = TrainConfig(objective="fvit", data=str(world), model="tiny-vit-t8", pretrained="synthworld",
                          out=str(run), steps=60, batch_size=4, lr=1e-3, warmup_steps=5, checkpoint_every=60,
                          log_every=20, objective_args={**SMALL, "jitter": [1.0, 1.0], "hflip": False})
-    run_training(config, open_source=open_training_source)
+    run_training(config)
     return run
 
 
@@ -73,7 +72,7 @@ def test_vocabulary_from_splits():
     ov = data_vocabulary(["person", "cat", "sky", "hair drier"], [True, True, False, True], "ov-coco", [])
     assert (ov.base, ov.novel) == (["person"], ["cat"])         # 'hair drier' is in neither OV-COCO list
     assert ov.columns.tolist() == [1, 0, 0, 0]                   # only base labels train
-    own = data_vocabulary(classes, isthing, "", [], world_novel=["dog"])
+    own = data_vocabulary(classes, isthing, "", [], data_novel=["dog"])
     assert (own.base, own.novel, own.columns.tolist()) == (["cat", "airplane", "hair drier"], ["dog"],
                                                            [1, 0, 2, 0, 3])
     with pytest.raises(cd.DataError, match="no base class"):
@@ -81,15 +80,14 @@ def test_vocabulary_from_splits():
 
 
 def _objective(backbone, world, name="fvit", **options):
-    objective = build_objective(name, backbone.model, backbone.tokenizer, {**SMALL, **options})
-    reader, _ = open_reader(world, {"boxes", "labels"}, "train")
-    objective.prepare(backbone, type("Source", (), {"reader": reader})(), str(world))
+    reader, _, info = open_data(world, {"boxes", "labels"}, "train")
+    objective = build_objective(name, backbone, {**SMALL, **options}, info)
     return objective, reader
 
 
 def test_transform_keeps_base_boxes_and_moves_them(world, backbone):
     objective, reader = _objective(backbone, world, jitter=[1.0, 1.0], hflip=False)
-    vocabulary: Vocabulary = objective.vocabulary()
+    vocabulary: Vocabulary = objective.vocabulary
     novel_label = reader.classes.index(vocabulary.novel[0])
     base_label = reader.classes.index(vocabulary.base[0])
     sample = Sample(Image.new("RGB", (64, 32)), "x", boxes=torch.tensor([[4.0, 4, 20, 12], [30, 10, 60, 30]]),
@@ -102,7 +100,7 @@ def test_transform_keeps_base_boxes_and_moves_them(world, backbone):
 
 def test_novel_classes_never_get_gradient(world, backbone):
     objective, reader = _objective(backbone, world, jitter=[1.0, 1.0])
-    vocabulary = objective.vocabulary()
+    vocabulary = objective.vocabulary
     assert vocabulary.novel and objective.trained.tolist() == [n in vocabulary.base for n in vocabulary.names]
     transform = objective.sample_transform()
     batch = stack_collate([transform(reader[i], torch.Generator().manual_seed(i)) for i in range(len(reader))])
@@ -167,7 +165,7 @@ def test_fvit_run_resumes(world, tmp_path):
     run = tmp_path / "run"
     base = dict(objective="fvit", data=str(world), model="tiny-vit-t8", pretrained="synthworld", out=str(run),
                 batch_size=2, lr=1e-3, warmup_steps=1, checkpoint_every=2, log_every=1, objective_args=SMALL)
-    run_training(TrainConfig(steps=2, **base), open_source=open_training_source)
-    resumed = run_training(TrainConfig(steps=4, resume=str(run), **base), open_source=open_training_source)
+    run_training(TrainConfig(steps=2, **base))
+    resumed = run_training(TrainConfig(steps=4, resume=str(run), **base))
     assert resumed.step == 4 and sorted(p.name for p in (run / "checkpoints").iterdir())[-1] == "step-00000004"
     assert (run / "checkpoints" / "step-00000004" / "head.safetensors").is_file()

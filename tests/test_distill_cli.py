@@ -12,7 +12,6 @@ from clipdense.cli.distill import resolve_distill_config
 from clipdense.cli.main import build_parser, main
 from clipdense.models.weights import read_state_dict
 from clipdense.train.run import run_training
-from clipdense.train.sources import open_training_source
 
 pytestmark = pytest.mark.slow
 
@@ -45,10 +44,10 @@ def _stop_after(step_to_stop: int):
 @pytest.mark.parametrize("regions", ["grid", "boxes"])
 def test_distill_resumes_bit_exactly(world, tmp_path, regions):
     full = resolve_distill_config(_args(world, tmp_path / "full", "--regions", regions, "--global-guard", "0.5"))
-    run_training(full, open_source=open_training_source)
+    run_training(full)
     broken = resolve_distill_config(_args(world, tmp_path / "cut", "--regions", regions, "--global-guard", "0.5"))
     with pytest.raises(_Stop):
-        run_training(broken, open_source=open_training_source, hooks=[_stop_after(3)])
+        run_training(broken, hooks=[_stop_after(3)])
     assert main(["distill", "--resume", str(tmp_path / "cut"), "--device", "cpu"]) == 0
     a = read_state_dict(tmp_path / "full" / "checkpoints" / "step-00000006" / "model.safetensors")
     b = read_state_dict(tmp_path / "cut" / "checkpoints" / "step-00000006" / "model.safetensors")

@@ -22,7 +22,8 @@ from clipdense.models.groupvit import GroupViT
 from clipdense.objectives import build_objective
 from clipdense.objectives.groupvit import multi_label_loss
 from clipdense.train.checkpoint import latest_checkpoint
-from clipdense.train.data import BatchStream, InMemorySamples
+from clipdense.data.streams import InMemorySamples
+from clipdense.train.data import BatchStream
 from clipdense.train.run import run_training
 from test_objective_clip import check_learns_and_reaches_every_parameter
 from test_train_support import COLOURS, SHAPES, make_samples, tiny_config
@@ -34,7 +35,7 @@ def groupvit_objective(batch_size: int = 8, **options):
     torch.manual_seed(0)
     bundle = cdm.load_model("tiny-groupvit", device="cpu")
     bundle.model.train()
-    objective = build_objective("groupvit", bundle.model, bundle.tokenizer, options, total_steps=20)
+    objective = build_objective("groupvit", bundle, options, total_steps=20)
     stream = BatchStream(InMemorySamples(make_samples(batch_size)), objective.sample_transform(), batch_size,
                          collate=objective.collate)
     return objective, stream
@@ -89,7 +90,7 @@ OPTIONS = dict(objective="groupvit", model="tiny-groupvit", steps=7, checkpoint_
 SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
-from clipdense.train.data import InMemorySamples
+from clipdense.data.streams import InMemorySamples
 from clipdense.train.run import run_training
 from test_train_support import COLOURS, SHAPES, make_samples, tiny_config
 
@@ -128,7 +129,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path: Path) -> None:
 DDP_SCRIPT = """
 import os, sys
 sys.path.insert(0, {tests!r})
-from clipdense.train.data import InMemorySamples
+from clipdense.data.streams import InMemorySamples
 from clipdense.train.run import run_training
 from test_train_support import make_samples, tiny_config
 

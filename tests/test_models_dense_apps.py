@@ -16,9 +16,9 @@ from clipdense.data import SynthConfig, write_world
 from clipdense.data.sample import Sample
 from clipdense.evaluation import evaluate
 from clipdense.objectives import build_objective
-from clipdense.tasks.adapters import AdaptConfig, MaPLe, fit
-from clipdense.tasks.adapters import evaluate as evaluate_adapter
-from clipdense.tasks.adapters import read_image_folder
+from clipdense.heads.adapters import MaPLe
+from clipdense.tasks.adapt import AdaptConfig, fit
+from clipdense.tasks.adapt import evaluate as evaluate_adapter
 
 sys.path.insert(0, str(Path(__file__).parent))
 from adapt_toy import write_toy_folder  # noqa: E402
@@ -36,7 +36,7 @@ def _images(n: int, size: tuple[int, int] = (72, 88)) -> list[Image.Image]:
 @pytest.mark.parametrize("kind", KINDS)
 def test_clipself_step_trains_the_timm_tower(kind: str) -> None:
     bundle = tiny_timm_clip(kind)
-    objective = build_objective("clipself", bundle.model, bundle.tokenizer,
+    objective = build_objective("clipself", bundle,
                                 {"max_regions": 4, "global_guard": 0.5}, total_steps=2)
     transform = objective.sample_transform()
     batch = objective.collate([transform(Sample(im, f"im{i}"), torch.Generator().manual_seed(i))
@@ -95,7 +95,7 @@ def test_few_shot_adapters_on_a_timm_tower(kind: str, method: str, toy: tuple[Pa
     train, val = toy
     bundle = tiny_timm_clip(kind)
     result = fit(bundle, train, AdaptConfig(method=method, shots=2, steps=2, batch_size=6, val_shots=1))
-    accuracy = evaluate_adapter(result.adapter, read_image_folder(val))
+    accuracy = evaluate_adapter(result.adapter, val)
     assert 0.0 <= accuracy <= 100.0
 
 

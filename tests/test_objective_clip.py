@@ -9,7 +9,8 @@ from open_clip.loss import ClipLoss
 
 import clipdense.models as cdm
 from clipdense.objectives import build_objective
-from clipdense.train.data import BatchStream, InMemorySamples
+from clipdense.data.streams import InMemorySamples
+from clipdense.train.data import BatchStream
 from test_train_support import make_samples
 
 
@@ -17,7 +18,7 @@ def objective_and_batch(name: str, batch_size: int = 8, **options):
     torch.manual_seed(0)
     bundle = cdm.load_model("tiny-vit-t8", device="cpu")
     bundle.model.train()
-    objective = build_objective(name, bundle.model, bundle.tokenizer, options, total_steps=20)
+    objective = build_objective(name, bundle, options, total_steps=20)
     stream = BatchStream(InMemorySamples(make_samples(batch_size)), objective.sample_transform(), batch_size,
                          collate=objective.collate)
     return objective, stream

@@ -26,7 +26,7 @@ def _images(n: int, size: tuple[int, int] = (72, 88)) -> list[Image.Image]:
 def _objective(**options) -> ClipSelfObjective:
     torch.manual_seed(0)
     bundle = cd.load_model("tiny-vit-t8", device="cpu")
-    return build_objective("clipself", bundle.model, bundle.tokenizer, {"max_regions": 4, **options}, total_steps=4)
+    return build_objective("clipself", bundle, {"max_regions": 4, **options}, total_steps=4)
 
 
 def _batch(objective: ClipSelfObjective, images, boxes=None, seed: int = 0):
@@ -242,11 +242,11 @@ def test_bad_inputs():
     bundle = cd.load_model("tiny-vit-t8", device="cpu")
     other = cd.load_model("tiny-vit-s8", device="cpu")
     with pytest.raises(cd.ConfigError, match="same image-tower architecture"):
-        ClipSelfObjective(bundle.model, bundle.tokenizer, ClipSelfOptions(), teacher=other.model)
+        ClipSelfObjective(bundle, ClipSelfOptions(), teacher=other.model)
     with pytest.raises(cd.ConfigError, match="regions"):
-        build_objective("clipself", bundle.model, bundle.tokenizer, {"regions": "circles"})
+        build_objective("clipself", bundle, {"regions": "circles"})
     with pytest.raises(cd.ConfigError, match="unknown config key"):
-        build_objective("clipself", bundle.model, bundle.tokenizer, {"global_gaurd": 1.0})
+        build_objective("clipself", bundle, {"global_gaurd": 1.0})
     objective = _objective(student_size=4)
     with pytest.raises(cd.ConfigError, match="smaller than"):
         objective(_batch(objective, _images(1)))

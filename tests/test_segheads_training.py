@@ -21,15 +21,16 @@ from clipdense.heads.segmentation import tuned_tensors
 from clipdense.heads.segmentation.tuning import TunedCLIP
 from clipdense.models import dense_forward
 from clipdense.models.weights import model_fingerprint
+from clipdense.data.readers import DataInfo
 from clipdense.objectives import build_objective
 from clipdense.objectives.seghead import IGNORE, SegTrainingOptions, training_vocabulary
 from clipdense.train.config import TrainConfig
-from clipdense.train.data import InMemorySamples
+from clipdense.data.streams import InMemorySamples
 from clipdense.train.run import run_training
 
 sys.path.insert(0, str(Path(__file__).parent))
 from dense_towers import tiny_timm_clip  # noqa: E402
-from segheads_toy import CLASSES, TINY_CATSEG, TINY_LSEG, ToySource, miou, options, toy_samples  # noqa: E402
+from segheads_toy import CLASSES, TINY_CATSEG, TINY_LSEG, miou, options, toy_samples  # noqa: E402
 
 HEADS = {"catseg": TINY_CATSEG, "lseg": TINY_LSEG}
 
@@ -63,9 +64,7 @@ def test_timm_towers_tune_their_query_value_tensors(kind: str) -> None:
 
 def _prepared(kind: str, bundle, **extra):
     torch.manual_seed(0)
-    objective = build_objective(kind, bundle.model, bundle.tokenizer, options(HEADS[kind], **extra))
-    objective.prepare(bundle, ToySource(), None)
-    return objective
+    return build_objective(kind, bundle, options(HEADS[kind], **extra), DataInfo(classes=tuple(CLASSES)))
 
 
 def test_only_the_named_clip_tensors_train_at_a_hundredth_of_the_lr(bundle) -> None:
@@ -150,9 +149,7 @@ def test_engine_run_saves_a_head_that_reloads_exactly_and_refuses_other_weights(
     def keep(step: int, trainer) -> None:
         trained["head"] = trainer.objective.head
 
-    source = InMemorySamples(toy_samples(4))
-    source.reader = ToySource.reader
-    run_training(config, source=source, hooks=[keep])
+    run_training(config, source=InMemorySamples(toy_samples(4)), hooks=[keep], info=DataInfo(classes=tuple(CLASSES)))
     info = read_head_info(tmp_path / "run")
     assert info.kind == f"segmenter/{kind}" and info.classes == CLASSES
     assert info.backbone.fingerprint == original == model_fingerprint(bundle.model)

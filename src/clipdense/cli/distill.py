@@ -6,11 +6,10 @@ import argparse
 import dataclasses
 
 from ..errors import ConfigError
-from ..objectives.clipself import ClipSelfOptions
+from ..objectives.clipself import ClipSelfOptions, write_ensemble
 from ..train.config import TrainConfig
-from ..train.distill import write_ensemble
 from ..train.run import run_training
-from ..train.sources import open_training_source
+from .periodic import world_evaluator
 from .common import AMOUNT, PIXELS, add_config_flags, bounded
 from .train import add_training_flags, report, resolve_config
 
@@ -57,8 +56,8 @@ def resolve_distill_config(args: argparse.Namespace) -> TrainConfig:
 
 def run_distill(args: argparse.Namespace) -> int:
     config = resolve_distill_config(args)
-    result = run_training(config, open_source=open_training_source)
+    result = run_training(config, make_evaluator=world_evaluator(config))
     report("distilled", config, result)
     if args.ensemble is not None:
-        print(f"wrote {write_ensemble(config, args.ensemble)}")
+        print(f"wrote {write_ensemble(config.out, config.model, config.pretrained, args.ensemble)}")
     return 0

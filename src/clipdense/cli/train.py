@@ -12,7 +12,7 @@ from ..errors import ConfigError
 from ..objectives import OBJECTIVES
 from ..train.config import TrainConfig
 from ..train.run import run_training
-from ..train.sources import open_training_source
+from .periodic import world_evaluator
 from .common import add_config_flags, parse_key_values
 
 #: the TrainConfig fields every training command takes as flags (--objective is train's own; distill has --method)
@@ -89,6 +89,6 @@ def report(verb: str, config: TrainConfig, result: Any) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     config = resolve_config(args)
-    result = run_training(config, open_source=open_training_source, evaluate_on_world=True)
+    result = run_training(config, make_evaluator=world_evaluator(config))
     report("trained", config, result)
     return 0

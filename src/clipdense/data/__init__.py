@@ -3,7 +3,7 @@ from .formats.coco import CocoPanopticRegions, CocoRegions
 from .formats.folders import ImageFolderDataset, SemSegFolder, read_classes
 from .formats.imagetext import ImageTextDataset, expand_shards, read_csv
 from .images import decode_image, open_image
-from .readers import READERS, open_reader, provided_fields, resolve_reader
+from .readers import READERS, DataInfo, open_data, open_reader, provided_fields, resolve_reader
 from .sample import FIELDS, Sample
 from .skips import SkipCounter
 from .spec import DataSpec, parse_data
@@ -13,9 +13,9 @@ from .world.scenes import SynthConfig, Vocabulary, generate_scene, generate_sing
 from .world.writers import IGNORE_INDEX, write_world
 
 __all__ = [
-    "CocoPanopticRegions", "CocoRegions", "DataSpec", "FIELDS", "IGNORE_INDEX", "ImageFolderDataset",
+    "CocoPanopticRegions", "CocoRegions", "DataInfo", "DataSpec", "FIELDS", "IGNORE_INDEX", "ImageFolderDataset",
     "ImageTextDataset", "IndexedSource", "READERS", "Sample", "SemSegFolder", "SkipCounter", "SynthConfig",
     "Vocabulary", "World", "WorldSplit", "decode_image", "expand_shards", "generate_scene", "generate_single",
-    "make_vocabulary", "open_image", "open_reader", "open_world", "parse_data", "provided_fields", "read_classes",
+    "make_vocabulary", "open_data", "open_image", "open_reader", "open_world", "parse_data", "provided_fields", "read_classes",
     "read_csv", "resolve_reader", "write_world",
 ]

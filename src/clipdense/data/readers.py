@@ -16,7 +16,7 @@ from .formats.coco import CocoPanopticRegions, CocoRegions
 from .sample import describe_fields
 from .skips import SkipCounter
 from .spec import DataSpec, parse_data
-from .world.folder import open_world
+from .world.folder import World, open_world
 
 Opener = Callable[..., object]   # (spec, split, needs, skips, **stream_args) -> reader
 
@@ -67,9 +67,9 @@ READERS: dict[str, ReaderKind] = {
 }
 
 
-def world_parts(spec: DataSpec, split: str) -> list[DataSpec]:
+def world_parts(spec: DataSpec, split: str, world: World | None = None) -> list[DataSpec]:
     """The formats inside a world's split, as specs, in the order they are preferred."""
-    world = open_world(spec.get("root"))
+    world = world or open_world(spec.get("root"))
     s = world.split(split)
     stuff = {"stuff": str(s.stuff)} if s.stuff.is_file() else {}
     return [DataSpec("csv", {"path": str(s.csv)}, str(spec)),
@@ -87,11 +87,8 @@ def provided_fields(spec: DataSpec | str) -> frozenset[str]:
     return READERS[spec.format].fields
 
 
-def resolve_reader(spec: DataSpec | str, needs: Iterable[str] = (), split: str = "train",
-                   who: str = "this task") -> DataSpec:
-    """The concrete (non-world) spec that provides ``needs``; DataError names what is missing."""
-    spec, needs = parse_data(spec), frozenset(needs)
-    candidates = world_parts(spec, split) if spec.format == "world" else [spec]
+def _choose(spec: DataSpec, candidates: list[DataSpec], needs: frozenset[str], who: str) -> DataSpec:
+    """The first candidate spec that provides ``needs``; DataError names what is missing."""
     for candidate in candidates:
         if needs <= READERS[candidate.format].fields:
             return candidate
@@ -100,13 +97,65 @@ def resolve_reader(spec: DataSpec | str, needs: Iterable[str] = (), split: str =
     raise DataError(f"{who} needs {missing}; --data {spec} has {describe_fields(has)}")
 
 
+def resolve_reader(spec: DataSpec | str, needs: Iterable[str] = (), split: str = "train",
+                   who: str = "this task") -> DataSpec:
+    """The concrete (non-world) spec that provides ``needs``; DataError names what is missing."""
+    spec = parse_data(spec)
+    candidates = world_parts(spec, split) if spec.format == "world" else [spec]
+    return _choose(spec, candidates, frozenset(needs), who)
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What opened data says about itself, so that an objective is built in one go after the data is open.
+
+    Args:
+        spec: the parsed ``--data``.
+        classes: the reader's class names in label order (None: the data names no classes).
+        isthing: thing (True) or stuff (False) per class (None: the format does not say; all things).
+        novel: classes the data itself holds out of training (a world's novel things).
+    """
+
+    spec: DataSpec | None = None
+    classes: tuple[str, ...] | None = None
+    isthing: tuple[bool, ...] | None = None
+    novel: tuple[str, ...] = ()
+
+    def thing_flags(self) -> list[bool]:
+        """isthing per class, every class a thing when the format does not say."""
+        if self.classes is None:
+            return []
+        return list(self.isthing) if self.isthing is not None else [True] * len(self.classes)
+
+
+def _describe(spec: DataSpec, reader: object, world: World | None) -> DataInfo:
+    classes = getattr(reader, "classes", None)
+    isthing = getattr(reader, "isthing", None)
+    return DataInfo(spec, None if classes is None else tuple(str(c) for c in classes),
+                    None if isthing is None else tuple(bool(t) for t in isthing),
+                    tuple(world.novel_things) if world is not None else ())
+
+
+def open_data(spec: DataSpec | str, needs: Iterable[str] = (), split: str = "train",
+              skip_counter: SkipCounter | None = None, who: str = "this task",
+              **stream_args: object) -> tuple[object, ReaderKind, DataInfo]:
+    """Open the reader of ``spec`` that fills ``needs`` (for a world: of ``split``), with what it says of itself.
+
+    The spec is parsed and a world folder read once. ``stream_args`` go to streaming (image-text) readers only:
+    shuffle, seed, rank, world_size, chunk_size.
+    """
+    spec, needs = parse_data(spec), frozenset(needs)
+    world = open_world(spec.get("root")) if spec.format == "world" else None
+    candidates = world_parts(spec, split, world) if world is not None else [spec]
+    concrete = _choose(spec, candidates, needs, who)
+    kind = READERS[concrete.format]
+    reader = kind.open(concrete, split, needs, skip_counter or SkipCounter(), **stream_args)
+    return reader, kind, _describe(spec, reader, world)
+
+
 def open_reader(spec: DataSpec | str, needs: Iterable[str] = (), split: str = "train",
                 skip_counter: SkipCounter | None = None, who: str = "this task",
                 **stream_args: object) -> tuple[object, ReaderKind]:
-    """Open the reader of ``spec`` that fills ``needs`` (for a world: of ``split``).
-
-    ``stream_args`` go to streaming (image-text) readers only: shuffle, seed, rank, world_size, chunk_size.
-    """
-    concrete = resolve_reader(spec, needs, split, who)
-    kind = READERS[concrete.format]
-    return kind.open(concrete, split, frozenset(needs), skip_counter or SkipCounter(), **stream_args), kind
+    """``open_data`` without the ``DataInfo`` (evaluation and tools that only read)."""
+    reader, kind, _ = open_data(spec, needs, split, skip_counter, who, **stream_args)
+    return reader, kind

@@ -19,7 +19,6 @@ from ..models import load_model
 from ..tasks.detect import Detections, detect, draw_detections
 from ..train.config import TrainConfig
 from ..train.run import run_training
-from ..train.sources import open_training_source
 from .figures import grid_canvas
 
 #: The F-ViT world recipe (bench/detection.py measures it at 800 steps): 128 px input (a backbone distilled at
@@ -43,7 +42,7 @@ def train_detectors(out: Path, backbones: dict[str, tuple[str, str | None]], bas
         train = TrainConfig(**{**base, "objective": "fvit", "out": str(run), "model": model, "pretrained": pretrained,
                                "steps": steps, "batch_size": batch, "lr": lr, "warmup_steps": max(steps // 16, 1),
                                "checkpoint_every": steps, "objective_args": dict(WORLD_DETECTOR)})
-        run_training(train, open_source=open_training_source)
+        run_training(train)
         detectors[label] = (model, pretrained, str(run))
     return detectors
 

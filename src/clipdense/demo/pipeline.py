@@ -16,7 +16,6 @@ from ..models import load_model
 from ..objectives.clipself import TRAINABLE
 from ..train.config import TrainConfig
 from ..train.run import run_training
-from ..train.sources import open_training_source
 from .config import DemoConfig, resolve_demo_config
 from .detection import evaluate_detectors, train_detectors
 from .report import write_report
@@ -83,7 +82,7 @@ def stage_pretrain(config: DemoConfig, out: Path) -> tuple[str, str | None]:
                           batch_size=config.pretrain_batch, lr=config.pretrain_lr,
                           warmup_steps=max(config.pretrain_steps // 20, 1),
                           checkpoint_every=config.pretrain_steps)
-    run_training(train, open_source=open_training_source)
+    run_training(train)
     return str(out / "pretrain"), None
 
 
@@ -99,7 +98,7 @@ def stage_distill(config: DemoConfig, out: Path, model: str, pretrained: str | N
                           pretrained=pretrained, steps=config.distill_steps, batch_size=config.distill_batch,
                           lr=config.distill_lr, warmup_steps=max(config.distill_steps // 10, 1),
                           checkpoint_every=config.distill_steps, objective_args=args)
-    run_training(train, open_source=open_training_source)
+    run_training(train)
     return str(out / name)
 
 
@@ -128,7 +127,7 @@ def stage_catseg(config: DemoConfig, out: Path, model: str, pretrained: str | No
                           lr=config.catseg_lr, weight_decay=1e-4, warmup_steps=max(config.catseg_steps // 10, 1),
                           checkpoint_every=config.catseg_steps,
                           objective_args={**CATSEG_ARGS, "image_size": config.image_size})
-    run_training(train, open_source=open_training_source)
+    run_training(train)
     return str(out / "catseg")
 
 

@@ -6,14 +6,12 @@ dataclass; ``build_objective`` validates the options against it (unknown keys ar
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Mapping
-
-import torch
-from torch import nn
+from typing import Any, Mapping
 
 from ..config import build_config
+from ..data.readers import DataInfo
 from ..errors import ConfigError
-from ..train.objective import Objective
+from .base import Objective
 
 # name -> "module:Class". Modules are imported on demand so one objective's extras never
 # burden another. "clipself" (dense distillation) lives in clipself.py.
@@ -28,6 +26,11 @@ OBJECTIVES: dict[str, str] = {
     "catseg": "catseg:CatSegObjective",
     "lseg": "lseg:LSegObjective",
     "groupvit": "groupvit:GroupViTObjective",
+    "coop": "fewshot:CoOpObjective",
+    "cocoop": "fewshot:CoCoOpObjective",
+    "maple": "fewshot:MaPLeObjective",
+    "clip-adapter": "fewshot:ClipAdapterObjective",
+    "tip-adapter-f": "fewshot:TipAdapterFObjective",
 }
 
 
@@ -45,9 +48,16 @@ def objective_class(name: str) -> type[Objective]:
     return getattr(module, class_name)
 
 
-def build_objective(name: str, model: nn.Module, tokenizer: Callable[..., torch.Tensor],
-                    options: Mapping[str, Any] | None = None, total_steps: int = 1) -> Objective:
-    """Construct objective ``name`` around ``model`` with validated ``options``."""
+def objective_options(name: str, options: Mapping[str, Any] | None = None) -> Any:
+    """Objective ``name``'s validated ``Options`` (unknown keys and bad values are one-line errors), before any
+    model or data is opened."""
+    return build_config(objective_class(name).Options, None, dict(options or {}))
+
+
+def build_objective(name: str, bundle: Any, options: Any = None, info: DataInfo | None = None,
+                    total_steps: int = 1) -> Objective:
+    """Construct objective ``name`` in one go: on the loaded ``bundle``, with its options (a mapping, validated
+    here, or an ``Options`` instance) and what the opened data says of itself (``info``)."""
     cls = objective_class(name)
-    opts = build_config(cls.Options, None, dict(options or {}))
-    return cls(model, tokenizer, opts, total_steps=total_steps)
+    opts = options if isinstance(options, cls.Options) else objective_options(name, options)
+    return cls(bundle, opts, info or DataInfo(), total_steps=total_steps)

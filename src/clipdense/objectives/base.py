@@ -1,19 +1,35 @@
 """The contract between the training engine and every method that trains something.
 
-Pretraining objectives (clip, siglip, slip, silc), CLIPSelf distillation and the few-shot
-adapters are all ``Objective`` subclasses: the engine only moves batches to the device,
-calls ``forward`` under autocast, backpropagates ``losses["loss"]``, steps the optimiser over
-``param_groups()`` and calls ``after_step``. Nothing else about a method leaks into the loop.
+Pretraining objectives (clip, siglip, slip, silc), CLIPSelf distillation, the head objectives (fvit, vild, catseg,
+lseg) and the few-shot adapters are all ``Objective`` subclasses, built in one phase: the engine validates the
+options, asks the class what the data must carry (``required_fields(options)``), opens the data once, loads the
+model and only then constructs the objective with everything it needs — the loaded ``Bundle``, its options and
+what the data says of itself (``DataInfo``: classes, thing/stuff, the data's own novel classes).
+
+The engine only moves batches to the device, calls ``forward`` under autocast, backpropagates ``losses["loss"]``,
+steps the optimiser over ``named_trainable_parameters()`` and calls ``after_step``. Modules an objective names in
+``frozen_modules()`` (a CLIPSelf teacher, the backbone under a head) never enter ``state.pt``: they are rebuilt
+from the model spec on resume.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import torch
 from torch import nn
 
-from .data import SampleTransform, stack_collate
+from ..data.readers import DataInfo
+from ..data.sample import Sample
+from ..errors import ConfigError
+from .locking import lock_image_blocks, lock_text_blocks
+
+SampleTransform = Callable[[Sample, torch.Generator], dict[str, torch.Tensor]]
+
+
+def stack_collate(samples: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack each key of the per-sample dicts into a batch tensor."""
+    return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
 
 
 @dataclass(frozen=True)
@@ -26,13 +42,29 @@ class HeadExport:
 
 
 class Objective(nn.Module):
-    """A training method: owns the trainable modules and turns a batch into named losses."""
+    """A training method: owns the trainable modules and turns a batch into named losses.
+
+    Subclasses set ``name`` and ``Options`` (a dataclass: the ``--objective-arg`` keys) and are constructed as
+    ``cls(bundle, options, info, total_steps)`` by ``objectives.build_objective``.
+    """
 
     name: ClassVar[str] = ""
+    Options: ClassVar[type] = type(None)
     #: The Sample fields every run of this method needs (``required_fields`` may add option-dependent ones).
     needs: ClassVar[frozenset[str]] = frozenset()
     #: DDP must tolerate parameters without gradient in a step (e.g. a loss term switched on late).
     ddp_find_unused_parameters: bool = False
+
+    @classmethod
+    def required_fields(cls, options: Any) -> frozenset[str]:
+        """The ``Sample`` fields a run with ``options`` trains on (``clipdense.data.sample.FIELDS``); the engine
+        opens the reader of ``--data`` that fills them, or stops with one line saying what the data lacks."""
+        return cls.needs
+
+    @classmethod
+    def describe_requirement(cls, options: Any) -> str:
+        """How error messages name this method (options that change what it needs included)."""
+        return cls.name
 
     def forward(self, batch: Any) -> dict[str, torch.Tensor]:
         """Return a dict of scalar tensors; ``"loss"`` is what gets backpropagated, the rest is logged."""
@@ -41,6 +73,19 @@ class Objective(nn.Module):
     def named_trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         """Parameters the optimiser updates (default: those with requires_grad)."""
         return ((n, p) for n, p in self.named_parameters() if p.requires_grad)
+
+    def frozen_modules(self) -> Sequence[nn.Module]:
+        """Submodules that never change during the run and are rebuilt from the model spec on resume (a frozen
+        teacher, the backbone under a head): left out of ``state.pt``."""
+        return ()
+
+    def lock_blocks(self, image_blocks: int, text_blocks: int) -> None:
+        """Freeze the first blocks of the CLIP this method trains (``--lock-image-blocks`` /
+        ``--lock-text-blocks``). Default: a method that trains no CLIP refuses a non-zero count."""
+        if image_blocks or text_blocks:
+            flag = "--lock-image-blocks" if image_blocks else "--lock-text-blocks"
+            raise ConfigError(f"{flag}: objective {self.name!r} trains no CLIP tower (its backbone is frozen "
+                              "already); leave it at 0")
 
     def exported_model(self) -> nn.Module:
         """The module whose weights are saved as the run's model.safetensors (e.g. the student)."""
@@ -58,20 +103,6 @@ class Objective(nn.Module):
     def after_step(self, step: int) -> None:
         """Hook run after each optimiser step (EMA teachers, centring buffers, clamping)."""
 
-    def prepare(self, bundle: Any, source: Any, data: str | None = None) -> None:
-        """Called once by ``run_training`` before the optimiser is built, with the loaded model ``Bundle``, the
-        opened training source (its ``reader`` names the data's classes) and ``--data`` as given: objectives that
-        train a head read the backbone spec and the class vocabulary here. Default: nothing."""
-
-    def required_fields(self) -> frozenset[str]:
-        """The ``Sample`` fields this method trains on (``clipdense.data.sample.FIELDS``); the engine opens
-        the reader of ``--data`` that fills them, or stops with one line saying what the data lacks."""
-        return self.needs
-
-    def describe_requirement(self) -> str:
-        """How error messages name this method (options that change what it needs included)."""
-        return self.name
-
     def sample_transform(self) -> SampleTransform | None:
         """Per-sample ``(sample, generator) -> {name: tensor}`` this method trains on.
 
@@ -84,3 +115,15 @@ class Objective(nn.Module):
     def collate(self, samples: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """Turn transformed samples into one batch (default: stack every key)."""
         return stack_collate(samples)
+
+
+class ClipTraining(Objective):
+    """An objective that trains (part of) the CLIP itself — its ``exported_model()`` — so the first blocks of its
+    towers can be locked."""
+
+    def lock_blocks(self, image_blocks: int, text_blocks: int) -> None:
+        lock_image_blocks(self.exported_model(), image_blocks)
+        lock_text_blocks(self.exported_model(), text_blocks)
+
+
+__all__ = ["ClipTraining", "DataInfo", "HeadExport", "Objective", "SampleTransform", "stack_collate"]

@@ -13,9 +13,8 @@ import torch
 from open_clip.loss import ClipLoss
 from torch import nn
 
-from ..train.data import SampleTransform
+from .base import ClipTraining, DataInfo, SampleTransform
 from ..train.distributed import rank_and_world
-from ..train.objective import Objective
 from .views import ImageTextTransform, ImageView, Tokenize, model_image_stats
 
 
@@ -51,7 +50,7 @@ def contrastive_loss(image: torch.Tensor, text: torch.Tensor, logit_scale: torch
     return loss(image.float(), text.float(), logit_scale.float())
 
 
-class ClipObjective(Objective):
+class ClipObjective(ClipTraining):
     """Contrastive image-text pretraining of an open_clip model.
 
     Batch: ``{"image": (B,3,H,W), "text": (B,L) token ids}``.
@@ -61,10 +60,11 @@ class ClipObjective(Objective):
     needs: ClassVar[frozenset[str]] = frozenset({"caption"})
     Options: ClassVar[type] = ClipOptions
 
-    def __init__(self, model: nn.Module, tokenizer: Callable[..., torch.Tensor],
-                 options: ClipOptions | None = None, total_steps: int = 1) -> None:
+    def __init__(self, bundle: Any, options: ClipOptions | None = None, info: DataInfo | None = None,
+                 total_steps: int = 1) -> None:
         super().__init__()
-        self.model, self.tokenizer = model, tokenizer
+        model = bundle.model
+        self.model, self.tokenizer = model, bundle.tokenizer
         self.options = options or ClipOptions()
         self.total_steps = total_steps
 

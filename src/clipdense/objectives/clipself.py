@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -21,9 +22,9 @@ from ..errors import ConfigError
 from ..models.dense import DENSE_MODES, dense_forward, tower_facts
 from ..models.towers import tower_of
 from ..models.pooling import pool_boxes
-from ..models.weights import META_DENSE_SIZE
-from ..train.data import SampleTransform
-from ..train.objective import Objective
+from ..models.loading import latest_run_weights, load_model, model_config
+from ..models.weights import META_DENSE_SIZE, save_weights
+from .base import ClipTraining, DataInfo, SampleTransform
 from .clipself_regions import REGION_MODES, ClipSelfTransform
 from .teacher_cache import TeacherCache, teacher_fingerprint
 from .views import model_image_stats
@@ -102,7 +103,7 @@ def _validate(options: ClipSelfOptions) -> None:
                           f"{options.student_sizes}: expected sizes in pixels (0 = the default size)")
 
 
-class ClipSelfObjective(Objective):
+class ClipSelfObjective(ClipTraining):
     """Dense self-distillation of an open_clip ViT; only the image tower trains.
 
     Batch (from ``sample_transform``): image (B,3,S,S), crops (B,K,3,T,T), boxes (B,K,4) normalised,
@@ -113,10 +114,10 @@ class ClipSelfObjective(Objective):
     name: ClassVar[str] = "clipself"
     Options: ClassVar[type] = ClipSelfOptions
 
-    def __init__(self, model: nn.Module, tokenizer: Callable[..., torch.Tensor],
-                 options: ClipSelfOptions | None = None, total_steps: int = 1,
-                 teacher: nn.Module | None = None) -> None:
+    def __init__(self, bundle: Any, options: ClipSelfOptions | None = None, info: DataInfo | None = None,
+                 total_steps: int = 1, teacher: nn.Module | None = None) -> None:
         super().__init__()
+        model = bundle.model
         self.options = options or ClipSelfOptions()
         _validate(self.options)
         self.model, self.total_steps = model, total_steps
@@ -158,11 +159,17 @@ class ClipSelfObjective(Objective):
         """The student's input side: the size its dense map is trained to be read at (evaluation uses it)."""
         return {META_DENSE_SIZE: str(max(self.student_sizes))}
 
-    def required_fields(self) -> frozenset[str]:
-        return frozenset({"boxes"}) if self.options.regions == "boxes" else frozenset()
+    @classmethod
+    def required_fields(cls, options: ClipSelfOptions) -> frozenset[str]:
+        return frozenset({"boxes"}) if options.regions == "boxes" else frozenset()
 
-    def describe_requirement(self) -> str:
-        return f"clipself with regions={self.options.regions}"
+    @classmethod
+    def describe_requirement(cls, options: ClipSelfOptions) -> str:
+        return f"clipself with regions={options.regions}"
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """The teacher is the starting weights' image tower, rebuilt from the model spec on resume."""
+        return [self.teacher]
 
     def sample_transform(self) -> SampleTransform:
         o = self.options
@@ -248,3 +255,18 @@ def ensemble_weights(student: nn.Module, teacher: nn.Module, student_ratio: floa
         if tensor.is_floating_point():
             tensor.mul_(student_ratio).add_(teacher_state[name].to(tensor.dtype), alpha=1 - student_ratio)
     return mixed
+
+
+def write_ensemble(run_dir: str | Path, model: str, pretrained: str | None, ratio: float) -> Path:
+    """RUN/ensemble.safetensors: ``ratio`` x the run's student + (1 - ratio) x its starting weights (``model`` +
+    ``pretrained``, the teacher); the CLIPSelf recipe saves 0.7."""
+    run_dir = Path(run_dir)
+    student = load_model(latest_run_weights(run_dir), device="cpu")
+    teacher = load_model(model, pretrained, device="cpu")
+    mixed = ensemble_weights(student.model, teacher.model, ratio)
+    path = run_dir / "ensemble.safetensors"
+    metadata = {"clipdense.ensemble_ratio": str(ratio)}
+    if student.dense_size:
+        metadata[META_DENSE_SIZE] = str(student.dense_size)
+    save_weights(mixed, path, student.name, model_config(student.name), metadata)
+    return path

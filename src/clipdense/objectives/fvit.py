@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 import torchvision.transforms.functional as TF
@@ -21,53 +21,30 @@ from torch import nn
 
 from ..data.formats.ovcoco import detection_split
 from ..data.sample import Sample
-from ..data.spec import parse_data
 from ..data.transforms import Compose, RandomHFlip, ScaleJitter, keep_boxes
-from ..data.world.folder import open_world
 from ..errors import ConfigError, DataError
 from ..heads.detection import DetectorConfig, FViTDetector
 from ..heads.detection.detector import Detector
-from ..train.objective import HeadExport, Objective
+from .base import DataInfo, HeadExport, Objective
 
 
 @dataclass
-class DetectionOptions:
-    """Options of the detector objectives (``--objective-arg KEY=VALUE``); architecture keys are
-    ``DetectorConfig``'s (F-ViT's recipe by default)."""
+class DetectionOptions(DetectorConfig):
+    """Options of the detector objectives (``--objective-arg KEY=VALUE``): the head's architecture and test-time
+    behaviour are ``DetectorConfig``'s fields (F-ViT's recipe by default; ``novel`` adds novel class names never
+    trained on), plus the training ones below."""
 
     split: str = ""                 # "" = the data's own (a world's base/novel), or a shipped split: ov-coco
-    novel: list[str] = field(default_factory=list)   # more novel class names (never trained on)
     jitter: list[float] = field(default_factory=lambda: [0.1, 2.0])   # scale jitter range (large-scale jitter)
     hflip: bool = True
     max_boxes: int = 100            # boxes kept per image (the rest dropped)
     background_weight: float = 0.2
-    image_size: int = 0             # longest side the detector sees; 0 = 4x the model's input size
-    taps: list[int] = field(default_factory=list)
-    fpn_channels: int = 256
-    head_convs: int = 4
-    head_channels: int = 256
-    fc_channels: int = 1024
-    anchor_sizes: list[int] = field(default_factory=list)
-    rpn_batch: int = 256
-    roi_batch: int = 512
-    rpn_pre_nms_train: int = 2000
-    rpn_post_nms_train: int = 2000
-    rpn_pre_nms_test: int = 1000
-    rpn_post_nms_test: int = 1000
-    temperature: float = 50.0
-    learn_temperature: bool = True
-    dense_mode: str = "maskclip"
-    templates: str = "imagenet"
-    alpha: float = 0.1
-    beta: float = 0.8
-    nms: float = 0.4
-    detections: int = 100
 
 
-def detector_config(options: Any) -> DetectorConfig:
-    """The ``DetectorConfig`` fields set by the objective's options."""
+def detector_config(options: DetectorConfig, novel: Sequence[str]) -> DetectorConfig:
+    """The head's ``DetectorConfig`` out of the objective's options, with the vocabulary's novel classes."""
     names = {f.name for f in dataclasses.fields(DetectorConfig)}
-    return DetectorConfig(**{k: v for k, v in vars(options).items() if k in names})
+    return DetectorConfig(**{**{k: v for k, v in vars(options).items() if k in names}, "novel": list(novel)})
 
 
 @dataclass
@@ -88,7 +65,7 @@ class Vocabulary:
 
 
 def data_vocabulary(classes: Sequence[str], isthing: Sequence[bool], split: str, novel: Sequence[str],
-                    world_novel: Sequence[str] = ()) -> Vocabulary:
+                    data_novel: Sequence[str] = ()) -> Vocabulary:
     """Base / novel classes among the data's thing classes (see the module docstring)."""
     things = [c for c, t in zip(classes, isthing) if t]
     if split:
@@ -96,7 +73,7 @@ def data_vocabulary(classes: Sequence[str], isthing: Sequence[bool], split: str,
         base = [c for c in things if c in chosen.base and c not in novel]
         novel_names = [c for c in things if c in chosen.novel or c in novel]
     else:
-        held = set(world_novel) | set(novel)
+        held = set(data_novel) | set(novel)
         base = [c for c in things if c not in held]
         novel_names = [c for c in things if c in held]
     if not base:
@@ -107,25 +84,6 @@ def data_vocabulary(classes: Sequence[str], isthing: Sequence[bool], split: str,
     return Vocabulary(names, base, novel_names, columns)
 
 
-def source_classes(source: Any) -> tuple[list[str], list[bool]]:
-    """(class names, isthing) of a training source's reader, in label order."""
-    reader = getattr(source, "reader", source)
-    classes = getattr(reader, "classes", None)
-    if classes is None:
-        raise DataError("detection training needs data that names its classes (COCO instances, a world)")
-    isthing = getattr(reader, "isthing", None)
-    flags = [bool(t) for t in isthing] if isthing is not None else [True] * len(classes)
-    return list(classes), flags
-
-
-def world_novel(data: str | None) -> list[str]:
-    """A world's novel things when ``data`` is a world folder, else nothing."""
-    if not data:
-        return []
-    spec = parse_data(data)
-    return open_world(spec.get("root")).novel_things if spec.format == "world" else []
-
-
 @dataclass
 class DetectionTransform:
     """(sample, generator) -> image (3, S, S) in [0, 1] padded bottom-right, size (2,), boxes (max_boxes, 4) and
@@ -134,7 +92,7 @@ class DetectionTransform:
 
     options: Any
     image_size: int
-    vocabulary: Callable[[], Vocabulary]
+    vocabulary: Vocabulary
 
     def geometry(self) -> Compose:
         ops: list[Any] = [RandomHFlip(0.5)] if self.options.hflip else []
@@ -142,7 +100,7 @@ class DetectionTransform:
 
     def trained_only(self, sample: Sample) -> Sample:
         """Labels as 1 + column; boxes of classes that never train (novel, stuff, unused) dropped."""
-        columns = self.vocabulary().columns
+        columns = self.vocabulary.columns
         labels = columns[sample.labels] if sample.labels is not None and len(sample.labels) else \
             torch.zeros(0, dtype=torch.long)
         boxes = sample.boxes.reshape(-1, 4).float() if sample.boxes is not None else torch.zeros(0, 4)
@@ -178,44 +136,29 @@ class DetectionObjective(Objective):
     needs: ClassVar[frozenset[str]] = frozenset({"boxes", "labels"})
     detector_class: ClassVar[type[Detector]] = Detector
 
-    def __init__(self, model: nn.Module, tokenizer: Callable[..., torch.Tensor], options: Any = None,
-                 total_steps: int = 1) -> None:
+    def __init__(self, bundle: Any, options: Any = None, info: DataInfo | None = None, total_steps: int = 1) -> None:
         super().__init__()
         self.options = options or self.Options()
         if len(self.options.jitter) != 2 or not 0 < float(self.options.jitter[0]) <= float(self.options.jitter[1]):
             raise ConfigError(f"jitter {self.options.jitter}: expected [low, high] with 0 < low <= high")
         if self.options.max_boxes < 1 or not 0 <= self.options.background_weight:
             raise ConfigError("max_boxes must be >= 1 and background_weight >= 0")
-        model.requires_grad_(False)
-        model.eval()
-        object.__setattr__(self, "bundle", _Loading(model, tokenizer))   # the real Bundle arrives in prepare()
-        self.detector = self.detector_class(self.bundle, detector_config(self.options), [])
-        self._vocabulary: Vocabulary | None = None
-        self.register_buffer("text", torch.zeros(0), persistent=False)
-        self.register_buffer("trained", torch.zeros(0, dtype=torch.bool), persistent=False)
+        info = info or DataInfo()
+        if info.classes is None:
+            raise DataError("detection training needs data that names its classes (COCO instances, a world)")
+        self.vocabulary = data_vocabulary(info.classes, info.thing_flags(), self.options.split, self.options.novel,
+                                          info.novel)
+        bundle.model.requires_grad_(False)
+        bundle.model.eval()
+        self.bundle = bundle
+        self.backbone = bundle.model    # registered, so it moves with the objective; frozen, so never saved
+        self.detector = self.detector_class(bundle, detector_config(self.options, self.vocabulary.novel),
+                                            list(self.vocabulary.base))
+        self.register_buffer("text", self.detector.text_embeddings(self.vocabulary.names), persistent=False)
+        self.register_buffer("trained", self.vocabulary.trained, persistent=False)
 
-    def prepare(self, bundle: Any, source: Any, data: str | None = None) -> None:
-        """Read the backbone spec and the data's classes: the classifier's columns, the head's vocabulary."""
-        classes, isthing = source_classes(source)
-        vocabulary = data_vocabulary(classes, isthing, self.options.split, self.options.novel, world_novel(data))
-        self.use_vocabulary(bundle, vocabulary)
-
-    def use_vocabulary(self, bundle: Any, vocabulary: Vocabulary) -> None:
-        """Bind the real backbone ``Bundle`` and the class vocabulary (``prepare`` does this from the data)."""
-        if bundle.model is not self.bundle.model:
-            raise ConfigError("prepare(): the bundle must hold the model this objective was built on")
-        object.__setattr__(self, "bundle", bundle)
-        object.__setattr__(self.detector, "bundle", bundle)
-        self._vocabulary = vocabulary
-        self.detector.classes = list(vocabulary.base)
-        self.detector.config.novel = list(vocabulary.novel)
-        self.text = self.detector.text_embeddings(vocabulary.names).to(self.detector.logit_scale.device)
-        self.trained = vocabulary.trained.to(self.text.device)
-
-    def vocabulary(self) -> Vocabulary:
-        if self._vocabulary is None:
-            raise ConfigError(f"{self.name}: the class vocabulary is unknown until prepare(bundle, source, data)")
-        return self._vocabulary
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.backbone]
 
     def sample_transform(self) -> DetectionTransform:
         return DetectionTransform(self.options, self.detector.config.image_size, self.vocabulary)
@@ -224,18 +167,11 @@ class DetectionObjective(Objective):
         return self.detector
 
     def exported_head(self) -> HeadExport:
-        self.vocabulary()
         return HeadExport(self.detector, self.bundle)
 
     def train(self, mode: bool = True) -> "DetectionObjective":
         super().train(mode)
-        self.bundle.model.eval()
-        return self
-
-    def _apply(self, fn: Callable, recurse: bool = True) -> "DetectionObjective":
-        """The frozen backbone moves with the objective (``.to(device)``) without being part of its state."""
-        super()._apply(fn, recurse)
-        self.bundle.model._apply(fn, recurse)
+        self.backbone.eval()
         return self
 
     def detection_step(self, batch: dict[str, torch.Tensor]):
@@ -246,17 +182,6 @@ class DetectionObjective(Objective):
         losses = self.detection_step(batch).losses
         return {"loss": sum(losses.values()), **{k: v.detach() for k, v in losses.items()},
                 "temperature": self.detector.logit_scale.detach().exp()}
-
-
-class _Loading:
-    """Stands in for the ``Bundle`` between construction and ``prepare`` (text tower and facts only)."""
-
-    def __init__(self, model: nn.Module, tokenizer: Callable[..., torch.Tensor]) -> None:
-        self.model, self.tokenizer = model, tokenizer
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
 
 class FViTObjective(DetectionObjective):

@@ -20,9 +20,8 @@ from torch import nn
 from ..data.nouns import extract_nouns
 from ..data.sample import Sample
 from ..errors import ConfigError
-from ..train.data import SampleTransform
+from .base import ClipTraining, DataInfo, SampleTransform
 from ..train.distributed import rank_and_world
-from ..train.objective import Objective
 from .clip import contrastive_loss
 from .views import ImageView, Tokenize, model_image_stats
 
@@ -112,7 +111,7 @@ def multi_label_loss(image: torch.Tensor, prompts: torch.Tensor, logit_scale: to
     return (loss_image + loss_prompt) / 2
 
 
-class GroupViTObjective(Objective):
+class GroupViTObjective(ClipTraining):
     """GroupViT pretraining on captions (any open_clip-like model with encode_image / encode_text / logit_scale).
 
     Batch: ``{"image": (B,3,H,W), "text": (B,L), "prompts": (B,K,L)}`` (no prompts when ``multi_label`` is 0).
@@ -122,10 +121,11 @@ class GroupViTObjective(Objective):
     needs: ClassVar[frozenset[str]] = frozenset({"caption"})
     Options: ClassVar[type] = GroupViTOptions
 
-    def __init__(self, model: nn.Module, tokenizer: Callable[..., torch.Tensor],
-                 options: GroupViTOptions | None = None, total_steps: int = 1) -> None:
+    def __init__(self, bundle: Any, options: GroupViTOptions | None = None, info: DataInfo | None = None,
+                 total_steps: int = 1) -> None:
         super().__init__()
-        self.model, self.tokenizer = model, tokenizer
+        model = bundle.model
+        self.model, self.tokenizer = model, bundle.tokenizer
         self.options = options or GroupViTOptions()
         self.total_steps = total_steps
 

@@ -9,7 +9,7 @@ records the seen vocabulary, and evaluation reports seen and unseen classes apar
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,13 +17,11 @@ import torchvision.transforms.functional as TF
 from torch import nn
 
 from ..data.sample import Sample
-from ..data.spec import parse_data
 from ..data.transforms import Compose, RandomHFlip, ScaleJitter
-from ..data.world.folder import open_world
 from ..errors import ConfigError, DataError
 from ..heads.segmentation import SegmentationHead
 from ..heads.segmentation.common import config_fields
-from ..train.objective import HeadExport, Objective
+from .base import DataInfo, HeadExport, Objective
 from .views import model_image_stats
 
 IGNORE = -1  # label of pixels that do not train (unlabelled, padding, unseen classes)
@@ -48,20 +46,6 @@ class SegTrainingOptions:
     jitter: list[float] = field(default_factory=lambda: [0.5, 2.0])
     hflip: bool = True
     classes_per_step: int = 0
-
-
-def world_novel(data: str | None) -> list[str]:
-    """A world's novel things when ``data`` is a world folder, else nothing."""
-    if not data:
-        return []
-    spec = parse_data(data)
-    return open_world(spec.get("root")).novel_things if spec.format == "world" else []
-
-
-def source_classes(source: Any) -> list[str] | None:
-    """The class names of a training source's reader, in label order (None when it names none)."""
-    classes = getattr(getattr(source, "reader", source), "classes", None)
-    return None if classes is None else list(classes)
 
 
 def training_vocabulary(data_classes: Sequence[str] | None, options: SegTrainingOptions,
@@ -115,8 +99,7 @@ class SegHeadObjective(Objective):
     needs: ClassVar[frozenset[str]] = frozenset({"semantic"})
     head_class: ClassVar[type[SegmentationHead]] = SegmentationHead
 
-    def __init__(self, model: nn.Module, tokenizer: Callable[..., torch.Tensor], options: Any = None,
-                 total_steps: int = 1) -> None:
+    def __init__(self, bundle: Any, options: Any = None, info: DataInfo | None = None, total_steps: int = 1) -> None:
         super().__init__()
         self.options = options or self.Options()
         jitter = [float(v) for v in self.options.jitter]
@@ -126,26 +109,24 @@ class SegHeadObjective(Objective):
             raise ConfigError(f"classes_per_step must be >= 0, got {self.options.classes_per_step}")
         if self.options.image_size < 0:
             raise ConfigError(f"image_size must be > 0 (0: the backbone's input size), got {self.options.image_size}")
+        info = info or DataInfo()
+        seen, lookup = training_vocabulary(info.classes, self.options, info.novel)
+        model = bundle.model
         model.requires_grad_(False)
         model.eval()
-        object.__setattr__(self, "bundle", None)            # the loaded Bundle arrives in prepare()
-        object.__setattr__(self, "model", model)
-        self.head = self.head_class(model, tokenizer, self.head_class.Config(**config_fields(
+        self.bundle = bundle
+        self.backbone = model    # registered, so it moves with the objective; frozen, so never saved
+        self.head = self.head_class(model, bundle.tokenizer, self.head_class.Config(**config_fields(
             self.head_class.Config, self.options)))
+        self.head.classes = seen
         _, self.mean, self.std = model_image_stats(model)
-        self.register_buffer("lookup", torch.zeros(0, dtype=torch.long), persistent=False)
+        self.register_buffer("lookup", lookup, persistent=False)
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.int64))
 
     # ------------------------------------------------------------------------- engine hooks
-    def prepare(self, bundle: Any, source: Any, data: str | None = None) -> None:
-        """Bind the loaded backbone ``Bundle`` and the seen vocabulary of the training data (before the
-        optimiser is built: the head file records both)."""
-        if bundle.model is not self.model:
-            raise ConfigError("prepare(): the bundle must hold the model this objective was built on")
-        seen, lookup = training_vocabulary(source_classes(source), self.options, world_novel(data))
-        object.__setattr__(self, "bundle", bundle)
-        self.head.classes = seen
-        self.lookup = lookup.to(self.steps_done.device)
+    def frozen_modules(self) -> list[nn.Module]:
+        """The backbone; the CLIP tensors the head tunes are the head's own (saved with it)."""
+        return [self.backbone]
 
     def sample_transform(self) -> SegTransform:
         jitter = (float(self.options.jitter[0]), float(self.options.jitter[1]))
@@ -155,19 +136,11 @@ class SegHeadObjective(Objective):
         return self.head
 
     def exported_head(self) -> HeadExport:
-        if self.bundle is None:
-            raise ConfigError(f"{self.name}: the backbone and vocabulary are unknown until prepare(bundle, source)")
         return HeadExport(self.head, self.bundle)
 
     def train(self, mode: bool = True) -> "SegHeadObjective":
         super().train(mode)
-        self.model.eval()
-        return self
-
-    def _apply(self, fn: Callable, recurse: bool = True) -> "SegHeadObjective":
-        """The frozen backbone moves with the objective (``.to(device)``) without being part of its state."""
-        super()._apply(fn, recurse)
-        self.model._apply(fn, recurse)
+        self.backbone.eval()
         return self
 
     @torch.no_grad()
@@ -194,8 +167,6 @@ class SegHeadObjective(Objective):
         raise TypeError(f"{type(self).__name__} defines no loss(scores, labels)")
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if self.lookup.numel() == 0:
-            raise ConfigError(f"{self.name}: call prepare(bundle, source) before training (the seen classes)")
         raw = batch["label"]
         labels = torch.where(raw >= 0, self.lookup[raw.clamp(0, len(self.lookup) - 1)], raw)
         names, labels = self.step_classes(labels)

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from open_clip.loss import SigLipLoss
 from torch import nn
 
-from ..train.data import SampleTransform
+from .base import ClipTraining, DataInfo, SampleTransform
 from ..train.distributed import rank_and_world
-from ..train.objective import Objective
 from .views import ImageTextTransform, ImageView, Tokenize, model_image_stats
 
 
@@ -64,7 +63,7 @@ def sigmoid_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor, b
                                                                         bias.float())
 
 
-class SigLipObjective(Objective):
+class SigLipObjective(ClipTraining):
     """Sigmoid image-text loss. Batch: ``{"image": (B,3,H,W), "text": (B,L)}``.
 
     A CLIP model without a ``logit_bias`` gets one (saved with the weights; the checkpoint's
@@ -75,10 +74,11 @@ class SigLipObjective(Objective):
     needs: ClassVar[frozenset[str]] = frozenset({"caption"})
     Options: ClassVar[type] = SigLipOptions
 
-    def __init__(self, model: nn.Module, tokenizer: Callable[..., torch.Tensor],
-                 options: SigLipOptions | None = None, total_steps: int = 1) -> None:
+    def __init__(self, bundle: Any, options: SigLipOptions | None = None, info: DataInfo | None = None,
+                 total_steps: int = 1) -> None:
         super().__init__()
-        self.model, self.tokenizer = model, tokenizer
+        model = bundle.model
+        self.model, self.tokenizer = model, bundle.tokenizer
         self.options = o = options or SigLipOptions()
         attach_logit_bias(model, o.init_temperature, o.init_bias, o.reset_temperature)
 

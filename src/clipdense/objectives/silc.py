@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.distributed as dist
@@ -20,9 +20,8 @@ from torch.func import functional_call
 from ..data.sample import Sample
 from ..errors import ConfigError
 from ..models.dense import interpolate_pos_embed
-from ..train.data import SampleTransform
+from .base import ClipTraining, DataInfo, SampleTransform
 from ..train.distributed import rank_and_world
-from ..train.objective import Objective
 from .clip import contrastive_loss
 from .siglip import attach_logit_bias, sigmoid_loss
 from .views import ImageView, Tokenize, model_image_stats
@@ -121,7 +120,7 @@ def encode_any_size(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return functional_call(visual, {"positional_embedding": pos}, (images,))
 
 
-class SilcObjective(Objective):
+class SilcObjective(ClipTraining):
     """CLIP on every global view + DINO loss of student(local crops) against teacher(global crops).
 
     Batch: ``{"globals": (B,G,3,H,W), "locals": (B,L,3,h,w), "text": (B,T)}``.
@@ -131,10 +130,11 @@ class SilcObjective(Objective):
     needs: ClassVar[frozenset[str]] = frozenset({"caption"})
     Options: ClassVar[type] = SilcOptions
 
-    def __init__(self, model: nn.Module, tokenizer: Callable[..., torch.Tensor],
-                 options: SilcOptions | None = None, total_steps: int = 1) -> None:
+    def __init__(self, bundle: Any, options: SilcOptions | None = None, info: DataInfo | None = None,
+                 total_steps: int = 1) -> None:
         super().__init__()
-        self.model, self.tokenizer = model, tokenizer
+        model = bundle.model
+        self.model, self.tokenizer = model, bundle.tokenizer
         self.options = o = options or SilcOptions()
         if o.contrastive not in CONTRASTIVE:
             raise ConfigError(f"contrastive must be one of {CONTRASTIVE}, got {o.contrastive!r}")

@@ -5,7 +5,7 @@ Mu et al. 2022, "SLIP: Self-supervision meets Language-Image Pre-training" (§3,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import math
 
@@ -15,9 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.sample import Sample
-from ..train.data import SampleTransform
+from .base import ClipTraining, DataInfo, SampleTransform
 from ..train.distributed import rank_and_world
-from ..train.objective import Objective
 from .clip import contrastive_loss
 from .views import ImageView, Tokenize, model_image_stats
 
@@ -91,17 +90,18 @@ class SlipTransform:
                 "view1": self.ssl_view(image, generator), "view2": self.ssl_view(image, generator)}
 
 
-class SlipObjective(Objective):
+class SlipObjective(ClipTraining):
     """CLIP + weighted SimCLR. Batch: image, text, view1, view2."""
 
     name: ClassVar[str] = "slip"
     needs: ClassVar[frozenset[str]] = frozenset({"caption"})
     Options: ClassVar[type] = SlipOptions
 
-    def __init__(self, model: nn.Module, tokenizer: Callable[..., torch.Tensor],
-                 options: SlipOptions | None = None, total_steps: int = 1) -> None:
+    def __init__(self, bundle: Any, options: SlipOptions | None = None, info: DataInfo | None = None,
+                 total_steps: int = 1) -> None:
         super().__init__()
-        self.model, self.tokenizer = model, tokenizer
+        model = bundle.model
+        self.model, self.tokenizer = model, bundle.tokenizer
         self.options = opts = options or SlipOptions()
         embed_dim = int(model.text_projection.shape[1]) if hasattr(model, "text_projection") else \
             int(model.visual.output_dim)

@@ -29,6 +29,7 @@ from ..heads.detection import ViLDDetector
 from ..heads.detection.detector import Detector
 from ..models.pooling import expand_boxes, teacher_crops
 from .clipself_regions import image_digest, region_keys
+from .base import DataInfo
 from .fvit import DetectionObjective, DetectionOptions, DetectionTransform
 from .teacher_cache import TeacherCache, teacher_fingerprint
 from .views import model_image_stats
@@ -128,9 +129,9 @@ class ViLDObjective(DetectionObjective):
     #: a batch whose images keep no distillation region leaves the image branch without gradient
     ddp_find_unused_parameters: bool = True
 
-    def __init__(self, model: nn.Module, tokenizer: Callable[..., torch.Tensor], options: Any = None,
-                 total_steps: int = 1) -> None:
-        super().__init__(model, tokenizer, options, total_steps)
+    def __init__(self, bundle: Any, options: Any = None, info: DataInfo | None = None, total_steps: int = 1) -> None:
+        super().__init__(bundle, options, info, total_steps)
+        model = bundle.model
         o = self.options
         if o.regions < 1 or not o.crop_scales or min(o.crop_scales) <= 0 or o.image_weight < 0:
             raise ConfigError("regions must be >= 1, crop_scales positive and image_weight >= 0")

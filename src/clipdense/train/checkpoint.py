@@ -50,12 +50,13 @@ def model_export(model_name: str, model_config: Mapping[str, Any] | None) -> Exp
 
 def head_export(head: nn.Module, backbone: Any) -> Export:
     """The export is ``head`` (a registered kind, checked now) trained on ``backbone`` (a Bundle): a head
-    file (``load_head``). The backbone is fingerprinted at every save: the file names the weights it ran on.
-    """
+    file (``load_head``) that names the weights it ran on. The backbone is frozen, so it is fingerprinted once,
+    here, not at every save."""
     kind_of(head)
+    described = Backbone.of(backbone)
 
     def write(module: nn.Module, path: Path, metadata: Mapping[str, str]) -> None:
-        save_head(module, path, Backbone.of(backbone), extra_metadata=metadata)
+        save_head(module, path, described, extra_metadata=metadata)
     return Export(HEAD_FILE, "ema-head.safetensors", write)
 
 

@@ -25,8 +25,8 @@ from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_mean, any_rank, barrier
 from .ema import WeightEMA
 from .metrics import MetricsLog, progress_bar
-from .objective import Objective
-from .optim import build_optimizer, lock_image_blocks, lock_text_blocks, lr_at, set_lr
+from ..objectives.base import Objective
+from .optim import build_optimizer, lr_at, set_lr
 
 Evaluator = Callable[[nn.Module, int], Mapping[str, float]]
 Hook = Callable[[int, "Trainer"], None]
@@ -102,8 +102,6 @@ class Trainer:
         self.amp_dtype = autocast_dtype(config.precision, device)
         exported = objective.exported_model()
         self.export = self._export_format(exported)
-        lock_image_blocks(exported, config.lock_image_blocks)
-        lock_text_blocks(exported, config.lock_text_blocks)
         if config.grad_checkpointing and hasattr(exported, "set_grad_checkpointing"):
             exported.set_grad_checkpointing(True)
         objective.to(device)
@@ -287,13 +285,23 @@ class Trainer:
             raise ConfigError(f"{type(self.objective).__name__}.exported_model() is not a submodule of it")
         return prefix
 
+    def _saved_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes ``state.pt`` leaves out: the export (its own file) and the frozen modules."""
+        prefixes = [self._exported_prefix()]
+        for module in self.objective.frozen_modules():
+            prefix = _module_prefix(self.objective, module)
+            if prefix is None:
+                raise ConfigError(f"{type(self.objective).__name__}.frozen_modules() names a module that is not "
+                                  "a submodule of it")
+            prefixes.append(prefix)
+        return tuple(p + "." for p in prefixes if p)
+
     def _extra_state(self) -> dict[str, torch.Tensor]:
-        """The objective's state outside the exported model (heads, teachers, centres)."""
-        prefix = self._exported_prefix()
-        if prefix == "":
+        """The objective's state outside the exported model and the frozen modules (heads, EMA teachers, centres)."""
+        if self._exported_prefix() == "":
             return {}
-        return {k: v.detach().cpu() for k, v in self.objective.state_dict().items()
-                if not k.startswith(prefix + ".")}
+        skip = self._saved_prefixes()
+        return {k: v.detach().cpu() for k, v in self.objective.state_dict().items() if not k.startswith(skip)}
 
     def _data_state(self) -> list[Any]:
         state = self.batches.state_dict() if hasattr(self.batches, "state_dict") else {}
@@ -338,6 +346,8 @@ class Trainer:
         prefix = self._exported_prefix()
         weights = read_state_dict(path / self.export.filename)
         full = {(f"{prefix}.{k}" if prefix else k): v for k, v in weights.items()}
+        frozen = tuple(p for p in self._saved_prefixes() if p != f"{prefix}.")
+        full.update({k: v for k, v in self.objective.state_dict().items() if frozen and k.startswith(frozen)})
         full.update(state["objective"])
         self.objective.load_state_dict(full, strict=True)
         self.optimizer.load_state_dict(state["optimizer"])

@@ -1,4 +1,4 @@
-"""AdamW with the usual CLIP exclusions, cosine-with-warmup learning rate, and partial freezing."""
+"""AdamW with the usual CLIP exclusions and the cosine-with-warmup learning rate."""
 from __future__ import annotations
 
 import math
@@ -23,7 +23,7 @@ def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], lr: float,
     for name, param in named_params:
         (no_decay if _no_decay(name, param) else decay).append(param)
     if not decay and not no_decay:
-        raise ConfigError("nothing to train: every parameter is frozen (check lock_image_blocks/lock_text_blocks)")
+        raise ConfigError("nothing to train: every parameter is frozen (check --lock-image-blocks / --lock-text-blocks)")
     groups = [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
     groups = [g for g in groups if g["params"]]
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=device.type == "cuda")
@@ -46,43 +46,3 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Apply one learning rate to every group."""
     for group in optimizer.param_groups:
         group["lr"] = lr
-
-
-def _freeze(modules: Iterable[nn.Module | nn.Parameter | None]) -> None:
-    for item in modules:
-        if item is None:
-            continue
-        params = [item] if isinstance(item, nn.Parameter) else item.parameters()
-        for param in params:
-            param.requires_grad_(False)
-
-
-def lock_image_blocks(model: nn.Module, n_blocks: int) -> None:
-    """Freeze the vision stem (patch embedding, class/pos embedding, ln_pre) and the first ``n_blocks`` blocks.
-
-    open_clip's lock_image_tower counts unlocked groups from the end; users think "first N blocks".
-    """
-    if n_blocks <= 0:
-        return
-    visual = model.visual
-    blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
-    if blocks is None:
-        raise ConfigError(f"lock_image_blocks: {type(visual).__name__} is not an open_clip VisionTransformer")
-    if n_blocks > len(blocks):
-        raise ConfigError(f"lock_image_blocks={n_blocks} but the vision tower has {len(blocks)} blocks")
-    _freeze([visual.conv1, getattr(visual, "class_embedding", None), visual.positional_embedding,
-             getattr(visual, "ln_pre", None), *blocks[:n_blocks]])
-
-
-def lock_text_blocks(model: nn.Module, n_blocks: int) -> None:
-    """Freeze the token and positional embeddings and the first ``n_blocks`` text blocks."""
-    if n_blocks <= 0:
-        return
-    text = getattr(model, "text", model)  # CustomTextCLIP keeps the tower in .text, CLIP unpacks it
-    blocks = getattr(getattr(text, "transformer", None), "resblocks", None)
-    if blocks is None:
-        raise ConfigError(f"lock_text_blocks: {type(model).__name__} has no open_clip text transformer")
-    if n_blocks > len(blocks):
-        raise ConfigError(f"lock_text_blocks={n_blocks} but the text tower has {len(blocks)} blocks")
-    _freeze([getattr(text, "token_embedding", None), getattr(text, "positional_embedding", None),
-             *blocks[:n_blocks]])

@@ -3,28 +3,34 @@ from __future__ import annotations
 
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 import yaml
 
 from ..config import save_config
+from ..data.readers import DataInfo
 from ..data.sample import Sample
 from ..data.skips import SKIP_LOG, SkipCounter, SkipLog
-from ..data.spec import parse_data
+from ..data.spec import DataSpec, parse_data
 from ..errors import ConfigError, DataError
 from ..models import load_model, model_config
 from ..models.weights import is_random_init
-from ..objectives import build_objective
+from ..objectives import build_objective, objective_class, objective_options
+from ..objectives.base import Objective
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import BatchStream, PrefetchedBatches
 from .distributed import DistInfo, any_rank, cleanup, init_distributed, resolve_device
 from .engine import Evaluator, Hook, Trainer, TrainResult
 from .lock import RunLock, describe_holder
+from .sources import open_training_source, source_info
 
 Source = Iterable[Sample]
+#: ``(loaded bundle) -> evaluator or None``: how a caller (the CLI) hands a run its periodic evaluation
+EvaluatorFactory = Callable[[Any], Optional[Evaluator]]
 
 
 def run_dir_of(config: TrainConfig) -> Path:
@@ -62,12 +68,6 @@ def check_run_dir(config: TrainConfig, run_dir: Path) -> Path | None:
         raise ConfigError(f"--out {run_dir}: already holds a run; continuing {resume} there would mix the two "
                           f"(continue that one with --resume {run_dir}, or choose an empty --out)")
     return latest[1]
-
-
-def resolve_run_dir(config: TrainConfig) -> tuple[Path, Path | None]:
-    """(run dir, checkpoint to resume from), for callers that do not hold the lock (checks only)."""
-    run_dir = run_dir_of(config)
-    return run_dir, check_run_dir(config, run_dir)
 
 
 def lock_run_dir(run_dir: Path, config: TrainConfig, info: DistInfo, device: torch.device) -> RunLock | None:
@@ -121,84 +121,113 @@ def check_data_size(source: Source, config: TrainConfig) -> None:
         raise DataError(f"--batch-size {config.batch_size} is larger than the training data ({size} samples)")
 
 
-def run_training(config: TrainConfig, source: Source | None = None, evaluator: Evaluator | None = None,
-                 hooks: Sequence[Hook] = (), open_source: Any = None, evaluate_on_world: bool = False
-                 ) -> TrainResult:
-    """Train ``config.objective`` on ``source`` (or the reader ``open_source(config, rank, world)``).
+def run_training(config: TrainConfig, source: Source | None = None, make_evaluator: EvaluatorFactory | None = None,
+                 hooks: Sequence[Hook] = (), info: DataInfo | None = None, bundle: Any = None) -> TrainResult:
+    """Train ``config.objective`` on ``source`` (or on ``--data``, opened once) into the run folder.
 
     Args:
         config: the run configuration (``config.validate`` is applied).
-        source: decoded Samples for this rank; if None, ``open_source`` builds it.
-        evaluator: optional periodic evaluation ``(model, step) -> metrics``.
+        source: decoded Samples for this rank (tests, in-memory data); None: ``config.data`` is opened once,
+            by the reader that fills what the objective needs.
+        make_evaluator: ``(loaded bundle) -> evaluator or None``, for runs that export a CLIP model: the
+            evaluator ``(model, step) -> metrics`` runs every ``eval_every`` steps and at the end (the CLI
+            passes the world's zero-shot + retrieval). A run that trains a head says once that it is not used.
         hooks: ``(step, trainer)`` callables after each step.
-        open_source: ``(config, rank, world_size, needed fields, who) -> source`` used when ``source`` is
-            None (the CLI passes ``sources.open_training_source``).
-        evaluate_on_world: without an ``evaluator``, for a run that trains a CLIP model (not a head), run
-            zero-shot + retrieval on the world's val split (``val_data`` or ``data``) every ``eval_every``
-            steps and at the end.
+        info: what ``source`` says of itself (classes, thing/stuff, novel classes); default: read from its
+            ``classes`` / ``isthing`` attributes.
+        bundle: the model already loaded from ``config.model`` / ``config.pretrained`` (the few-shot protocol
+            holds it, possibly built in memory); default: loaded here.
     """
     device = resolve_device(config.device)
-    info: DistInfo = init_distributed(device.type)
+    info_dist: DistInfo = init_distributed(device.type)
     lock: RunLock | None = None
     try:
-        config.validate(info.world_size)
+        config.validate(info_dist.world_size)
+        options = objective_options(config.objective, config.objective_args)   # bad options fail before any data
+        spec = parse_data(config.data or "") if source is None else None             # the one parse of --data
         if device.type == "cuda":
-            device = resolve_device(f"cuda:{info.local_rank}" if device.index is None else str(device))
+            device = resolve_device(f"cuda:{info_dist.local_rank}" if device.index is None else str(device))
         run_dir = run_dir_of(config)
-        lock = lock_run_dir(run_dir, config, info, device)
+        lock = lock_run_dir(run_dir, config, info_dist, device)
         resume_from = check_run_dir(config, run_dir)
-        if source is None:
-            parse_data(config.data)   # a missing or malformed --data fails before any model is loaded
-        return _train(config, run_dir, resume_from, device, info, source, evaluator, hooks, open_source,
-                      evaluate_on_world)
+        plan = _Plan(config, run_dir, resume_from, device, info_dist, options)
+        return _train(plan, _open(plan, spec, source, info), make_evaluator, hooks, bundle)
     finally:
         if lock is not None:
             lock.release()
         cleanup()
 
 
-def _train(config: TrainConfig, run_dir: Path, resume_from: Path | None, device: torch.device, info: DistInfo,
-           source: Source | None, evaluator: Evaluator | None, hooks: Sequence[Hook], open_source: Any,
-           evaluate_on_world: bool) -> TrainResult:
-    """Model, objective, data and engine of a run whose folder is locked and checked."""
+@dataclass(frozen=True)
+class _Plan:
+    """A run whose folder is locked and checked, with its validated objective options."""
+
+    config: TrainConfig
+    run_dir: Path
+    resume_from: Path | None
+    device: torch.device
+    dist: DistInfo
+    options: Any
+
+
+def _open(plan: _Plan, spec: DataSpec | None, source: Source | None,
+          info: DataInfo | None) -> tuple[Source, DataInfo]:
+    """The training source and what it says of itself: ``--data`` opened once for this rank."""
+    cls = objective_class(plan.config.objective)
+    if source is None:
+        needs = cls.required_fields(plan.options)
+        return open_training_source(plan.config, spec, plan.dist.rank, plan.dist.world_size, needs,
+                                    cls.describe_requirement(plan.options))
+    return source, info or source_info(source)
+
+
+def _train(plan: _Plan, opened: tuple[Source, DataInfo], make_evaluator: EvaluatorFactory | None,
+           hooks: Sequence[Hook], given: Any = None) -> TrainResult:
+    """Model, objective, batches and engine of a run whose folder is locked and whose data is open."""
+    config, (source, data_info) = plan.config, opened
     batches: BatchStream | PrefetchedBatches | None = None
     try:
+        check_data_size(source, config)
         torch.manual_seed(config.seed)
         random.seed(config.seed)
-        bundle = load_model(config.model, pretrained=config.pretrained, device="cpu")
+        bundle = given or load_model(config.model, pretrained=config.pretrained, device="cpu")
         bundle.model.train()
-        objective = build_objective(config.objective, bundle.model, bundle.tokenizer, config.objective_args,
-                                    total_steps=config.steps)
+        objective = build_objective(config.objective, bundle, plan.options, data_info, total_steps=config.steps)
+        objective.lock_blocks(config.lock_image_blocks, config.lock_text_blocks)
         transform = objective.sample_transform()
         if transform is None:
             raise ConfigError(f"objective {config.objective!r} needs its own data pipeline, not `clipdense train`")
-        if source is None:
-            if open_source is None:
-                raise ConfigError("no training data: pass --data")
-            source = open_source(config, info.rank, info.world_size, objective.required_fields(),
-                                 objective.describe_requirement())
-        check_data_size(source, config)
-        objective.prepare(bundle, source, config.data or None)
-        prefetch, threads = config.loader_threads(device.type)
-        batches = BatchStream(source, transform, config.micro_batch_size(info.world_size), seed=config.seed,
-                              rank=info.rank, world_size=info.world_size, collate=objective.collate,
+        prefetch, threads = config.loader_threads(plan.device.type)
+        batches = BatchStream(source, transform, config.micro_batch_size(plan.dist.world_size), seed=config.seed,
+                              rank=plan.dist.rank, world_size=plan.dist.world_size, collate=objective.collate,
                               augment_threads=threads)
         if prefetch > 0:
-            batches = PrefetchedBatches(batches, depth=prefetch, pin_memory=device.type == "cuda")
-        if info.is_main:
-            save_config(config, run_dir / "config.yaml")
+            batches = PrefetchedBatches(batches, depth=prefetch, pin_memory=plan.device.type == "cuda")
+        if plan.dist.is_main:
+            save_config(config, plan.run_dir / "config.yaml")
         skips = getattr(source, "skips", None)
         if isinstance(skips, SkipCounter):   # every rank and decode worker names the files it skips
-            skips.log = SkipLog(run_dir / SKIP_LOG)
-        if evaluator is None and evaluate_on_world and objective.exported_head() is None:   # CLIP models only
-            from .sources import world_evaluator
-            evaluator = world_evaluator(config, bundle.name, bundle.tokenizer, bundle.preprocess, device)
-        if info.is_main and resume_from is None and is_random_init(config.model, config.pretrained):
+            skips.log = SkipLog(plan.run_dir / SKIP_LOG)
+        evaluator = _evaluator(config, objective, bundle, make_evaluator, plan.dist.is_main)
+        if plan.dist.is_main and plan.resume_from is None and is_random_init(config.model, config.pretrained):
             warn(f"{config.model} starts from random weights (no --pretrained): right for pretraining from "
                  "scratch, meaningless for distilling or training heads")
-        trainer = Trainer(config, objective, batches, run_dir, bundle.name, _export_config(bundle.name, bundle.model),
-                          device=device, dist_info=info, evaluator=evaluator, hooks=hooks)
-        return trainer.fit(resume_from)
+        trainer = Trainer(config, objective, batches, plan.run_dir, bundle.name,
+                          _export_config(bundle.name, bundle.model), device=plan.device, dist_info=plan.dist,
+                          evaluator=evaluator, hooks=hooks)
+        return trainer.fit(plan.resume_from)
     finally:
         if isinstance(batches, PrefetchedBatches):
             batches.close()
+
+
+def _evaluator(config: TrainConfig, objective: Objective, bundle: Any, make_evaluator: EvaluatorFactory | None,
+               main: bool) -> Evaluator | None:
+    """The periodic evaluator of a run that exports a CLIP; a head run says once that ``--eval-every`` /
+    ``--val-data`` do not act on it."""
+    if objective.exported_head() is not None:
+        if main and (config.eval_every or config.val_data):
+            warn(f"--eval-every / --val-data: objective {config.objective!r} trains a head, which periodic "
+                 "evaluation does not score; evaluate it after training with `clipdense eval --head RUN`")
+        return None
+    return make_evaluator(bundle) if make_evaluator is not None else None

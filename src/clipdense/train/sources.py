@@ -1,20 +1,16 @@
-"""Training data from disk (clipdense.data readers, chosen by the fields the objective needs) and
-periodic evaluation on a world's val split."""
+"""Training data from disk: clipdense.data readers, chosen by the fields the objective needs."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data import ImageTextDataset
-from ..data.readers import open_reader
+from ..data.readers import DataInfo, open_data
 from ..data.sample import Sample
 from ..data.skips import SkipCounter
+from ..data.spec import DataSpec
 from ..data.streams import IndexedSource
-from ..data.world.folder import is_world
 from ..errors import DataError
 from .config import TrainConfig
 
@@ -73,50 +69,29 @@ class StreamingSource:
         self._start, self._consumed = self.dataset.position, 0
 
 
-def open_training_source(config: TrainConfig, rank: int, world_size: int, needs: Iterable[str] = (),
-                         who: str = "training") -> StreamingSource | IndexedSource:
-    """This rank's Sample stream from ``--data``: the reader that fills ``needs`` (DataError if none does).
+def open_training_source(config: TrainConfig, spec: DataSpec, rank: int, world_size: int,
+                         needs: Iterable[str] = (), who: str = "training") -> tuple[StreamingSource | IndexedSource,
+                                                                                     DataInfo]:
+    """This rank's Sample stream from the parsed ``--data``: the reader that fills ``needs`` (DataError if none
+    does), and what the data says of itself. Opened once per run.
 
     Image-text data streams through DataLoader workers; annotated formats (COCO, semantic folders,
     ImageFolder) are read by index. With ``boxes`` needed, images without a box are passed over.
     """
-    if not config.data:
-        raise DataError("--data is required: a world folder, an open_clip CSV, shards, or format:key=value")
     needs = frozenset(needs)
-    reader, kind = open_reader(config.data, needs, "train", who=who, shuffle=True, seed=config.seed, rank=rank,
-                               world_size=world_size, chunk_size=1)
+    reader, kind, info = open_data(spec, needs, "train", who=who, shuffle=True, seed=config.seed, rank=rank,
+                                   world_size=world_size, chunk_size=1)
     if kind.streaming:
-        return StreamingSource(reader, num_workers=config.num_workers)
+        return StreamingSource(reader, num_workers=config.num_workers), info
     has_boxes = getattr(reader, "has_boxes", None)
     keep = [i for i in range(len(reader)) if has_boxes(i)] if "boxes" in needs and has_boxes else None
     return IndexedSource(reader, config.seed, rank, world_size, keep,
-                         what=f"--data {config.data}" + (" (no image has a box)" if keep is not None else ""))
+                         what=f"--data {config.data}" + (" (no image has a box)" if keep is not None else "")), info
 
 
-def _numbers(tree: Any, prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of a nested result dict as 'a/b/c' keys."""
-    out: dict[str, float] = {}
-    if isinstance(tree, Mapping):
-        for key, value in tree.items():
-            out.update(_numbers(value, f"{prefix}/{key}" if prefix else str(key)))
-    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
-        out[prefix] = float(tree)
-    return out
-
-
-def world_evaluator(config: TrainConfig, model_name: str, tokenizer: Any, preprocess: Any,
-                    device: torch.device) -> Any:
-    """Zero-shot + retrieval on the val split of a world, or None when there is no val world."""
-    val = config.val_data or config.data
-    if not val or not is_world(Path(val)):
-        return None
-    from ..evaluation import evaluate
-    from ..models import Bundle
-
-    def run(model: nn.Module, step: int) -> dict[str, float]:
-        size = model.visual.image_size
-        bundle = Bundle(model, tokenizer, preprocess, model_name, None, tuple(size) if isinstance(
-            size, (tuple, list)) else (size, size))
-        results = evaluate(bundle, val, tasks=("zeroshot", "retrieval"), device=device)
-        return _numbers(results["tasks"])
-    return run
+def source_info(source: Any) -> DataInfo:
+    """What an in-memory source says of itself: the ``classes`` / ``isthing`` of it or of its ``reader``."""
+    holder = source if getattr(source, "classes", None) is not None else getattr(source, "reader", source)
+    classes, isthing = getattr(holder, "classes", None), getattr(holder, "isthing", None)
+    return DataInfo(None, None if classes is None else tuple(str(c) for c in classes),
+                    None if isthing is None else tuple(bool(t) for t in isthing))
