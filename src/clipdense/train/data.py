@@ -9,7 +9,6 @@ so a 2-rank run augments each sample exactly as a 1-rank run does.
 from __future__ import annotations
 
 import queue
-import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, runtime_checkable
@@ -17,9 +16,9 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, runtim
 import torch
 from ..data.sample import Sample
 from ..errors import DataError
+from ..objectives.base import SampleTransform, stack_collate
 
 Batch = dict[str, torch.Tensor]
-SampleTransform = Callable[[Sample, torch.Generator], dict[str, torch.Tensor]]
 Collate = Callable[[Sequence[dict[str, torch.Tensor]]], Batch]
 
 
@@ -32,11 +31,6 @@ class ResumableSource(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-def stack_collate(samples: Sequence[dict[str, torch.Tensor]]) -> Batch:
-    """Stack each key of the per-sample dicts into a batch tensor."""
-    return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
 
 
 def sample_seed(seed: int, index: int) -> int:
@@ -196,39 +190,3 @@ class PrefetchedBatches:
         self.close()
         self.stream.load_state_dict(state)
         self._state = state
-
-
-class InMemorySamples:
-    """A list of Samples as an endless, per-epoch shuffled, rank-sharded source.
-
-    For tests and small experiments; resumable (it implements ``ResumableSource``).
-    """
-
-    def __init__(self, samples: Sequence[Sample], seed: int = 0, rank: int = 0,
-                 world_size: int = 1, shuffle: bool = True) -> None:
-        if not samples:
-            raise DataError("no samples given")
-        self.samples, self.seed, self.shuffle = list(samples), seed, shuffle
-        self.rank, self.world_size = rank, world_size
-        self.epoch, self.index = 0, 0
-
-    def _order(self) -> list[int]:
-        order = list(range(len(self.samples)))
-        if self.shuffle:
-            random.Random(self.seed * 100_003 + self.epoch).shuffle(order)
-        return order[self.rank::self.world_size]
-
-    def __iter__(self) -> Iterator[Sample]:
-        while True:
-            order = self._order()
-            while self.index < len(order):
-                item = self.samples[order[self.index]]
-                self.index += 1
-                yield item
-            self.epoch, self.index = self.epoch + 1, 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "index": self.index}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.epoch, self.index = int(state["epoch"]), int(state["index"])
