@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ..data.readers import DataInfo
@@ -30,6 +31,14 @@ SampleTransform = Callable[[Sample, torch.Generator], dict[str, torch.Tensor]]
 def stack_collate(samples: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Stack each key of the per-sample dicts into a batch tensor."""
     return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world_size) of the current process group, (0, 1) without one; losses that gather across ranks call
+    this per step (as open_clip's losses do), so objectives need nothing of the training engine."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 @dataclass(frozen=True)
@@ -126,4 +135,4 @@ class ClipTraining(Objective):
         lock_text_blocks(self.exported_model(), text_blocks)
 
 
-__all__ = ["ClipTraining", "DataInfo", "HeadExport", "Objective", "SampleTransform", "stack_collate"]
+__all__ = ["ClipTraining", "DataInfo", "HeadExport", "Objective", "SampleTransform", "rank_and_world", "stack_collate"]

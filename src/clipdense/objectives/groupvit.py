@@ -20,8 +20,7 @@ from torch import nn
 from ..data.nouns import extract_nouns
 from ..data.sample import Sample
 from ..errors import ConfigError
-from .base import ClipTraining, DataInfo, SampleTransform
-from ..train.distributed import rank_and_world
+from .base import ClipTraining, DataInfo, SampleTransform, rank_and_world
 from .clip import contrastive_loss
 from .views import ImageView, Tokenize, model_image_stats
 

@@ -14,8 +14,7 @@ import torch
 from open_clip.loss import SigLipLoss
 from torch import nn
 
-from .base import ClipTraining, DataInfo, SampleTransform
-from ..train.distributed import rank_and_world
+from .base import ClipTraining, DataInfo, SampleTransform, rank_and_world
 from .views import ImageTextTransform, ImageView, Tokenize, model_image_stats
 
 

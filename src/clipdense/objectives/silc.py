@@ -20,8 +20,7 @@ from torch.func import functional_call
 from ..data.sample import Sample
 from ..errors import ConfigError
 from ..models.dense import interpolate_pos_embed
-from .base import ClipTraining, DataInfo, SampleTransform
-from ..train.distributed import rank_and_world
+from .base import ClipTraining, DataInfo, SampleTransform, rank_and_world
 from .clip import contrastive_loss
 from .siglip import attach_logit_bias, sigmoid_loss
 from .views import ImageView, Tokenize, model_image_stats

@@ -15,8 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.sample import Sample
-from .base import ClipTraining, DataInfo, SampleTransform
-from ..train.distributed import rank_and_world
+from .base import ClipTraining, DataInfo, SampleTransform, rank_and_world
 from .clip import contrastive_loss
 from .views import ImageView, Tokenize, model_image_stats
 

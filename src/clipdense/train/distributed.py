@@ -31,13 +31,6 @@ class DistInfo:
         return self.world_size > 1
 
 
-def rank_and_world() -> tuple[int, int]:
-    """(rank, world_size) of the current process group, (0, 1) without one; losses call this per step."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def resolve_device(requested: str | None, local_rank: int = 0) -> torch.device:
     """cpu / cuda / cuda:N; default cuda (this rank's GPU) when available."""
     if requested in (None, "", "auto"):
