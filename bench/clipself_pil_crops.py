@@ -28,8 +28,7 @@ def pil_crops(self: ClipSelfTransform, pixels: torch.Tensor, crop_boxes: torch.T
     for i, (x1, y1, x2, y2) in enumerate(crop_boxes.tolist()):
         if skip_cached and self.cached is not None and self.cached(int(keys[i])):
             continue
-        left, top = x1 * image.width, y1 * image.height
-        width, height = max((x2 - x1) * image.width, 1.0), max((y2 - y1) * image.height, 1.0)
+        left, top, width, height = x1, y1, max(x2 - x1, 1.0), max(y2 - y1, 1.0)   # the image's pixels
         crop = image.resize((size, size), Image.BICUBIC, box=(left, top, left + width, top + height))
         crops[i] = TF.normalize(TF.to_tensor(crop), list(self.mean), list(self.std))
     return crops

@@ -12,7 +12,8 @@ from PIL import Image
 from clipdense.data import DataSpec, parse_data, provided_fields, resolve_reader
 from clipdense.data.readers import open_reader
 from clipdense.data.sample import Sample
-from clipdense.data.transforms import Compose, RandomHFlip, RandomResizedCrop, ScaleJitter, crop, hflip, resize
+from clipdense.data.transforms import (Compose, Letterbox, RandomHFlip, RandomResizedCrop, ScaleJitter, crop, hflip,
+                                       letterbox_fit, resize)
 from clipdense.errors import DataError
 
 
@@ -64,6 +65,21 @@ def test_resize_scales_boxes_and_keeps_label_values() -> None:
     assert int(out.masks[0].sum()) == 4 * 6 and set(out.semantic.unique().tolist()) == {0, 1, 2}
     squash = resize(_sample(), (4, 5))
     assert squash.boxes.tolist() == [[0.5, 0.5, 2.0, 1.5], [3.0, 2.0, 5.0, 4.0]]
+
+
+def test_letterbox_scales_by_the_longest_side_and_pads_bottom_right() -> None:
+    out = Letterbox(20)(_sample())                                  # 10 x 8 -> 20 x 16 picture on a 20 x 20 canvas
+    assert out.image.size == (20, 20)
+    assert out.boxes.tolist() == [[2.0, 2.0, 8.0, 6.0], [12.0, 8.0, 20.0, 16.0]]
+    pixels = np.asarray(out.image)
+    assert (pixels[16:] == 0).all() and pixels[15, 19, 0] > 0     # rows 16..19 are black padding
+    assert out.masks.shape == (2, 20, 20) and not out.masks[:, 16:].any() and int(out.masks[0].sum()) == 4 * 6
+    assert (out.semantic[16:] == 255).all() and set(out.semantic[:16].unique().tolist()) == {0, 1, 2}
+    ys, xs = np.nonzero(out.masks[1].numpy())
+    assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == out.boxes[1].tolist()
+    tall = Letterbox(5)(Sample(Image.new("RGB", (3, 10)), "t", boxes=torch.tensor([[0.0, 0.0, 3.0, 10.0]])))
+    assert tall.image.size == (5, 5) and tall.boxes.tolist() == [[0.0, 0.0, 1.5, 5.0]]   # exact scale 1/2
+    assert letterbox_fit(3, 10, (5, 5)) == (0.5, 2, 5) and letterbox_fit(60, 20, (4, 6)) == (0.1, 6, 2)
 
 
 def test_random_ops_are_reproducible_from_the_generator() -> None:

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
+from PIL import Image
 
 from ..errors import ConfigError
 from .sample import Sample
@@ -52,6 +53,42 @@ def resize(sample: Sample, size: tuple[int, int]) -> Sample:
     masks = _nearest(sample.masks, (height, width)) if sample.masks is not None else None
     semantic = _nearest(sample.semantic, (height, width)) if sample.semantic is not None else None
     return sample.replace(image=image, boxes=boxes, masks=masks, semantic=semantic)
+
+
+def letterbox_fit(width: float, height: float, size: tuple[int, int]) -> tuple[float, int, int]:
+    """(scale, new width, new height) of a ``width`` x ``height`` picture (pixels, or a box's sides) fitted into
+    ``size`` (H, W) with its aspect kept: the one letterbox rule of the student image, CLIPSelf's teacher crops and
+    the evaluation's crops baseline."""
+    out_h, out_w = size
+    scale = min(out_h / max(height, 1e-6), out_w / max(width, 1e-6))
+    return scale, max(1, min(out_w, round(width * scale))), max(1, min(out_h, round(height * scale)))
+
+
+@dataclass
+class Letterbox:
+    """Longest side resized to ``size`` (aspect kept), the rest padded black at the bottom and right (CLIPSelf's
+    ResizeLongest). Boxes scale by the exact factor (as CLIPSelf maps its boxes), masks and label maps move with
+    the pixels; the padding has no mask and the ``ignore_index`` label. No box leaves the image."""
+
+    size: int
+    ignore_index: int = 255
+
+    def fit(self, width: float, height: float) -> tuple[float, int, int]:
+        """(scale, new width, new height) of the picture inside the square canvas."""
+        return letterbox_fit(width, height, (self.size, self.size))
+
+    def __call__(self, sample: Sample, generator: torch.Generator | None = None) -> Sample:
+        scale, new_w, new_h = self.fit(sample.image.width, sample.image.height)
+        canvas = Image.new(sample.image.mode, (self.size, self.size), 0)
+        canvas.paste(sample.image.resize((new_w, new_h), resample=Image.BICUBIC), (0, 0))
+        boxes = sample.boxes * scale if sample.boxes is not None else None
+        masks = self._pad(_nearest(sample.masks, (new_h, new_w)), 0) if sample.masks is not None else None
+        semantic = (self._pad(_nearest(sample.semantic, (new_h, new_w)), self.ignore_index)
+                    if sample.semantic is not None else None)
+        return sample.replace(image=canvas, boxes=boxes, masks=masks, semantic=semantic)
+
+    def _pad(self, tensor: torch.Tensor, value: int) -> torch.Tensor:
+        return F.pad(tensor, (0, self.size - tensor.shape[-1], 0, self.size - tensor.shape[-2]), value=value)
 
 
 def hflip(sample: Sample) -> Sample:

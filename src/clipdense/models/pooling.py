@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from ..data.transforms import letterbox_fit
 from ..errors import DataError
 
 BOX_TOLERANCE = 1.0  # pixels a box may overhang the image (rounding in annotation files)
@@ -108,8 +109,9 @@ def crop_boxes(images: torch.Tensor, boxes: Sequence[torch.Tensor], size: tuple[
     baseline is measured on them, so that baseline is the signal CLIPSelf distils.
 
     Args:
-        keep_aspect: resize each crop so its longer side fills ``size`` and pad the rest at the bottom and
-            right (CLIPSelf's ``ResizeLongest``); otherwise every crop is stretched to ``size``.
+        keep_aspect: letterbox each crop (``data.transforms.letterbox_fit``, the rule of the ``Letterbox`` op):
+            its longer side fills ``size``, the rest padded at the bottom and right (CLIPSelf's ``ResizeLongest``);
+            otherwise every crop is stretched to ``size``.
         fill: the padding value per channel, in the units of ``images`` (for normalised images, the
             normalised value of a black pixel: ``-mean / std``).
     """
@@ -121,9 +123,7 @@ def crop_boxes(images: torch.Tensor, boxes: Sequence[torch.Tensor], size: tuple[
     crops = []
     for index, image_boxes in enumerate(flat):
         for box in image_boxes:
-            w, h = float(box[2] - box[0]), float(box[3] - box[1])
-            scale = min(out_h / max(h, 1e-6), out_w / max(w, 1e-6))
-            new_h, new_w = max(1, min(out_h, round(h * scale))), max(1, min(out_w, round(w * scale)))
+            _, new_w, new_h = letterbox_fit(float(box[2] - box[0]), float(box[3] - box[1]), (out_h, out_w))
             canvas = fill_values.expand(images.shape[1], out_h, out_w).clone()
             canvas[:, :new_h, :new_w] = roi_align(images[index:index + 1].float(), [box[None]], (new_h, new_w),
                                                   spatial_scale=1.0, sampling_ratio=-1, aligned=True)[0]
