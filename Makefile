@@ -5,7 +5,7 @@ STAMP := $(VENV)/.clipdense-installed
 ARCH := $(shell uname -m)
 OS := $(shell uname -s)
 
-.PHONY: install demo test test-fast test-browser clean
+.PHONY: install demo test test-all test-browser clean
 
 install: $(STAMP)
 
@@ -21,11 +21,15 @@ endif
 demo: install
 	$(VENV)/bin/clipdense demo
 
+# The fast tier (pyproject's addopts deselect `slow`): at most 3 minutes of pytest on two idle cores.
 test: install
 	$(PY) -m pytest -q
 
-test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+# Everything, slow tier included, with the 25 slowest steps listed; what CI (.ci/run) runs.
+# A later -m replaces addopts' `-m "not slow"`.
+ALL := -m "slow or not slow"
+test-all: install
+	$(PY) -m pytest -q $(ALL) --durations=25
 
 # The local page in headless Chromium (Debian's chromium + chromium-driver, installed here when missing);
 # its screenshot is written to docs/web-page.png.
@@ -33,7 +37,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 test-browser: install
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
-	CLIPDENSE_SCREENSHOT=docs/web-page.png $(PY) -m pytest -q tests/test_web_browser.py
+	CLIPDENSE_SCREENSHOT=docs/web-page.png $(PY) -m pytest -q $(ALL) tests/test_web_browser.py
 
 clean:
 	rm -rf $(VENV) runs

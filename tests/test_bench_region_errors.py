@@ -8,8 +8,6 @@ from pathlib import Path
 
 import torch
 
-from clipdense.data.world.scenes import SynthConfig
-from clipdense.data.world.writers import write_world
 
 SPEC = importlib.util.spec_from_file_location("region_errors",
                                               Path(__file__).resolve().parents[1] / "bench" / "region_errors.py")
@@ -29,10 +27,8 @@ def test_error_split_by_hand() -> None:
     assert out["confusions"][0].endswith("(1)") and "red circle -> red star (1)" in out["confusions"]
 
 
-def test_runs_on_a_world(tmp_path, monkeypatch, capsys) -> None:
-    write_world(SynthConfig(out=str(tmp_path / "w"), train=2, val=4, image_size=64, classify_train_per_class=0,
-                            classify_val_per_class=0, empty_fraction=0.0))
-    monkeypatch.setattr(sys, "argv", ["region_errors.py", "--data", str(tmp_path / "w"), "--model", "tiny-vit-t8",
+def test_runs_on_a_world(tiny_world, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sys, "argv", ["region_errors.py", "--data", str(tiny_world), "--model", "tiny-vit-t8",
                                       "--image-size", "64", "--out", str(tmp_path / "e.json")])
     errors.main()
     result = json.loads((tmp_path / "e.json").read_text())["tiny-vit-t8"]

@@ -72,6 +72,7 @@ def test_train_throughput_smoke(tmp_path: Path) -> None:
     assert "| pipeline | objective | workers |" in stdout
 
 
+@pytest.mark.slow
 def test_distill_throughput_smoke(tmp_path: Path) -> None:
     data, stdout = run_smoke("distill_throughput.py", tmp_path)
     check_header(data)
@@ -82,6 +83,7 @@ def test_distill_throughput_smoke(tmp_path: Path) -> None:
     assert "| model | student px | teacher px | crops | step |" in stdout
 
 
+@pytest.mark.slow
 def test_segment_throughput_smoke(tmp_path: Path) -> None:
     from clipdense.models.dense import DENSE_MODES
 
@@ -109,6 +111,7 @@ def test_recipe_dense_map_equals_library_maskclip(tiny_bundle) -> None:
     torch.testing.assert_close(recipe, ours, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_shape_probe_runs_on_a_small_world(tmp_path: Path) -> None:
     from clipdense.data.world.scenes import SynthConfig
     from clipdense.data.world.writers import write_world

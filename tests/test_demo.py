@@ -10,9 +10,8 @@ from PIL import Image
 from clipdense.cli.main import main
 from clipdense.demo.config import DemoConfig, demo_command
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
 def test_quick_demo_writes_report(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0

@@ -51,6 +51,7 @@ def fvit_run(world, tmp_path_factory):
     return run
 
 
+@pytest.mark.slow   # fvit_run: 60 training steps
 def test_fvit_overfits_a_handful_of_world_images(world, backbone, fvit_run):
     head = cd.load_head(fvit_run, backbone)
     assert head.kind == "detector/fvit"
@@ -113,6 +114,7 @@ def test_novel_classes_never_get_gradient(world, backbone):
     assert text.grad[objective.trained].abs().sum(1).gt(0).any()
 
 
+@pytest.mark.slow
 def test_vild_distils_cached_crop_embeddings(world, backbone, fvit_run, tmp_path):
     proposals = tmp_path / "proposals.json"
     assert main(["detect", "--proposals", "--head", str(fvit_run), "--data", str(world), "--json", str(proposals),
@@ -137,6 +139,7 @@ def test_vild_distils_cached_crop_embeddings(world, backbone, fvit_run, tmp_path
     assert again["crops"].abs().sum() == 0            # every crop is cached now: none is cut again
 
 
+@pytest.mark.slow
 def test_detect_and_eval_commands(world, fvit_run, tmp_path, capsys):
     image = world / "train" / "images" / "000000.png"
     out, results = tmp_path / "boxes.png", tmp_path / "det.json"

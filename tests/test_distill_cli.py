@@ -13,11 +13,10 @@ from clipdense.cli.main import build_parser, main
 from clipdense.models.weights import read_state_dict
 from clipdense.train.run import run_training
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
+    """24 training scenes with classification images: enough for the slow runs' batches and their eval."""
     out = tmp_path_factory.mktemp("world")
     assert main(["data", "synth", "--out", str(out), "--train", "24", "--val", "8", "--image-size", "64",
                  "--classify-train-per-class", "1", "--classify-val-per-class", "1"]) == 0
@@ -41,6 +40,7 @@ def _stop_after(step_to_stop: int):
     return hook
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("regions", ["grid", "boxes"])
 def test_distill_resumes_bit_exactly(world, tmp_path, regions):
     full = resolve_distill_config(_args(world, tmp_path / "full", "--regions", regions, "--global-guard", "0.5"))
@@ -56,6 +56,7 @@ def test_distill_resumes_bit_exactly(world, tmp_path, regions):
     assert any(not torch.equal(a[k], v) for k, v in start.model.state_dict().items() if k.startswith("visual."))
 
 
+@pytest.mark.slow
 def test_distill_cli_with_cache_ensemble_then_eval(world, tmp_path, capsys):
     out, cache = tmp_path / "run", tmp_path / "cache"
     assert main(["distill", "--data", str(world), "--model", "tiny-vit-t8", "--out", str(out), "--steps", "4",
@@ -75,17 +76,19 @@ def test_distill_cli_with_cache_ensemble_then_eval(world, tmp_path, capsys):
     assert json.loads((tmp_path / "r.json").read_text())["image_size"] == 64
 
 
-def test_distill_errors(world, tmp_path, capsys):
+def test_distill_errors(tiny_world, tmp_path, capsys):
+    world = tiny_world
     assert main(["distill", "--data", str(tmp_path / "nowhere"), "--model", "tiny-vit-t8", "--out",
                  str(tmp_path / "r"), "--steps", "2", "--device", "cpu"]) == 2
     assert main(["distill", "--data", str(world), "--model", "tiny-vit-t8", "--out", str(tmp_path / "r2"),
-                 "--steps", "2", "--device", "cpu", "--dense-mode", "fancy"]) == 2
+                 "--steps", "2", "--batch-size", "4", "--device", "cpu", "--dense-mode", "fancy"]) == 2
     assert main(["distill", "--data", str(world / "train" / "images"), "--regions", "boxes", "--model",
                  "tiny-vit-t8", "--out", str(tmp_path / "r3"), "--steps", "2", "--device", "cpu"]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(errors) == 3 and "dense_mode" in errors[1] and "coco:" in errors[2]
 
 
+@pytest.mark.slow
 def test_train_objective_clipself_on_boxes_from_a_world_and_a_coco_folder(world, tmp_path):
     common = ["--objective", "clipself", "--model", "tiny-vit-t8", "--steps", "2", "--batch-size", "4",
               "--device", "cpu", "--objective-arg", "regions=boxes", "--objective-arg", "student_size=64",
@@ -97,7 +100,8 @@ def test_train_objective_clipself_on_boxes_from_a_world_and_a_coco_folder(world,
     assert cd.load_model(str(tmp_path / "c"), device="cpu").name == "tiny-vit-t8"
 
 
-def test_data_that_lacks_a_field_is_refused_in_one_line(world, tmp_path, capsys):
+def test_data_that_lacks_a_field_is_refused_in_one_line(tiny_world, tmp_path, capsys):
+    world = tiny_world
     csv = world / "train.csv"
     assert main(["train", "--objective", "clipself", "--data", str(csv), "--model", "tiny-vit-t8", "--out",
                  str(tmp_path / "r"), "--steps", "1", "--device", "cpu", "--objective-arg", "regions=boxes"]) == 2
@@ -111,7 +115,8 @@ def test_data_that_lacks_a_field_is_refused_in_one_line(world, tmp_path, capsys)
     assert not (tmp_path / "r" / "checkpoints").exists()
 
 
-def test_distill_defaults_are_the_same_with_and_without_a_config(world, tmp_path):
+def test_distill_defaults_are_the_same_with_and_without_a_config(tiny_world, tmp_path):
+    world = tiny_world
     yaml_file = tmp_path / "c.yaml"
     yaml_file.write_text("seed: 3\n")
     plain = resolve_distill_config(build_parser().parse_args(["distill", "--data", str(world)]))

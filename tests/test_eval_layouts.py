@@ -285,14 +285,41 @@ def test_cli_eval_on_a_coco_folder(coco: dict[str, Path], tmp_path: Path, capsys
         "segmentation needs semantic; detection needs --head." in printed and "[val]" not in printed
 
 
-def test_cli_eval_on_an_ade_folder_and_a_yaml(ade: Path, tmp_path: Path) -> None:
+def _colour_segmenter(monkeypatch: pytest.MonkeyPatch, names: dict[str, str]) -> None:
+    """The CLI's model segments by colour, like ``ColourContext``: class ``n``'s text row is colour ``names[n]``'s
+    one-hot (``names`` maps a class to itself for an oracle, to another colour for a deranged segmenter)."""
+    def segment_logits(self: EvalContext, mode: str, classifier: torch.Tensor, *window: object
+                       ) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda images: torch.einsum("bkhw,ck->bchw", colour_feature(images), classifier)
+
+    monkeypatch.setattr(EvalContext, "to_tensor", lambda self, image: TF.to_tensor(image) * 2 - 1)
+    monkeypatch.setattr(EvalContext, "classifier",
+                        lambda self, classes, *rest: torch.eye(8)[[NAMES.index(names[n]) for n in classes]])
+    monkeypatch.setattr(EvalContext, "segment_logits", segment_logits)
+
+
+def test_cli_eval_on_an_ade_folder_and_a_yaml(ade: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the CLI, with the model's segmenter replaced by one that sees colours (read at the labels' size,
+    ``--image-size 48``): the oracle scores exactly 1 on both ways of naming the ADE folder; one that swaps red and
+    green scores what the layout gives by hand."""
     yaml_path = ade / "data.yaml"
     yaml_path.write_text("format: semseg\nimages: images\nlabels: annotations\nclasses: classes.txt\n"
                          "reduce_zero_label: true\n")
+
+    def miou(data: str, name: str) -> dict:
+        assert _eval(data, tmp_path / name, "--tasks", "segmentation", "--image-size", str(H)) == 0
+        return json.loads((tmp_path / name).read_text())["tasks"]["segmentation"]["maskclip"]["argmax"]
+
+    _colour_segmenter(monkeypatch, {n: n for n in ADE_CLASSES})
     for data, name in ((ade_spec(ade), "ade.json"), (str(yaml_path), "yaml.json")):
-        assert _eval(data, tmp_path / name, "--tasks", "segmentation") == 0
-        seg = json.loads((tmp_path / name).read_text())["tasks"]["segmentation"]["maskclip"]["argmax"]
-        assert seg["num_pixels"] == 2 * W * 40 and 0.0 <= seg["miou"] <= 1.0 and len(seg["iou_per_class"]) == 3
+        seg = miou(data, name)
+        assert seg["num_pixels"] == 2 * W * 40 and seg["miou"] == 1.0 and seg["pixel_acc"] == 1.0
+    # swapped: scene 0's red half (1280 px) is called green and both green halves (2560 px) red, so red and green
+    # have IoU 0; the blue half (1280 px) stays right: IoU 1, mIoU 1/3, pixel accuracy 1280 / 5120
+    _colour_segmenter(monkeypatch, {"red": "green", "green": "red", "blue": "blue"})
+    seg = miou(str(yaml_path), "swapped.json")
+    assert seg["num_pixels"] == 2 * W * 40 and seg["pixel_acc"] == 0.25
+    assert seg["miou"] == pytest.approx(1 / 3) and seg["iou_per_class"] == pytest.approx([0.0, 0.0, 1.0])
 
 
 def test_cli_eval_refuses_a_task_the_data_cannot_feed(coco: dict[str, Path], capsys: pytest.CaptureFixture) -> None:

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from clipdense.cli.main import main
-from clipdense.data import SynthConfig, write_world
 from clipdense.errors import ConfigError
 from clipdense.evaluation import EVAL_TASKS, json_ready, open_eval_data, resolve_modes, resolve_tasks, to_markdown
 from clipdense.evaluation.regions import region_batches
@@ -17,12 +16,10 @@ from clipdense.evaluation.regions import region_batches
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pycocotools")
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("world")
-    write_world(SynthConfig(out=str(out), train=0, val=6, image_size=64, classify_train_per_class=0,
-                            classify_val_per_class=1, shard_size=100))
-    return out
+@pytest.fixture
+def world(tiny_world: Path) -> Path:
+    """The run's shared tiny world (conftest's TINY_WORLD: 6 val scenes, one classification image per thing)."""
+    return tiny_world
 
 
 def test_world_data_scales_boxes_and_keeps_label_resolution(world: Path) -> None:

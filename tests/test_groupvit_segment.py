@@ -11,19 +11,16 @@ from PIL import Image
 
 import clipdense as cd
 from clipdense.cli.main import main
-from clipdense.data import SynthConfig, write_world
 from clipdense.errors import ConfigError
 from clipdense.evaluation import evaluate
 from clipdense.tasks import BACKGROUND
 from clipdense.tasks.groups import groups_picture
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("world")
-    write_world(SynthConfig(out=str(out), train=8, val=4, image_size=64, classify_train_per_class=0,
-                            classify_val_per_class=1, shard_size=100))
-    return out
+@pytest.fixture
+def world(tiny_world: Path) -> Path:
+    """The run's shared tiny world (conftest's TINY_WORLD: 8 train and 6 val scenes)."""
+    return tiny_world
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +50,7 @@ def test_evaluate_runs_every_dense_task_by_the_grouping(groupvit: cd.Bundle, wor
     res = evaluate(groupvit, world, dense_mode="maskclip,naclip", device="cpu", batch_size=4)
     assert res["dense_modes"] == ["grouping"]
     tasks = res["tasks"]
-    assert 0 <= tasks["zeroshot"]["top1"] <= 1 and tasks["retrieval"]["num_images"] == 4
+    assert 0 <= tasks["zeroshot"]["top1"] <= 1 and tasks["retrieval"]["num_images"] == 6
     seg = tasks["segmentation"]["grouping"]
     assert seg["argmax"]["num_pixels"] > 0 and 0 <= seg["argmax"]["miou_things"] <= 1
     assert seg["background"]["threshold"] == 0.1 and "segment" in seg["background"]["score"]

@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 
 import clipdense as cd
-from clipdense.data import SynthConfig, write_world
 from clipdense.data.sample import Sample
 from clipdense.evaluation import evaluate
 from clipdense.objectives import build_objective
@@ -64,12 +63,10 @@ def test_segment_on_a_timm_tower(kind: str) -> None:
         assert 0 <= int(labels.min()) and int(labels.max()) < 3
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("world")
-    write_world(SynthConfig(out=str(out), train=0, val=4, image_size=64, classify_train_per_class=0,
-                            classify_val_per_class=1, shard_size=100))
-    return out
+@pytest.fixture
+def world(tiny_world: Path) -> Path:
+    """The run's shared tiny world (conftest's TINY_WORLD)."""
+    return tiny_world
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -167,6 +167,7 @@ def test_other_model_types_and_missing_weights_are_named(tmp_path):
         cd.load_model(tmp_path, device="cpu")
 
 
+@pytest.mark.slow   # a fresh interpreter
 def test_clipdense_checkpoint_of_converted_model_reloads(tmp_path, hf_folder):
     bundle = cd.load_model(hf_folder[0], device="cpu")
     path = tmp_path / "converted.safetensors"

@@ -60,6 +60,7 @@ def test_unknown_names_and_tags():
         cd.load_model("tiny-vit-t8", pretrained="laion9000")
 
 
+@pytest.mark.slow   # a fresh interpreter
 def test_offline_pretrained_tag_fails_fast_with_hint():
     code = ("import clipdense as cd\n"
             "try:\n cd.load_model('ViT-B-32', pretrained='openai', device='cpu')\n"

@@ -194,6 +194,7 @@ def test_training_commands_skip_name_and_count_broken_files(corpus, tmp_path, ca
     assert counted >= len(SKIPPED) and f"skipped {counted} unreadable sample(s)" in out and SKIP_LOG in out
 
 
+@pytest.mark.slow   # the CLI once per corpus file: 5 to 7 s each
 @pytest.mark.parametrize("command", ["segment", "classify"])
 def test_single_image_commands_decode_or_refuse_each_file(corpus, tmp_path, capsys, command: str) -> None:
     for name, case in CORPUS.items():

@@ -49,6 +49,7 @@ def _holder(run: Path) -> subprocess.Popen:
     return process
 
 
+@pytest.mark.slow   # a holder process
 def test_a_second_run_into_a_locked_folder_fails_at_once_and_a_killed_holder_is_taken_over(
         tmp_path, csv_data, capsys) -> None:
     run = tmp_path / "run"

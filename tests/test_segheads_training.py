@@ -92,6 +92,7 @@ def test_only_the_named_clip_tensors_train_at_a_hundredth_of_the_lr(bundle) -> N
     assert float(k_rows.max()) == 0.0                                            # keys stay frozen
 
 
+@pytest.mark.slow   # 60 to 100 steps
 @pytest.mark.parametrize("kind,steps,lr", [("catseg", 100, 1e-3), ("lseg", 60, 1e-3)])
 def test_a_head_overfits_a_few_images(bundle, kind: str, steps: int, lr: float) -> None:
     objective = _prepared(kind, bundle)
@@ -178,10 +179,9 @@ def test_segment_with_a_head_any_classes_and_sliding_windows(bundle, tmp_path: P
         cd.segment(bundle, image, ["sky"], head=torch.nn.Linear(2, 2))
 
 
-def test_cli_trains_a_head_on_a_world_and_segments_with_it(tmp_path: Path, capsys) -> None:
-    world, run = tmp_path / "world", tmp_path / "run"
-    assert main(["data", "synth", "--out", str(world), "--train", "6", "--val", "2", "--image-size", "64",
-                 "--classify-train-per-class", "0", "--classify-val-per-class", "0"]) == 0
+@pytest.mark.slow
+def test_cli_trains_a_head_on_a_world_and_segments_with_it(tiny_world: Path, tmp_path: Path, capsys) -> None:
+    world, run = tiny_world, tmp_path / "run"
     args = [f"--objective-arg={k}={v}" for k, v in TINY_CATSEG.items() if not isinstance(v, list)]
     assert main(["train", "--objective", "catseg", "--model", "tiny-vit-t8", "--data", str(world), "--out", str(run),
                  "--steps", "2", "--batch-size", "2", "--device", "cpu", *args]) == 0

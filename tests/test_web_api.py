@@ -11,10 +11,12 @@ import torch
 from PIL import Image
 
 pytest.importorskip("gradio", reason="the page needs the web extra: pip install 'clipdense[web]'")
+pytestmark = pytest.mark.slow   # every test talks to a served page (test_web_page.py is the page without a server)
 
 import clipdense as cd  # noqa: E402
 from clipdense.heads import save_head  # noqa: E402
 from clipdense.heads.detection import DetectorConfig, FViTDetector  # noqa: E402
+from clipdense.tasks.detect import detect  # noqa: E402
 from clipdense.web import discover_heads  # noqa: E402
 from clipdense.web.app import PageSettings  # noqa: E402
 from clipdense.web.examples import world_examples  # noqa: E402
@@ -125,9 +127,17 @@ def test_a_detector_head_draws_scored_boxes(page, photo):
     assert client.image(out["overlay"]).size == (128, 96)
     rows = out["summary"]["detections"]
     assert rows, "an untrained detector still proposes boxes at min_score 0"
-    assert all(row["class"] in ("red circle", "sky") and 0 <= row["score"] <= 1 and len(row["box"]) == 4
-               for row in rows)
-    assert out["detections"]["data"][0][0] == rows[0]["class"]
+    for row in rows:   # xyxy pixels of the 128 x 96 photo, not of the detector's input or a transposed one
+        x0, y0, x1, y1 = row["box"]
+        assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 96, row
+    # the known boxes: the same head on the same (seeded random-init) backbone, called directly on the photo
+    bundle = cd.load_model("tiny-vit-t8", device="cpu")
+    known = detect(bundle, photo[0], ["red circle", "sky"], head=cd.load_head(choice.path, bundle))
+    assert [row["class"] for row in rows] == known.names
+    assert [row["score"] for row in rows] == pytest.approx(known.scores.tolist(), abs=1e-4)
+    for row, box in zip(rows, known.boxes.tolist()):
+        assert row["box"] == pytest.approx(box, abs=0.051), (row, box)   # the page rounds to 0.1 pixel
+    assert out["detections"]["data"][0][:2] == [rows[0]["class"], rows[0]["score"]]
 
 
 def test_serve_command_answers_then_stops_by_itself(tmp_path, monkeypatch):

@@ -17,9 +17,10 @@ pytest.importorskip("selenium", reason="the browser test drives Chromium with se
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER),
-                                reason="headless Chromium is not installed (`make test-browser` installs Debian's "
-                                       "chromium and chromium-driver, then runs this test)")
+pytestmark = [pytest.mark.slow,   # a server and a browser
+              pytest.mark.skipif(not (CHROMIUM and DRIVER),
+                                 reason="headless Chromium is not installed (`make test-browser` installs Debian's "
+                                        "chromium and chromium-driver, then runs this test)")]
 
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
