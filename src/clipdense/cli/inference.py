@@ -6,6 +6,8 @@ import json
 import time
 
 from ..data.images import open_image
+from ..data.media import media_kind
+from ..errors import ConfigError
 from ..models import DENSE_MODES
 from ..models.segmenters import segmenter_of
 from ..tasks import classify, segment
@@ -42,8 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_cache_flag(seg)
     seg.set_defaults(func=run_segment)
 
-    cls = subparsers.add_parser("classify", help="zero-shot classification of one image")
-    cls.add_argument("image", help="image file")
+    cls = subparsers.add_parser("classify", help="zero-shot classification of one image (or another medium's file: "
+                                                 "a point cloud, a sound, a video, where its family is installed)")
+    cls.add_argument("image", help="image file, or a file of another registered medium")
     cls.add_argument("--classes", default=None,
                      help="comma-separated class names (with --adapter: default the adapter's classes)")
     cls.add_argument("--templates", default="imagenet", help="prompt set or '{}' template")
@@ -89,7 +92,10 @@ def run_classify(args: argparse.Namespace) -> int:
     if not args.adapter:
         parse_class_list(args.classes)  # fail before loading anything
         check_templates(args.templates)
-    image = open_image(args.image)
+    if args.adapter and media_kind(args.image) != "image":
+        raise ConfigError(f"--adapter: few-shot adapters classify images; {args.image} is a {media_kind(args.image)} "
+                          "file")
+    image = open_image(args.image) if media_kind(args.image) == "image" else args.image
     bundle = load_cli_model(args)
     adapter = load_adapter(args.adapter, bundle) if args.adapter else None
     classes = parse_class_list(args.classes) if args.classes or adapter is None else list(adapter.classes)
