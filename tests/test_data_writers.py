@@ -122,7 +122,6 @@ def test_semseg_labels_are_single_channel_indices(world):
     assert ids.min() >= 1
 
 
-@pytest.mark.slow
 def test_cli_data_synth_writes_a_world_and_reports_speed(tmp_path, capsys):
     from clipdense.cli import data as data_cli
     parser = argparse.ArgumentParser()
