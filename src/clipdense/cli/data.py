@@ -7,6 +7,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..config import build_config
+from ..errors import ConfigError
 from ..data.world.scenes import SynthConfig
 from ..data.world.writers import check_world_folder, total_images, write_world
 from .common import AMOUNT, COUNT, PIXELS, SEED
@@ -32,6 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--shapes", default=None, help="comma-separated shape names")
     synth.add_argument("--max-objects", type=AMOUNT, default=None, help="most things per scene (default 4)")
     synth.add_argument("--workers", type=AMOUNT, default=None, help="encoding processes (default 0: in-process)")
+    synth.add_argument("--points", action="store_true",
+                       help="also write the 3-D world (primitive meshes and point clouds in ModelNet40's layouts) "
+                            "in OUT/points (see clipdense.data.world.points3d)")
+    synth.add_argument("--points-per-class", type=COUNT, default=None,
+                       help="with --points: train shapes per class (default 24; test gets half)")
     synth.add_argument("--overwrite", action="store_true",
                        help="replace the world already in --out (its files are removed first)")
     synth.set_defaults(func=run_synth)
@@ -45,11 +51,30 @@ def run_synth(args: argparse.Namespace) -> int:
         "classify_val_per_class", "colours", "shapes", "max_objects", "workers")}
     overrides["out"] = args.out
     cfg = build_config(SynthConfig, args.config, overrides)
+    if args.points_per_class is not None and not args.points:
+        raise ConfigError("--points-per-class: only with --points (the 3-D world)")
     check_world_folder(Path(cfg.out), args.overwrite)   # refused before the progress bar is drawn
     with tqdm(total=total_images(cfg), unit="img", desc="synth", dynamic_ncols=True) as bar:
         summary = write_world(cfg, progress=bar.update, overwrite=args.overwrite)
+    if args.points:
+        _synth_points(Path(cfg.out) / "points", cfg.seed, args.points_per_class)
     print(f"wrote {summary.images['train']} train + {summary.images['val']} val scenes "
           f"({summary.objects['train'] + summary.objects['val']} objects), "
           f"{sum(summary.classify_images.values())} single-object images to {Path(cfg.out)} "
           f"in {summary.seconds:.1f} s ({summary.images_per_second:.0f} images/s)")
     return 0
+
+
+def _synth_points(out: Path, seed: int, per_class: int | None) -> None:
+    """The 3-D world beside the image world (its own progress bar and summary line)."""
+    from ..data.world.points3d import write_points_world
+    from ..data.world.shapes3d import Shapes3DConfig
+
+    config = Shapes3DConfig(seed=seed)
+    if per_class is not None:
+        config.train_per_class, config.test_per_class = per_class, max(1, per_class // 2)
+    total = (config.train_per_class + config.test_per_class) * len(config.classes)
+    with tqdm(total=total, unit="shape", desc="synth 3-D", dynamic_ncols=True) as bar:
+        counts = write_points_world(out, config, progress=bar.update)
+    print(f"wrote {counts['train']} train + {counts['test']} test shapes ({len(config.classes)} classes) to {out} "
+          "(ModelNet40 meshes and modelnet40_normal_resampled points)")

@@ -13,6 +13,7 @@ from ..errors import DataError
 from .formats.folders import ImageFolderDataset, SemSegFolder
 from .formats.imagetext import ImageTextDataset
 from .formats.coco import CocoPanopticRegions, CocoRegions
+from .formats.modelnet import DEFAULT_POINTS, ModelNetPoints
 from .sample import describe_fields
 from .skips import SkipCounter
 from .spec import DataSpec, parse_data
@@ -57,6 +58,10 @@ def _open_imagefolder(spec: DataSpec, split: str, needs: frozenset, skips: SkipC
     return ImageFolderDataset(spec.get("root"), skip_counter=skips)
 
 
+def _open_modelnet(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter, **_: object) -> ModelNetPoints:
+    return ModelNetPoints(spec.get("root"), split, int(spec.get("num_points", DEFAULT_POINTS)), skip_counter=skips)
+
+
 READERS: dict[str, ReaderKind] = {
     "csv": ReaderKind(frozenset({"caption"}), _open_imagetext, streaming=True),
     "wds": ReaderKind(frozenset({"caption"}), _open_imagetext, streaming=True),
@@ -64,6 +69,7 @@ READERS: dict[str, ReaderKind] = {
     "coco-panoptic": ReaderKind(frozenset({"boxes", "labels", "masks"}), _open_panoptic),
     "semseg": ReaderKind(frozenset({"semantic"}), _open_semseg),
     "imagefolder": ReaderKind(frozenset({"image_label"}), _open_imagefolder),
+    "modelnet": ReaderKind(frozenset({"points", "image_label"}), _open_modelnet),
 }
 
 

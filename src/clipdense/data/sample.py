@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 from PIL import Image
 
+if TYPE_CHECKING:
+    from .audio import Waveform
+
 #: Optional annotation fields, in the order error messages list them.
-FIELDS: tuple[str, ...] = ("caption", "boxes", "labels", "masks", "semantic", "image_label")
+FIELDS: tuple[str, ...] = ("caption", "boxes", "labels", "masks", "semantic", "image_label", "points", "audio")
 FIELD_DOCS: dict[str, str] = {
     "caption": "a caption string",
     "boxes": "boxes (N, 4) float xyxy pixels",
@@ -22,6 +25,8 @@ FIELD_DOCS: dict[str, str] = {
     "masks": "instance masks (N, H, W) bool, one per box",
     "semantic": "a semantic label map (H, W) long, ignore_index where unlabelled",
     "image_label": "one class index for the whole image",
+    "points": "a point cloud (N, 3) float xyz (image None; image_label is the shape's class)",
+    "audio": "a sound: mono waveform (T,) float in [-1, 1] + its sample rate (image None for sound-only data)",
 }
 
 
@@ -38,10 +43,14 @@ class Sample:
         masks: (N, H, W) bool instance masks aligned with ``boxes``.
         semantic: (H, W) int64 class indices, ``ignore_index`` where unlabelled.
         image_label: class index of the whole image (classification data).
+        points: (N, 3) float32 xyz of a point cloud (ModelNet); ``image`` is None and ``image_label`` the
+            shape's class.
+        audio: a ``clipdense.data.audio.Waveform`` (samples (T,) float32, sample_rate); ``image`` is None for
+            sound-only data (ESC-50, UrbanSound8K), set for image-sound-text triplets.
         ignore_index: the unlabelled value of ``semantic``.
     """
 
-    image: Image.Image
+    image: Image.Image | None
     key: str
     caption: str | None = None
     boxes: torch.Tensor | None = None
@@ -49,6 +58,8 @@ class Sample:
     masks: torch.Tensor | None = None
     semantic: torch.Tensor | None = None
     image_label: int | None = None
+    points: torch.Tensor | None = None
+    audio: "Waveform | None" = None
     ignore_index: int = 255
 
     def fields(self) -> frozenset[str]:

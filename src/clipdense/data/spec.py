@@ -9,6 +9,7 @@ Accepted forms:
 - ``semseg:images=DIR,labels=DIR,classes=names.txt[,ignore_index=255,reduce_zero_label=true]``
   (the ADE20K / VOC / Context layout);
 - ``imagefolder:root=DIR`` (root/<class name>/<image>);
+- ``modelnet:root=DIR[,num_points=1024]`` (ModelNet40's meshes or ``modelnet40_normal_resampled``);
 - ``data.yaml`` holding the same keys plus ``format:`` (paths relative to the YAML's folder).
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "coco-panoptic": (("images", "annotations", "masks"), ()),
     "semseg": (("images", "labels", "classes"), ("ignore_index", "reduce_zero_label")),
     "imagefolder": (("root",), ()),
+    "modelnet": (("root",), ("num_points",)),
 }
 PATH_KEYS = ("root", "path", "images", "annotations", "stuff", "masks", "labels", "classes")
 
