@@ -14,6 +14,7 @@ from .formats.folders import ImageFolderDataset, SemSegFolder
 from .formats.imagetext import ImageTextDataset
 from .formats.coco import CocoPanopticRegions, CocoRegions
 from .formats.modelnet import DEFAULT_POINTS, ModelNetPoints
+from .formats.audio import SoundTriplets, open_esc50, open_urbansound
 from .sample import describe_fields
 from .skips import SkipCounter
 from .spec import DataSpec, parse_data
@@ -62,6 +63,28 @@ def _open_modelnet(spec: DataSpec, split: str, needs: frozenset, skips: SkipCoun
     return ModelNetPoints(spec.get("root"), split, int(spec.get("num_points", DEFAULT_POINTS)), skip_counter=skips)
 
 
+def _folds(spec: DataSpec) -> list[int] | None:
+    folds = spec.get("folds")
+    if folds in (None, ""):
+        return None
+    parts = [str(f) for f in folds] if isinstance(folds, (list, tuple)) else str(folds).replace("+", " ").split()
+    if not parts or not all(p.isdigit() for p in parts):
+        raise DataError(f"--data {spec}: folds={folds!r}; expected fold numbers joined by +, e.g. folds=1+2")
+    return [int(p) for p in parts]
+
+
+def _open_esc50(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter, **_: object) -> object:
+    return open_esc50(spec.get("root"), _folds(spec), skip_counter=skips)
+
+
+def _open_urbansound(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter, **_: object) -> object:
+    return open_urbansound(spec.get("root"), _folds(spec), skip_counter=skips)
+
+
+def _open_audiotext(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter, **_: object) -> object:
+    return SoundTriplets(spec.get("path"), skip_counter=skips)
+
+
 READERS: dict[str, ReaderKind] = {
     "csv": ReaderKind(frozenset({"caption"}), _open_imagetext, streaming=True),
     "wds": ReaderKind(frozenset({"caption"}), _open_imagetext, streaming=True),
@@ -70,6 +93,9 @@ READERS: dict[str, ReaderKind] = {
     "semseg": ReaderKind(frozenset({"semantic"}), _open_semseg),
     "imagefolder": ReaderKind(frozenset({"image_label"}), _open_imagefolder),
     "modelnet": ReaderKind(frozenset({"points", "image_label"}), _open_modelnet),
+    "esc50": ReaderKind(frozenset({"audio", "image_label"}), _open_esc50),
+    "urbansound8k": ReaderKind(frozenset({"audio", "image_label"}), _open_urbansound),
+    "audiotext": ReaderKind(frozenset({"caption", "audio"}), _open_audiotext),
 }
 
 
@@ -82,7 +108,9 @@ def world_parts(spec: DataSpec, split: str, world: World | None = None) -> list[
             DataSpec("coco", {"images": str(s.image_dir), "annotations": str(s.instances), **stuff}, str(spec)),
             DataSpec("semseg", {"images": str(s.image_dir), "labels": str(s.semseg_dir),
                                 "classes": str(world.classes_file), "ignore_index": world.ignore_index}, str(spec)),
-            DataSpec("imagefolder", {"root": str(s.classify_dir)}, str(spec))]
+            DataSpec("imagefolder", {"root": str(s.classify_dir)}, str(spec))] + \
+        ([DataSpec("audiotext", {"path": str(sounds)}, str(spec))]
+         if (sounds := world.root / "audio" / f"{split}.csv").is_file() else [])   # written by data synth --audio
 
 
 def provided_fields(spec: DataSpec | str) -> frozenset[str]:

@@ -33,6 +33,9 @@ FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "semseg": (("images", "labels", "classes"), ("ignore_index", "reduce_zero_label")),
     "imagefolder": (("root",), ()),
     "modelnet": (("root",), ("num_points",)),
+    "esc50": (("root",), ("folds",)),
+    "urbansound8k": (("root",), ("folds",)),
+    "audiotext": (("path",), ()),
 }
 PATH_KEYS = ("root", "path", "images", "annotations", "stuff", "masks", "labels", "classes")
 

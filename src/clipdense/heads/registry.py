@@ -17,7 +17,8 @@ from ..errors import ConfigError
 
 #: modules whose import registers head kinds (imported on the first lookup of a kind not yet known,
 #: so ``load_head`` reads every kind without its caller importing the package that defines it)
-PROVIDERS: list[str] = ["clipdense.heads.adapters", "clipdense.heads.detection", "clipdense.heads.segmentation"]
+PROVIDERS: list[str] = ["clipdense.heads.adapters", "clipdense.heads.detection", "clipdense.heads.segmentation",
+                       "clipdense.heads.audio"]
 
 Builder = Callable[[Mapping[str, Any], Any, "list[str] | None"], nn.Module]
 
