@@ -144,12 +144,12 @@ def run_training(config: TrainConfig, source: Source | None = None, make_evaluat
     try:
         config.validate(info_dist.world_size)
         options = objective_options(config.objective, config.objective_args)   # bad options fail before any data
-        spec = parse_data(config.data or "") if source is None else None             # the one parse of --data
         if device.type == "cuda":
             device = resolve_device(f"cuda:{info_dist.local_rank}" if device.index is None else str(device))
         run_dir = run_dir_of(config)
         lock = lock_run_dir(run_dir, config, info_dist, device)
-        resume_from = check_run_dir(config, run_dir)
+        resume_from = check_run_dir(config, run_dir)       # a wrong run folder is named before the data
+        spec = parse_data(config.data or "") if source is None else None             # the one parse of --data
         plan = _Plan(config, run_dir, resume_from, device, info_dist, options)
         return _train(plan, _open(plan, spec, source, info), make_evaluator, hooks, bundle)
     finally:
