@@ -8,11 +8,11 @@ from .errors import ClipDenseError, ConfigError, DataError, ImageLoadError, Mode
 from .heads import load_head, save_head
 from .models import (DENSE_MODES, Bundle, DenseOutput, dense_forward, encode_dense, load_model, pool_boxes,
                      pool_masks, save_weights, text_classifier)
-from .tasks import classify, detect, segment
+from .tasks import classify, classify_points, detect, segment
 
 __version__ = "0.1.0"
 __all__ = [
     "DENSE_MODES", "Bundle", "DenseOutput", "dense_forward", "encode_dense", "load_model", "pool_boxes",
-    "pool_masks", "save_weights", "text_classifier", "classify", "detect", "segment", "load_head", "save_head",
+    "pool_masks", "save_weights", "text_classifier", "classify", "classify_points", "detect", "segment", "load_head", "save_head",
     "ClipDenseError", "ConfigError", "DataError", "ImageLoadError", "ModelLoadError",
 ]

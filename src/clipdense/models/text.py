@@ -18,6 +18,11 @@ TEMPLATE_SETS: dict[str, Sequence[Template]] = {
     # the phrasings of the synthetic world's captions, as CLIP's prompts mirror web captions
     "world": ("a {}.", "an image of a {}.", "a picture showing a {}.", "there is a {}."),
     "photo": ("a photo of a {}.",),
+    # PointCLIP's prompt for depth views of point clouds (V1), and depth-map prompts standing in for V2's
+    # GPT-written 3-D descriptions (offline)
+    "pointclip": ("point cloud depth map of a {}.",),
+    "pointclip-v2": ("a depth map of a {}.", "a grey depth image of a {}.", "a 3D model of a {}.",
+                     "a rendering of a {} in grey.", "a silhouette of a {}."),
 }
 
 

@@ -1,6 +1,7 @@
 """Tasks: zero-shot segmentation and classification (retrieval, regions, detection and adapters beside)."""
 from .classify import classify
 from .detect import Detections, detect
+from .points import classify_points
 from .segment import BACKGROUND, labels_from_logits, segment, segment_logits
 
-__all__ = ["classify", "detect", "Detections", "segment", "segment_logits", "labels_from_logits", "BACKGROUND"]
+__all__ = ["classify", "classify_points", "detect", "Detections", "segment", "segment_logits", "labels_from_logits", "BACKGROUND"]

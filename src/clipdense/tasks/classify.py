@@ -18,7 +18,10 @@ if TYPE_CHECKING:
 
 #: medium -> "module:function" under clipdense.tasks that classifies a file of it: ``(bundle, path, classes,
 #: templates) -> (C,) probabilities``. Images are ``classify`` itself; families add theirs (points, audio, video).
-FILE_CLASSIFIERS: dict[str, str] = {}
+FILE_CLASSIFIERS: dict[str, str] = {
+    "points": "points:classify_point_file",
+    "audio": "audio:classify_audio_file",
+}
 
 
 @torch.no_grad()
