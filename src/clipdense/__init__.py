@@ -6,6 +6,7 @@
 """
 from .errors import ClipDenseError, ConfigError, DataError, ImageLoadError, ModelLoadError
 from .heads import load_head, save_head
+from .generation import Drawing, draw, read_svg, sketch, write_png, write_svg
 from .models import (DENSE_MODES, Bundle, DenseOutput, dense_forward, encode_dense, load_model, pool_boxes,
                      pool_masks, save_weights, text_classifier)
 from .tasks import classify, classify_points, detect, segment
@@ -15,4 +16,5 @@ __all__ = [
     "DENSE_MODES", "Bundle", "DenseOutput", "dense_forward", "encode_dense", "load_model", "pool_boxes",
     "pool_masks", "save_weights", "text_classifier", "classify", "classify_points", "detect", "segment", "load_head", "save_head",
     "ClipDenseError", "ConfigError", "DataError", "ImageLoadError", "ModelLoadError",
+    "Drawing", "draw", "sketch", "read_svg", "write_svg", "write_png",
 ]

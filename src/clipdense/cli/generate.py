@@ -1,0 +1,117 @@
+"""`clipdense draw` (CLIPDraw: a prompt → vector strokes) and `clipdense sketch` (CLIPasso: a photo → a sketch).
+
+    clipdense draw "a red circle above a blue star" --out drawing.svg [--strokes 64] [--steps 200]
+    clipdense sketch PHOTO --strokes 16 --out sketch.svg
+Both write the SVG and a PNG beside it, and show progress with an ETA.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..data.images import open_image
+from ..errors import ConfigError
+from .common import COUNT, PIXELS, SEED, STEPS, add_model_args, check_out_file, load_cli_model
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    draw = subparsers.add_parser("draw", help="CLIPDraw: vector strokes optimised to match a prompt -> SVG + PNG")
+    draw.add_argument("prompt", help="what to draw, e.g. 'a red circle above a blue star'")
+    draw.add_argument("--out", default="drawing.svg", help="SVG file (a PNG of it is written beside it)")
+    draw.add_argument("--strokes", type=COUNT, default=64, help="number of paths (default 64)")
+    draw.add_argument("--steps", type=STEPS, default=200, help="optimisation steps (default 200; the paper: 1000)")
+    draw.add_argument("--canvas", type=PIXELS, default=128, help="canvas side in pixels (default 128)")
+    draw.add_argument("--augmentations", type=int, default=4, choices=range(0, 17), metavar="0..16",
+                      help="augmented views per step (default 4, the paper's; 0 = none)")
+    draw.add_argument("--seed", type=SEED, default=0, help="random seed of the initial strokes and views")
+    add_model_args(draw)
+    draw.set_defaults(func=run_draw)
+
+    sk = subparsers.add_parser("sketch", help="CLIPasso: a photo as a sketch of a few black strokes -> SVG + PNG")
+    sk.add_argument("photo", help="image file")
+    sk.add_argument("--out", default="sketch.svg", help="SVG file (a PNG of it is written beside it)")
+    sk.add_argument("--strokes", type=COUNT, default=16, help="number of strokes: fewer = more abstract (default 16)")
+    sk.add_argument("--steps", type=STEPS, default=200, help="optimisation steps per seed (default 200)")
+    sk.add_argument("--seeds", type=COUNT, default=2, help="runs from different seeds; the lowest loss is kept")
+    sk.add_argument("--canvas", type=PIXELS, default=128, help="canvas side in pixels (default 128)")
+    sk.add_argument("--init", default="saliency", choices=("saliency", "random"),
+                    help="stroke starts: sampled from the dense relevance map (default) or uniform")
+    sk.add_argument("--layers", default=None,
+                    help="comma-separated image-tower blocks of the perceptual loss (default: CLIPasso's depth)")
+    sk.add_argument("--seed", type=SEED, default=0, help="first seed")
+    add_model_args(sk)
+    sk.set_defaults(func=run_sketch)
+
+
+def _check_prompt(prompt: str) -> str:
+    if not prompt.strip():
+        raise ConfigError("prompt: expected some words, got an empty prompt")
+    return prompt.strip()
+
+
+def _parse_layers(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        layers = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(f"--layers {text!r}: expected comma-separated block indices, e.g. 0,1") from None
+    if not layers:
+        raise ConfigError(f"--layers {text!r}: expected at least one block index")
+    return layers
+
+
+def _write(drawing, out: Path, command: str, seconds: float, extra: str) -> None:
+    from ..generation import write_png, write_svg
+
+    write_svg(drawing, out)
+    png = write_png(drawing, out.with_suffix(".png"), scale=2)
+    print(f"{command}: {out} and {png} ({len(drawing.paths)} strokes, {seconds:.1f} s{extra})")
+
+
+def run_draw(args: argparse.Namespace) -> int:
+    from ..generation.clipdraw import DrawOptions, clipdraw
+    from ..generation.guidance import Augmentations, ClipGuide
+    from ..generation.raster import render
+
+    prompt = _check_prompt(args.prompt)
+    out = check_out_file(args.out, suffixes=(".svg",))
+    options = DrawOptions(strokes=args.strokes, steps=args.steps, canvas=args.canvas, seed=args.seed,
+                          augment=replace(Augmentations(), count=args.augmentations))
+    bundle = load_cli_model(args)
+    start = time.perf_counter()
+    with tqdm(total=args.steps, unit="step", desc="draw", dynamic_ncols=True, mininterval=1.0) as bar:
+        def on_step(_: int, loss: float) -> None:
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            bar.update()
+        drawing, _ = clipdraw(bundle, prompt, options, on_step)
+    score = float(ClipGuide(bundle).score(render(drawing)[None], [prompt])[0, 0])
+    _write(drawing, out, "draw", time.perf_counter() - start, f", CLIP score {score:.3f}")
+    return 0
+
+
+def run_sketch(args: argparse.Namespace) -> int:
+    from ..generation.clipasso import SketchOptions, sketch
+    from ..models import tower_facts
+
+    out = check_out_file(args.out, suffixes=(".svg",))
+    layers = _parse_layers(args.layers)
+    photo = open_image(args.photo)
+    options = SketchOptions(canvas=args.canvas, init=args.init, layers=layers, seeds=args.seeds, seed=args.seed)
+    bundle = load_cli_model(args)
+    depth = tower_facts(bundle.model).num_blocks
+    if layers is not None and not all(-depth <= layer < depth for layer in layers):
+        raise ConfigError(f"--layers {args.layers}: this {depth}-block image tower has blocks 0..{depth - 1} "
+                          "(or -1 for the last)")
+    start = time.perf_counter()
+    with tqdm(total=args.steps * args.seeds, unit="step", desc="sketch", dynamic_ncols=True, mininterval=1.0) as bar:
+        def on_step(seed: int, _: int, loss: float) -> None:
+            bar.set_postfix(seed=seed, loss=f"{loss:.4f}", refresh=False)
+            bar.update()
+        drawing = sketch(bundle, photo, args.strokes, args.steps, options, on_step)
+    _write(drawing, out, "sketch", time.perf_counter() - start, f", loss {drawing.meta['loss']}")
+    return 0
