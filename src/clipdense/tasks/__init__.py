@@ -1,7 +1,8 @@
 """Tasks: zero-shot segmentation and classification (retrieval, regions, detection and adapters beside)."""
+from .audio import classify_audio, encode_audio, use_audio_tower
 from .classify import classify
 from .detect import Detections, detect
 from .points import classify_points
 from .segment import BACKGROUND, labels_from_logits, segment, segment_logits
 
-__all__ = ["classify", "classify_points", "detect", "Detections", "segment", "segment_logits", "labels_from_logits", "BACKGROUND"]
+__all__ = ["classify_audio", "encode_audio", "use_audio_tower", "classify", "classify_points", "detect", "Detections", "segment", "segment_logits", "labels_from_logits", "BACKGROUND"]
