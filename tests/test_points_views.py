@@ -15,8 +15,8 @@ from clipdense.data.world.shapes3d import PRIMITIVES
 from clipdense.errors import DataError
 from clipdense.models.pointviews import (Camera, RealisticProjection, densify_and_smooth, gaussian_kernel1d,
                                          project_depth, project_realistic, view_rotations, voxelize)
-from clipdense.tasks.points import (PointViewSettings, combine_views, encode_point_views, search_view_weights,
-                                    view_logits)
+from clipdense.models.pointviews import PointViewSettings, encode_point_views
+from clipdense.tasks.points import combine_views, search_view_weights, view_logits
 
 FRONT, TOP = 0, 4     # view_rotations(6): front looks along +y (z up on screen), top looks down along -z
 

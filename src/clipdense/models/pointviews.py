@@ -17,9 +17,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from open_clip import get_model_preprocess_cfg
+
+from ..errors import ConfigError
 
 #: intensity of the farthest point of the unit sphere (the nearest is 1, empty pixels 0)
 FAR_INTENSITY = 0.3
@@ -167,3 +171,57 @@ def project_realistic(points: torch.Tensor, rotations: torch.Tensor, camera: Cam
     b, m = points.shape[0], rotations.shape[0]
     grid = densify_and_smooth(voxelize(points, rotations, camera, settings.depth_bins), settings)
     return grid.amax(dim=2).reshape(b, m, camera.size, camera.size)
+
+
+PROJECTIONS = ("v1", "v2")
+
+
+@dataclass(frozen=True)
+class PointViewSettings:
+    """How clouds become views.
+
+    Args:
+        projection: ``v1`` (sparse z-buffer depth) or ``v2`` (voxelise, densify, smooth, max over depth).
+        views: 6 (zero-shot) or 10 (few-shot).
+        point_size: V1's square of pixels per point (1 = one pixel, as the paper).
+        distance: camera distance from the centre of the unit sphere.
+    """
+
+    projection: str = "v1"
+    views: int = 6
+    point_size: int = 1
+    distance: float = 2.0
+
+    def validate(self) -> None:
+        if self.projection not in PROJECTIONS:
+            raise ConfigError(f"projection {self.projection!r}: expected one of {PROJECTIONS}")
+        if self.views not in (6, 10):
+            raise ConfigError(f"views {self.views}: expected 6 (zero-shot) or 10 (few-shot)")
+        if self.point_size < 1 or self.distance <= 1:
+            raise ConfigError(f"point_size {self.point_size} / distance {self.distance}: expected >= 1 / > 1")
+
+
+def view_images(points: torch.Tensor, size: int, settings: PointViewSettings) -> torch.Tensor:
+    """(B, M, S, S) view intensities in [0, 1] of (B, N, 3) clouds (normalised into the unit sphere first)."""
+    settings.validate()
+    camera = Camera(size=size, distance=settings.distance)
+    clouds, rotations = normalize_points(points.float()), view_rotations(settings.views)
+    if settings.projection == "v1":
+        return depth_intensity(project_depth(clouds, rotations, camera, settings.point_size), camera)
+    return project_realistic(clouds, rotations, camera, RealisticProjection())
+
+
+@torch.no_grad()
+def encode_point_views(bundle: Any, points: torch.Tensor, settings: PointViewSettings = PointViewSettings()
+                       ) -> torch.Tensor:
+    """(B, M, D) unit-norm image-tower features of each cloud's M views (grey views as RGB, the model's
+    normalisation, at its native input size)."""
+    device = next(bundle.model.parameters()).device
+    side = bundle.image_size[0] if isinstance(bundle.image_size, (tuple, list)) else int(bundle.image_size)
+    views = view_images(points.to(device), side, settings)
+    b, m = views.shape[:2]
+    cfg = get_model_preprocess_cfg(bundle.model)
+    mean, std = (torch.tensor(cfg[k], device=device).view(1, 3, 1, 1) for k in ("mean", "std"))
+    pixels = (views.reshape(b * m, 1, side, side).expand(-1, 3, -1, -1) - mean) / std
+    features = bundle.model.encode_image(pixels)
+    return F.normalize(features.float(), dim=-1).reshape(b, m, -1)

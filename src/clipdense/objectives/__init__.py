@@ -31,6 +31,7 @@ OBJECTIVES: dict[str, str] = {
     "maple": "fewshot:MaPLeObjective",
     "clip-adapter": "fewshot:ClipAdapterObjective",
     "tip-adapter-f": "fewshot:TipAdapterFObjective",
+    "pointclip-adapter": "pointclip:PointClipAdapterObjective",
     "audioclip": "audioclip:AudioClipObjective",
 }
 
