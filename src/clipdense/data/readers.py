@@ -14,6 +14,7 @@ from .formats.folders import ImageFolderDataset, SemSegFolder
 from .formats.imagetext import ImageTextDataset
 from .formats.coco import CocoPanopticRegions, CocoRegions
 from .formats.modelnet import DEFAULT_POINTS, ModelNetPoints
+from .formats.nyudepth import DepthFolder
 from .formats.audio import SoundTriplets, open_esc50, open_urbansound
 from .sample import describe_fields
 from .skips import SkipCounter
@@ -85,6 +86,10 @@ def _open_audiotext(spec: DataSpec, split: str, needs: frozenset, skips: SkipCou
     return SoundTriplets(spec.get("path"), skip_counter=skips)
 
 
+def _open_depth(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter, **_: object) -> DepthFolder:
+    return DepthFolder(spec.get("images"), spec.get("depths"), skip_counter=skips)
+
+
 READERS: dict[str, ReaderKind] = {
     "csv": ReaderKind(frozenset({"caption"}), _open_imagetext, streaming=True),
     "wds": ReaderKind(frozenset({"caption"}), _open_imagetext, streaming=True),
@@ -93,6 +98,7 @@ READERS: dict[str, ReaderKind] = {
     "semseg": ReaderKind(frozenset({"semantic"}), _open_semseg),
     "imagefolder": ReaderKind(frozenset({"image_label"}), _open_imagefolder),
     "modelnet": ReaderKind(frozenset({"points", "image_label"}), _open_modelnet),
+    "nyu-depth": ReaderKind(frozenset({"depth"}), _open_depth),
     "esc50": ReaderKind(frozenset({"audio", "image_label"}), _open_esc50),
     "urbansound8k": ReaderKind(frozenset({"audio", "image_label"}), _open_urbansound),
     "audiotext": ReaderKind(frozenset({"caption", "audio"}), _open_audiotext),

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from .audio import Waveform
 
 #: Optional annotation fields, in the order error messages list them.
-FIELDS: tuple[str, ...] = ("caption", "boxes", "labels", "masks", "semantic", "image_label", "points", "audio")
+FIELDS: tuple[str, ...] = ("caption", "boxes", "labels", "masks", "semantic", "image_label", "points", "audio",
+                            "depth")
 FIELD_DOCS: dict[str, str] = {
     "caption": "a caption string",
     "boxes": "boxes (N, 4) float xyxy pixels",
@@ -26,6 +27,7 @@ FIELD_DOCS: dict[str, str] = {
     "semantic": "a semantic label map (H, W) long, ignore_index where unlabelled",
     "image_label": "one class index for the whole image",
     "points": "a point cloud (N, 3) float xyz (image None; image_label is the shape's class)",
+    "depth": "a metric depth map (H, W) float metres, 0 where unknown",
     "audio": "a sound: mono waveform (T,) float in [-1, 1] + its sample rate (image None for sound-only data)",
 }
 
@@ -45,6 +47,7 @@ class Sample:
         image_label: class index of the whole image (classification data).
         points: (N, 3) float32 xyz of a point cloud (ModelNet); ``image`` is None and ``image_label`` the
             shape's class.
+        depth: (H, W) float32 metric depth in metres aligned with ``image``, 0 where unknown (NYU-style).
         audio: a ``clipdense.data.audio.Waveform`` (samples (T,) float32, sample_rate); ``image`` is None for
             sound-only data (ESC-50, UrbanSound8K), set for image-sound-text triplets.
         ignore_index: the unlabelled value of ``semantic``.
@@ -60,6 +63,7 @@ class Sample:
     image_label: int | None = None
     points: torch.Tensor | None = None
     audio: "Waveform | None" = None
+    depth: torch.Tensor | None = None
     ignore_index: int = 255
 
     def fields(self) -> frozenset[str]:

@@ -10,6 +10,7 @@ Accepted forms:
   (the ADE20K / VOC / Context layout);
 - ``imagefolder:root=DIR`` (root/<class name>/<image>);
 - ``modelnet:root=DIR[,num_points=1024]`` (ModelNet40's meshes or ``modelnet40_normal_resampled``);
+- ``nyu-depth:images=DIR,depths=DIR`` (16-bit millimetre depth PNGs named as the images);
 - ``data.yaml`` holding the same keys plus ``format:`` (paths relative to the YAML's folder).
 """
 from __future__ import annotations
@@ -33,11 +34,12 @@ FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "semseg": (("images", "labels", "classes"), ("ignore_index", "reduce_zero_label")),
     "imagefolder": (("root",), ()),
     "modelnet": (("root",), ("num_points",)),
+    "nyu-depth": (("images", "depths"), ()),
     "esc50": (("root",), ("folds",)),
     "urbansound8k": (("root",), ("folds",)),
     "audiotext": (("path",), ()),
 }
-PATH_KEYS = ("root", "path", "images", "annotations", "stuff", "masks", "labels", "classes")
+PATH_KEYS = ("root", "path", "images", "annotations", "stuff", "masks", "labels", "classes", "depths")
 
 
 @dataclass(frozen=True)

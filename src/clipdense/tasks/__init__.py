@@ -2,7 +2,8 @@
 from .audio import classify_audio, encode_audio, use_audio_tower
 from .classify import classify
 from .detect import Detections, detect
+from .depth import depth
 from .points import classify_points
 from .segment import BACKGROUND, labels_from_logits, segment, segment_logits
 
-__all__ = ["classify_audio", "encode_audio", "use_audio_tower", "classify", "classify_points", "detect", "Detections", "segment", "segment_logits", "labels_from_logits", "BACKGROUND"]
+__all__ = ["classify_audio", "encode_audio", "use_audio_tower", "classify", "classify_points", "depth", "detect", "Detections", "segment", "segment_logits", "labels_from_logits", "BACKGROUND"]
