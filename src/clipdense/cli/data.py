@@ -10,7 +10,7 @@ from ..config import build_config
 from ..errors import ConfigError
 from ..data.world.scenes import SynthConfig
 from ..data.world.writers import check_world_folder, total_images, write_world
-from .common import AMOUNT, COUNT, PIXELS, SEED
+from .common import AMOUNT, COUNT, PIXELS, SEED, bounded
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "in OUT/points (see clipdense.data.world.points3d)")
     synth.add_argument("--points-per-class", type=COUNT, default=None,
                        help="with --points: train shapes per class (default 24; test gets half)")
+    synth.add_argument("--audio", action="store_true",
+                       help="also write the sounding world in OUT/audio: each scene's sound beside its picture "
+                            "(triplet CSV + .png/.wav/.txt shards) and single-object sounds in the ESC-50 layout")
+    synth.add_argument("--audio-snr", type=bounded(float, -20.0, 60.0, what="a ratio in dB"), default=None,
+                       help="with --audio: signal-to-noise ratio of the background under the things (default 20)")
+    synth.add_argument("--audio-per-class", type=AMOUNT, default=None,
+                       help="with --audio: single-object sounds per thing class in the ESC-50 layout (default 10)")
     synth.add_argument("--overwrite", action="store_true",
                        help="replace the world already in --out (its files are removed first)")
     synth.set_defaults(func=run_synth)
@@ -53,16 +60,33 @@ def run_synth(args: argparse.Namespace) -> int:
     cfg = build_config(SynthConfig, args.config, overrides)
     if args.points_per_class is not None and not args.points:
         raise ConfigError("--points-per-class: only with --points (the 3-D world)")
+    if (args.audio_snr is not None or args.audio_per_class is not None) and not args.audio:
+        raise ConfigError("--audio-snr / --audio-per-class: only with --audio (the sounding world)")
     check_world_folder(Path(cfg.out), args.overwrite)   # refused before the progress bar is drawn
     with tqdm(total=total_images(cfg), unit="img", desc="synth", dynamic_ncols=True) as bar:
         summary = write_world(cfg, progress=bar.update, overwrite=args.overwrite)
     if args.points:
         _synth_points(Path(cfg.out) / "points", cfg.seed, args.points_per_class)
+    if args.audio:
+        _synth_audio(Path(cfg.out), args.audio_snr, args.audio_per_class)
     print(f"wrote {summary.images['train']} train + {summary.images['val']} val scenes "
           f"({summary.objects['train'] + summary.objects['val']} objects), "
           f"{sum(summary.classify_images.values())} single-object images to {Path(cfg.out)} "
           f"in {summary.seconds:.1f} s ({summary.images_per_second:.0f} images/s)")
     return 0
+
+
+def _synth_audio(world: Path, snr: float | None, per_class: int | None) -> None:
+    """The sounding world beside the image world (its own progress bar and summary line)."""
+    from ..data.world.sound_writer import total_clips, write_sounds
+    from ..data.world.sounds import SoundConfig
+
+    sound = SoundConfig(**{k: v for k, v in (("snr_db", snr), ("single_per_class", per_class)) if v is not None})
+    cfg = build_config(SynthConfig, str(world / "config.yaml"), {})
+    with tqdm(total=total_clips(cfg, sound), unit="clip", desc="audio", dynamic_ncols=True) as bar:
+        counts = write_sounds(world, sound, progress=bar.update)
+    print(f"wrote {counts['train']} train + {counts['val']} val scene sounds and {counts['esc50']} single-object "
+          f"sounds (ESC-50 layout) to {world / 'audio'} ({sound.sample_rate} Hz, {sound.snr_db:g} dB SNR)")
 
 
 def _synth_points(out: Path, seed: int, per_class: int | None) -> None:
