@@ -38,7 +38,7 @@ def test_synth_audio_flags_are_bounded_and_need_audio(tmp_path: Path, capsys: py
     assert exc.value.code == 2 and "--audio-snr: expected a ratio in dB >= -20.0 and <= 60.0, got 99" in \
         capsys.readouterr().err
     assert main(["data", "synth", "--out", str(tmp_path / "w"), "--audio-per-class", "2"]) == 2
-    assert "--audio-snr / --audio-per-class: only with --audio" in capsys.readouterr().err
+    assert "--audio-snr / --audio-per-class / --audio-speech: only with --audio" in capsys.readouterr().err
 
 
 @pytest.mark.slow   # writes a world and its sounds (~6 s on a shared 2-core machine)

@@ -190,3 +190,12 @@ def test_world_sounds_are_deterministic_and_readable(tmp_path: Path) -> None:
     assert sample.image.size == (48, 48) and sample.caption and sample.audio.sample_rate == 16000
     esc = open_esc50(tmp_path / "w" / "audio" / "esc50")
     assert esc.classes == vocab.things and sorted(set(esc.folds)) == [1, 2, 3, 4, 5]
+
+
+def test_spoken_captions_are_speech_length_sounds_at_the_world_rate() -> None:
+    from clipdense.data.world.speech import speak, speech_available
+    if not speech_available():
+        pytest.skip("eSpeak NG (espeakng-loader) is not installed")
+    short, long = speak("a red circle", 16000), speak("a red circle left of a blue star on fresh snow", 16000)
+    assert short.dtype == np.float32 and 0.4 < len(short) / 16000 < len(long) / 16000 < 5.0
+    assert np.abs(long).max() > 0.05 and np.abs(long).max() <= 1.0

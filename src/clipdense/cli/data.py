@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "(triplet CSV + .png/.wav/.txt shards) and single-object sounds in the ESC-50 layout")
     synth.add_argument("--audio-snr", type=bounded(float, -20.0, 60.0, what="a ratio in dB"), default=None,
                        help="with --audio: signal-to-noise ratio of the background under the things (default 20)")
+    synth.add_argument("--audio-speech", action="store_true",
+                       help="with --audio: also read every caption aloud with eSpeak NG (extra 'speech') into "
+                            "OUT/audio/{train,val}-speech.csv triplets")
     synth.add_argument("--audio-per-class", type=AMOUNT, default=None,
                        help="with --audio: single-object sounds per thing class in the ESC-50 layout (default 10)")
     synth.add_argument("--overwrite", action="store_true",
@@ -60,15 +63,15 @@ def run_synth(args: argparse.Namespace) -> int:
     cfg = build_config(SynthConfig, args.config, overrides)
     if args.points_per_class is not None and not args.points:
         raise ConfigError("--points-per-class: only with --points (the 3-D world)")
-    if (args.audio_snr is not None or args.audio_per_class is not None) and not args.audio:
-        raise ConfigError("--audio-snr / --audio-per-class: only with --audio (the sounding world)")
+    if (args.audio_snr is not None or args.audio_per_class is not None or args.audio_speech) and not args.audio:
+        raise ConfigError("--audio-snr / --audio-per-class / --audio-speech: only with --audio (the sounding world)")
     check_world_folder(Path(cfg.out), args.overwrite)   # refused before the progress bar is drawn
     with tqdm(total=total_images(cfg), unit="img", desc="synth", dynamic_ncols=True) as bar:
         summary = write_world(cfg, progress=bar.update, overwrite=args.overwrite)
     if args.points:
         _synth_points(Path(cfg.out) / "points", cfg.seed, args.points_per_class)
     if args.audio:
-        _synth_audio(Path(cfg.out), args.audio_snr, args.audio_per_class)
+        _synth_audio(Path(cfg.out), args.audio_snr, args.audio_per_class, args.audio_speech)
     print(f"wrote {summary.images['train']} train + {summary.images['val']} val scenes "
           f"({summary.objects['train'] + summary.objects['val']} objects), "
           f"{sum(summary.classify_images.values())} single-object images to {Path(cfg.out)} "
@@ -76,12 +79,13 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _synth_audio(world: Path, snr: float | None, per_class: int | None) -> None:
+def _synth_audio(world: Path, snr: float | None, per_class: int | None, speech: bool = False) -> None:
     """The sounding world beside the image world (its own progress bar and summary line)."""
     from ..data.world.sound_writer import total_clips, write_sounds
     from ..data.world.sounds import SoundConfig
 
-    sound = SoundConfig(**{k: v for k, v in (("snr_db", snr), ("single_per_class", per_class)) if v is not None})
+    sound = SoundConfig(speech=speech, **{k: v for k, v in (("snr_db", snr), ("single_per_class", per_class))
+                                          if v is not None})
     cfg = build_config(SynthConfig, str(world / "config.yaml"), {})
     with tqdm(total=total_clips(cfg, sound), unit="clip", desc="audio", dynamic_ncols=True) as bar:
         counts = write_sounds(world, sound, progress=bar.update)

@@ -6,6 +6,7 @@ accuracy on each fold's clips and the mean over folds (AudioCLIP's 69.40 % on ES
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.audio import Waveform
+from ..models.text import text_classifier
 from ..tasks.audio import audio_tower, prepare_waveform, use_audio_tower
 from .context import EvalContext
 from .metrics import recall_at_k
@@ -64,7 +66,9 @@ def run_audio_zeroshot(ctx: EvalContext, reader: Any, options: AudioZeroShotOpti
     if len(folds) != len(labels):   # corrupt clips were skipped: fold by the clips read
         folds = torch.ones(len(labels), dtype=torch.long)
     audio = embed_sounds(head, sounds, ctx.device, options.batch_size)
-    classifier = ctx.classifier(list(reader.classes)).float().cpu()
+    classifier = (ctx.classifier(list(reader.classes)) if head.clip is None else   # full regime: its own CLIP's text
+                  text_classifier(dataclasses.replace(ctx.bundle, model=head.clip), list(reader.classes),
+                                  ctx.settings.templates)).float().cpu()
     logits = head.scales()[1].detach().float().cpu() * audio @ classifier.T
     return fold_accuracy(logits, torch.tensor(labels), folds), len(labels)
 

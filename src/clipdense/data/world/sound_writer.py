@@ -5,6 +5,8 @@
     WORLD/audio/{train,val}.csv                   image-sound-text triplets: filepath, audiopath, title
     WORLD/audio/shards/{train,val}-000000.tar     the same as WebDataset shards: .png + .wav + .txt
     WORLD/audio/esc50/{audio,meta/esc50.csv}      single-object sounds in the ESC-50 layout (5 folds), one class per thing
+    WORLD/audio/speech/{train,val}/NNNNNN.wav     with ``speech``: each caption read aloud (eSpeak NG)
+    WORLD/audio/{train,val}-speech.csv            with ``speech``: image-speech-text triplets (speech -> image retrieval)
 
 Clips are regenerated from the world's own config.yaml, so a scene's sound always matches its picture.
 """
@@ -74,7 +76,21 @@ def _write_split(world: Path, cfg: SynthConfig, vocab: Vocabulary, sound: SoundC
             rows.append((f"../{split}/images/{key}.png", f"scenes/{split}/{key}.wav", caption))
             progress(1)
     write_triplets_csv(root / f"{split}.csv", rows)
+    if sound.speech:
+        _write_speech(root, split, rows, sound.sample_rate)
     return count
+
+
+def _write_speech(root: Path, split: str, rows: list[tuple[str, str, str]], sample_rate: int) -> None:
+    from .speech import speak
+    folder = root / "speech" / split
+    folder.mkdir(parents=True, exist_ok=True)
+    spoken = []
+    for image, sound, caption in rows:
+        name = Path(sound).name
+        (folder / name).write_bytes(wav_bytes(speak(caption, sample_rate), sample_rate))
+        spoken.append((image, f"speech/{split}/{name}", caption))
+    write_triplets_csv(root / f"{split}-speech.csv", spoken)
 
 
 def write_sounds(world: str | Path, sound: SoundConfig | None = None,

@@ -38,6 +38,7 @@ class SoundConfig:
         event_seconds: length of one thing's sound.
         snr_db: signal-to-noise ratio of the background under a scene's things.
         single_per_class: single-object clips per thing class in the ESC-50 layout (5 folds).
+        speech: also read every scene's caption aloud with eSpeak NG (``world/speech.py``).
     """
 
     sample_rate: int = 16000
@@ -45,6 +46,7 @@ class SoundConfig:
     event_seconds: float = 0.5
     snr_db: float = 20.0
     single_per_class: int = 10
+    speech: bool = False
 
     def validate(self) -> None:
         if not 4000 <= self.sample_rate <= 48000:
