@@ -99,6 +99,16 @@ def test_clipasso_layers_and_saliency_starts():
         SketchOptions(init="edges")
 
 
+def test_relevance_background_mask_by_hand():
+    from clipdense.generation.clipasso import mask_background
+
+    photo = torch.zeros(3, 1, 4)
+    relevance = torch.tensor([[0.0, 0.5, 0.55, 0.9]])
+    # ramp of width 0.1 centred on the threshold 0.5: keep 0, 0.5, 1, 1 -> white, mid grey, photo, photo
+    masked = mask_background(photo, relevance, 0.5)
+    assert torch.allclose(masked[0, 0], torch.tensor([1.0, 0.5, 0.0, 0.0]))
+
+
 @pytest.mark.parametrize("argv, message", [
     (["draw", "", "--out", "x.svg"], "empty prompt"),
     (["draw", "a red circle", "--strokes", "0"], "--strokes"),
@@ -112,6 +122,9 @@ def test_clipasso_layers_and_saliency_starts():
     (["sketch", "p.png", "--steps", "-3"], "--steps"),
     (["sketch", "p.png", "--seeds", "0"], "--seeds"),
     (["sketch", "p.png", "--init", "edges"], "--init"),
+    (["sketch", "p.png", "--background", "blur"], "--background"),
+    (["sketch", "p.png", "--canvas", "0"], "--canvas"),
+    (["sketch", "p.png", "--seed", "x"], "--seed"),
     (["sketch", "p.png", "--layers", "a,b"], "--layers"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):

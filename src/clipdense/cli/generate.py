@@ -40,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sk.add_argument("--canvas", type=PIXELS, default=128, help="canvas side in pixels (default 128)")
     sk.add_argument("--init", default="saliency", choices=("saliency", "random"),
                     help="stroke starts: sampled from the dense relevance map (default) or uniform")
+    sk.add_argument("--background", default="relevance", choices=("relevance", "keep"),
+                    help="relevance (default): paint the photo white where the dense relevance map is low, as the "
+                         "paper removes backgrounds; keep: sketch the photo as it is")
     sk.add_argument("--layers", default=None,
                     help="comma-separated image-tower blocks of the perceptual loss (default: CLIPasso's depth)")
     sk.add_argument("--seed", type=SEED, default=0, help="first seed")
@@ -101,7 +104,8 @@ def run_sketch(args: argparse.Namespace) -> int:
     out = check_out_file(args.out, suffixes=(".svg",))
     layers = _parse_layers(args.layers)
     photo = open_image(args.photo)
-    options = SketchOptions(canvas=args.canvas, init=args.init, layers=layers, seeds=args.seeds, seed=args.seed)
+    options = SketchOptions(canvas=args.canvas, init=args.init, layers=layers, seeds=args.seeds, seed=args.seed,
+                            background=args.background)
     bundle = load_cli_model(args)
     depth = tower_facts(bundle.model).num_blocks
     if layers is not None and not all(-depth <= layer < depth for layer in layers):

@@ -15,7 +15,10 @@ from ..errors import ConfigError
 FamilyDemo = Callable[[Path, Callable[[str], None]], Path]
 
 #: family name -> "module:function" under clipdense.demo
-FAMILY_DEMOS: dict[str, str] = {}
+FAMILY_DEMOS: dict[str, str] = {
+    "draw": "draw:run_draw_demo",
+    "audio": "audio:run_audio_demo",
+}
 
 
 def family_demo(name: str) -> FamilyDemo:

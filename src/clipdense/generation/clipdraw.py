@@ -7,7 +7,9 @@ for each negative prompt, averaged over the views; Adam with separate learning r
 widths (0.1) and colours (0.01), the points' rate cut to 0.4 at half the steps and 0.1 at three quarters; widths
 clamped to [1, max width] and colours to [0, 1] after every step.
 
-Pixel quantities (point rate, max width, radius) are given for the paper's 224 px canvas and scaled to ours.
+The paper's canvas is its CLIP's 224 px input. Sizes that shape the composition (point rate, width rate, max
+width, start radius) are scaled as fractions of the canvas; the thinnest line (the start and least width, 1 px)
+is kept at 1 px *of the CLIP's input*, so that a drawing on a canvas larger than the CLIP reads stays visible to it.
 """
 from __future__ import annotations
 
@@ -55,8 +57,8 @@ class DrawOptions:
             raise ConfigError(f"segments: expected 1 <= low <= high, got {self.segments}")
 
 
-def init_paths(options: DrawOptions, generator: torch.Generator) -> list[VectorPath]:
-    """The paper's random start: each path a short random walk of 1-3 segments, width 1, random RGBA."""
+def init_paths(options: DrawOptions, generator: torch.Generator, width: float = 1.0) -> list[VectorPath]:
+    """The paper's random start: each path a short random walk of 1-3 segments, ``width`` px, random RGBA."""
     side, radius = float(options.canvas), options.radius * options.canvas
     paths = []
     for _ in range(options.strokes):
@@ -65,7 +67,7 @@ def init_paths(options: DrawOptions, generator: torch.Generator) -> list[VectorP
         start = torch.rand(2, generator=generator) * side
         steps = (torch.rand(3 * segments, 2, generator=generator) - 0.5) * radius
         points = torch.cat([start[None], start + torch.cumsum(steps, 0)])
-        paths.append(VectorPath(points, torch.tensor(1.0), torch.rand(4, generator=generator)))
+        paths.append(VectorPath(points, torch.tensor(width), torch.rand(4, generator=generator)))
     return paths
 
 
@@ -90,8 +92,10 @@ def clipdraw(bundle: Bundle, prompt: str, options: DrawOptions | None = None,
                  else text.new_zeros((0, text.shape[0])))
     generator = torch.Generator().manual_seed(options.seed)
     device = bundle.device
+    thinnest = options.canvas / guide.size[1]          # 1 px of the CLIP's input, in canvas pixels
     paths = [VectorPath(p.points.to(device).requires_grad_(True), p.width.to(device).requires_grad_(True),
-                        p.stroke.to(device).requires_grad_(True)) for p in init_paths(options, generator)]
+                        p.stroke.to(device).requires_grad_(True))
+             for p in init_paths(options, generator, thinnest)]
     drawing = Drawing(paths, (options.canvas, options.canvas), meta={"prompt": prompt, "method": "clipdraw"})
     scale = options.canvas / PAPER_CANVAS
     groups = OptimiserGroups.adam({"points": ([p.points for p in paths], options.lr_points * scale),
@@ -105,7 +109,7 @@ def clipdraw(bundle: Bundle, prompt: str, options: DrawOptions | None = None,
 
     def clamp() -> None:
         for path in paths:
-            path.width.clamp_(1.0, max_width)
+            path.width.clamp_(thinnest, max(max_width, thinnest))
             path.stroke.clamp_(0.0, 1.0)
 
     losses = run_steps(step, groups, options.steps, after_step=clamp, on_step=on_step)
