@@ -31,6 +31,12 @@ class ReaderKind:
     fields: frozenset[str]
     open: Opener
     streaming: bool = False   # image-text streams (CSV, shards) vs map-style readers with len/getitem
+    images: bool = True       # its samples carry an image (False: point clouds, sounds; ``Sample.image`` is None)
+
+
+#: the need a consumer names (beside Sample ``FIELDS``) when it reads ``Sample.image``: only readers with
+#: ``images`` fill it (a ModelNet or ESC-50 reader has an ``image_label`` but no image to classify)
+IMAGE = "image"
 
 
 def _open_imagetext(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter,
@@ -97,10 +103,10 @@ READERS: dict[str, ReaderKind] = {
     "coco-panoptic": ReaderKind(frozenset({"boxes", "labels", "masks"}), _open_panoptic),
     "semseg": ReaderKind(frozenset({"semantic"}), _open_semseg),
     "imagefolder": ReaderKind(frozenset({"image_label"}), _open_imagefolder),
-    "modelnet": ReaderKind(frozenset({"points", "image_label"}), _open_modelnet),
+    "modelnet": ReaderKind(frozenset({"points", "image_label"}), _open_modelnet, images=False),
     "nyu-depth": ReaderKind(frozenset({"depth"}), _open_depth),
-    "esc50": ReaderKind(frozenset({"audio", "image_label"}), _open_esc50),
-    "urbansound8k": ReaderKind(frozenset({"audio", "image_label"}), _open_urbansound),
+    "esc50": ReaderKind(frozenset({"audio", "image_label"}), _open_esc50, images=False),
+    "urbansound8k": ReaderKind(frozenset({"audio", "image_label"}), _open_urbansound, images=False),
     "audiotext": ReaderKind(frozenset({"caption", "audio"}), _open_audiotext),
 }
 
@@ -127,12 +133,27 @@ def provided_fields(spec: DataSpec | str) -> frozenset[str]:
     return READERS[spec.format].fields
 
 
+def provides(kind: ReaderKind, needs: frozenset[str]) -> bool:
+    """Whether a reader of ``kind`` fills ``needs`` (Sample fields, and ``IMAGE`` for the image itself)."""
+    return needs - {IMAGE} <= kind.fields and (IMAGE not in needs or kind.images)
+
+
+def has_images(spec: DataSpec | str) -> bool:
+    """Whether some reader of ``spec`` yields images."""
+    spec = parse_data(spec)
+    parts = world_parts(spec, "train") if spec.format == "world" else [spec]
+    return any(READERS[p.format].images for p in parts)
+
+
 def _choose(spec: DataSpec, candidates: list[DataSpec], needs: frozenset[str], who: str) -> DataSpec:
     """The first candidate spec that provides ``needs``; DataError names what is missing."""
     for candidate in candidates:
-        if needs <= READERS[candidate.format].fields:
+        if provides(READERS[candidate.format], needs):
             return candidate
     has = frozenset().union(*(READERS[c.format].fields for c in candidates))
+    if IMAGE in needs and not any(READERS[c.format].images for c in candidates):
+        raise DataError(f"{who} needs images; --data {spec} has {describe_fields(has)} and no images")
+    needs = needs - {IMAGE}
     missing = describe_fields(needs - has) if needs - has else describe_fields(needs) + " together"
     raise DataError(f"{who} needs {missing}; --data {spec} has {describe_fields(has)}")
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVa
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from ..data.readers import open_reader, provided_fields, resolve_reader
+from ..data.readers import IMAGE, has_images, open_reader, provided_fields, resolve_reader
 from ..data.sample import Sample, describe_fields
 from ..data.skips import SkipCounter
 from ..data.spec import DataSpec, parse_data
@@ -65,9 +65,11 @@ class EvalData:
 
     def lacks(self, task: NeedsFields) -> str:
         """Short reason the data cannot feed ``task``: 'needs semantic' (the results' ``skipped_tasks``)."""
-        missing = task.needs - self.fields()
-        return f"needs {describe_fields(missing)}" if missing else \
-            f"needs {describe_fields(task.needs)} from one reader"
+        if IMAGE in task.needs and not has_images(self.spec):
+            return "needs images"
+        needs = task.needs - {IMAGE}
+        missing = needs - self.fields()
+        return f"needs {describe_fields(missing)}" if missing else f"needs {describe_fields(needs)} from one reader"
 
     def open(self, task: NeedsFields) -> Any:
         """The reader that fills ``task.needs`` (streams in file order, one rank)."""

@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from ..data.readers import IMAGE
 from ..data.sample import FIELDS
 from ..errors import ConfigError
 from .context import EvalContext
@@ -33,7 +34,8 @@ class EvalTask:
 
     Args:
         name: what ``--tasks`` calls it and the key of its result in ``results["tasks"]``.
-        needs: Sample fields its reader must fill (``clipdense.data.sample.FIELDS``).
+        needs: Sample fields its reader must fill (``clipdense.data.sample.FIELDS``), and ``"image"`` when it
+            reads the images (readers of point clouds or sounds have none).
         run: the task itself.
         summary: one line for help texts.
         report: result -> Markdown lines of its section in ``to_markdown`` (the built-in tasks have their
@@ -71,9 +73,10 @@ EVAL_TASKS: dict[str, EvalTask] = {}
 
 def add_task(task: EvalTask) -> EvalTask:
     """Register ``task``; a second task under the same name is a programming error."""
-    unknown = sorted(task.needs - set(FIELDS))
+    unknown = sorted(task.needs - set(FIELDS) - {IMAGE})
     if unknown:
-        raise ValueError(f"evaluation task {task.name!r}: unknown Sample fields {unknown}; expected some of {FIELDS}")
+        raise ValueError(f"evaluation task {task.name!r}: unknown Sample fields {unknown}; expected some of "
+                         f"{FIELDS} or {IMAGE!r}")
     if task.name == "all" or not task.name or "," in task.name or "." in task.name:
         raise ValueError(f"evaluation task name {task.name!r}: reserved or not a plain name")
     if not dataclasses.is_dataclass(task.options):

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from ..data.readers import IMAGE
 from ..data.sample import Sample
 from ..errors import ConfigError
 from . import metrics
@@ -64,7 +65,7 @@ def _scores(logits: Tensor, labels: Tensor, ks: Sequence[int]) -> dict:
     return out
 
 
-@register_task("zeroshot", needs={"image_label"}, summary="top-1 / top-5 on labelled images (ImageFolder)")
+@register_task("zeroshot", needs={IMAGE, "image_label"}, summary="top-1 / top-5 on labelled images (ImageFolder)")
 def run_zeroshot(ctx: EvalContext, reader: ImageFolderDataset, options: NoOptions) -> tuple[dict, int]:
     """Every image of the reader against a classifier over its class names, at the model's own preprocessing."""
     def collate(samples: list[Sample]) -> list[tuple[Tensor, Tensor]]:
