@@ -107,3 +107,20 @@ def test_depth_task_and_cli(tiny_bundle, tmp_path: Path, capsys: pytest.CaptureF
         main(["depth", str(image), "--temperature", "-1"])
     assert "expected a number > 0" in capsys.readouterr().err
     assert main(["depth", str(image), "--out", str(tmp_path / "d.jpg")]) == 2
+
+
+def test_cli_synth_depth(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "w"
+    common = ["data", "synth", "--out", str(out), "--train", "0", "--val", "0", "--classify-train-per-class", "0",
+              "--classify-val-per-class", "0", "--image-size", "48", "--seed", "3"]
+    assert main(common + ["--depth-scenes", "4"]) == 2
+    assert "--depth-scenes: only with --depth" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:          # argparse refuses the bad count in one line
+        main(common + ["--depth", "--depth-scenes", "0"])
+    assert exit_info.value.code == 2 and "expected a count >= 1" in capsys.readouterr().err
+    assert main(common + ["--depth", "--depth-scenes", "4"]) == 0
+    assert "wrote 4 train + 1 val depth scenes" in capsys.readouterr().out
+    val = DepthFolder(out / "depth" / "val" / "images", out / "depth" / "val" / "depth")
+    image, metres, _ = generate_depth_scene(DepthWorldConfig(image_size=48, seed=3), "val", 0)
+    assert len(val) == 1 and np.array_equal(np.asarray(val[0].image), image)     # the world's seed and size
+    assert np.allclose(val[0].depth.numpy(), metres, atol=5e-4)                    # millimetres on disk

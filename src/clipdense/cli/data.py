@@ -38,6 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "in OUT/points (see clipdense.data.world.points3d)")
     synth.add_argument("--points-per-class", type=COUNT, default=None,
                        help="with --points: train shapes per class (default 24; test gets half)")
+    synth.add_argument("--depth", action="store_true",
+                       help="also write the depth world in OUT/depth: things on a ground plane before a wall at "
+                            "metric depths, NYU-style 16-bit millimetre PNGs beside the images, distance captions "
+                            "(read with --data nyu-depth:images=OUT/depth/val/images,depths=OUT/depth/val/depth)")
+    synth.add_argument("--depth-scenes", type=COUNT, default=None,
+                       help="with --depth: train scenes (default 200; val gets a quarter, at least 1)")
     synth.add_argument("--audio", action="store_true",
                        help="also write the sounding world in OUT/audio: each scene's sound beside its picture "
                             "(triplet CSV + .png/.wav/.txt shards) and single-object sounds in the ESC-50 layout")
@@ -63,6 +69,8 @@ def run_synth(args: argparse.Namespace) -> int:
     cfg = build_config(SynthConfig, args.config, overrides)
     if args.points_per_class is not None and not args.points:
         raise ConfigError("--points-per-class: only with --points (the 3-D world)")
+    if args.depth_scenes is not None and not args.depth:
+        raise ConfigError("--depth-scenes: only with --depth (the depth world)")
     if (args.audio_snr is not None or args.audio_per_class is not None or args.audio_speech) and not args.audio:
         raise ConfigError("--audio-snr / --audio-per-class / --audio-speech: only with --audio (the sounding world)")
     check_world_folder(Path(cfg.out), args.overwrite)   # refused before the progress bar is drawn
@@ -70,6 +78,8 @@ def run_synth(args: argparse.Namespace) -> int:
         summary = write_world(cfg, progress=bar.update, overwrite=args.overwrite)
     if args.points:
         _synth_points(Path(cfg.out) / "points", cfg.seed, args.points_per_class)
+    if args.depth:
+        _synth_depth(Path(cfg.out) / "depth", cfg.seed, cfg.image_size, args.depth_scenes)
     if args.audio:
         _synth_audio(Path(cfg.out), args.audio_snr, args.audio_per_class, args.audio_speech)
     print(f"wrote {summary.images['train']} train + {summary.images['val']} val scenes "
@@ -91,6 +101,19 @@ def _synth_audio(world: Path, snr: float | None, per_class: int | None, speech: 
         counts = write_sounds(world, sound, progress=bar.update)
     print(f"wrote {counts['train']} train + {counts['val']} val scene sounds and {counts['esc50']} single-object "
           f"sounds (ESC-50 layout) to {world / 'audio'} ({sound.sample_rate} Hz, {sound.snr_db:g} dB SNR)")
+
+
+def _synth_depth(out: Path, seed: int, image_size: int, scenes: int | None) -> None:
+    """The depth world beside the image world, at the world's image size and seed (its own progress bar)."""
+    from ..data.world.depth import DepthWorldConfig, write_depth_world
+
+    config = DepthWorldConfig(image_size=image_size, seed=seed)
+    if scenes is not None:
+        config.train, config.val = scenes, max(1, scenes // 4)
+    with tqdm(total=config.train + config.val, unit="scene", desc="synth depth", dynamic_ncols=True) as bar:
+        counts = write_depth_world(out, config, progress=bar.update)
+    print(f"wrote {counts['train']} train + {counts['val']} val depth scenes ({image_size} px, 16-bit mm depth "
+          f"PNGs) to {out}")
 
 
 def _synth_points(out: Path, seed: int, per_class: int | None) -> None:
