@@ -18,6 +18,7 @@ FamilyDemo = Callable[[Path, Callable[[str], None]], Path]
 FAMILY_DEMOS: dict[str, str] = {
     "draw": "draw:run_draw_demo",
     "audio": "audio:run_audio_demo",
+    "3d": "threed:run_3d_demo",
 }
 
 
