@@ -73,3 +73,17 @@ def test_classify_a_sound_file_with_the_shipped_tower(tmp_path: Path, capsys: py
     assert "quiet.wav: silent sound" in capsys.readouterr().err
     assert main([*args[:1], str(tmp_path / "a.wav"), *args[2:4], "--model", "tiny-vit-t8", "--device", "cpu"]) == 2
     assert "no audio tower for tiny-vit-t8 (random init)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_audio_writes_its_report(tmp_path: Path) -> None:
+    from clipdense.demo.families import family_demo
+    from clipdense.tasks.audio import AUDIO_WEIGHTS_DIR
+    if not (AUDIO_WEIGHTS_DIR / "tiny-vit-t8--synthworld.safetensors").is_file():
+        pytest.skip("no shipped audio tower")
+    said: list[str] = []
+    report = family_demo("audio")(tmp_path, said.append)
+    text = report.read_text()
+    assert "top-1, mean of folds" in text and text.count("![](sound-") == 4
+    assert all((tmp_path / f"sound-{i:06d}.png").is_file() for i in range(4))
+    assert any(line.startswith("zero-shot") for line in said)
