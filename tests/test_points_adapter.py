@@ -88,3 +88,31 @@ def test_adapter_overfits_its_shots_on_the_engine(bundle, small_world: Path, tmp
         run_dir=tmp_path / "run")
     assert (tmp_path / "run" / "config.yaml").is_file() and info["train_shapes"] == 12
     assert point_accuracy(adapter, train) == 100.0
+
+
+def test_cli_adapt_pointclip_refuses_image_flags(small_world: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    from clipdense.cli.main import main
+    common = ["adapt", "--method", "pointclip-adapter", "--model", "tiny-vit-t8", "--device", "cpu",
+              "--out", str(tmp_path / "a.safetensors")]
+    assert main(common + ["--data", str(small_world), "--val-shots", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not for --method pointclip-adapter" in err[0]
+    assert main(common + ["--data", str(tmp_path / "nowhere")]) == 2
+    assert "--data" in capsys.readouterr().err and not (tmp_path / "a.safetensors").exists()
+
+
+def test_cli_adapt_pointclip_writes_a_head(small_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    import clipdense as cd
+    from clipdense.cli.main import main
+    out = tmp_path / "points.safetensors"
+    assert main(["adapt", "--method", "pointclip-adapter", "--model", "tiny-vit-t8", "--device", "cpu",
+                 "--data", str(small_world), "--eval-data", str(small_world), "--shots", "2", "--steps", "4",
+                 "--batch-size", "6", "--option", "views=6", "--option", "num_points=128", "--out", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out.splitlines()[-2])
+    assert info["train_shapes"] == 6 and info["shots"] == 2
+    head = load_head(out, cd.load_model("tiny-vit-t8", device="cpu"))     # the same (seeded) tiny weights
+    assert isinstance(head, InterViewAdapter) and head.config.views == 6 and head.classes == sorted(CLASSES)
+    assert point_accuracy(head, ModelNetPoints(small_world, "test")) == pytest.approx(info["eval_accuracy"])
