@@ -147,3 +147,19 @@ def test_classify_a_sound_equals_the_softmax_by_hand_and_bad_input_is_one_line(b
         cd.classify(bundle, tmp_path / "silent.wav", classes)
     long = torch.from_numpy(np.tile(sound.samples.numpy(), 3))   # 6 s: three windows, the mean of their embeddings
     assert encode_audio(bundle, long, 16000).shape == emb.shape
+
+
+def test_in_the_partial_regime_the_image_text_term_moves_nothing(bundle) -> None:
+    """The frozen CLIP's image-text loss has no trainable input, so the tower's gradient is the same without it."""
+    torch.manual_seed(0)
+    batch = {"image": torch.randn(3, 3, 64, 64), "text": bundle.tokenizer(["a", "b c", "d"]),
+             "audio": 0.1 * torch.randn(3, 32000)}
+    grads = []
+    for image_text in (True, False):
+        objective = build_objective("audioclip", bundle, {"image_text": image_text, "tower_seed": 5}).train()
+        out = objective(batch)
+        out["loss"].backward()
+        assert ("image_text_loss" in out) is image_text
+        weight = 3 / 2 if image_text else 1.0   # the mean over 3 pairs vs over 2
+        grads.append({n: p.grad * weight for n, p in objective.head.named_parameters()})
+    assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
