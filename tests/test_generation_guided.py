@@ -1,6 +1,8 @@
 """CLIPDraw and CLIPasso: the papers' losses and schedules by hand, the guidance pieces, and the commands."""
 from __future__ import annotations
 
+import re
+
 import torch
 import pytest
 
@@ -176,3 +178,54 @@ def test_draw_and_sketch_commands_write_svg_and_png(tmp_path):
     assert main(["sketch", str(tmp_path / "photo.png"), "--strokes", "3", "--steps", "2", "--seeds", "2",
                  "--canvas", "32", "--out", str(sk)]) == 0
     assert len(read_svg(sk).paths) == 3 and float(read_svg(sk).meta["loss"]) > 0
+
+
+def _bench():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "generation.py"
+    spec = importlib.util.spec_from_file_location("bench_generation", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_generation"] = module   # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_clip_score_and_r_precision_by_hand():
+    class Toy:   # a judge whose scores are given: rows = pictures made for prompts 0, 1, 2
+        def score(self, pictures, prompts):
+            return torch.tensor([[0.9, 0.1, 0.2], [0.5, 0.4, 0.1], [0.0, 0.3, 0.6]])
+
+    result = _bench().prompt_matrix(Toy(), torch.zeros(3, 3, 8, 8), ("a", "b", "c"))
+    # own-prompt scores 0.9, 0.4, 0.6 -> mean 0.6333; picture 1 ranks prompt 0 first -> R-precision 2/3
+    assert result["clip_score"] == pytest.approx((0.9 + 0.4 + 0.6) / 3)
+    assert result["r_precision"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.slow
+def test_bench_smoke_writes_rows_and_gallery(tmp_path):
+    import json
+
+    out, picture = tmp_path / "g.json", tmp_path / "g.png"
+    assert _bench().main(["--smoke", "--work", str(tmp_path / "w"), "--out", str(out), "--gallery", str(picture)]) == 0
+    report = json.loads(out.read_text())
+    assert [row["steps"] for row in report["clipdraw"]] == [0, 2, 2]
+    assert len(report["clipasso"]) == 3 and picture.exists()
+    for row in report["clipdraw"]:
+        assert 0.0 <= row["judge"]["r_precision"] <= 1.0 and -1.0 <= row["judge"]["clip_score"] <= 1.0
+
+
+@pytest.mark.slow
+def test_demo_draw_writes_a_report_with_its_pictures(tmp_path, monkeypatch):
+    from clipdense.demo import draw as demo
+
+    monkeypatch.setattr(demo, "DRAW", dict(strokes=3, steps=2, canvas=32))
+    monkeypatch.setattr(demo, "SKETCH", dict(strokes=2, steps=2))
+    assert main(["demo", "draw", "--out", str(tmp_path / "d")]) == 0
+    report = (tmp_path / "d" / "report.md").read_text()
+    pictures = re.findall(r"!\[\]\(([^)]+)\)", report)
+    assert len(pictures) == 2 * len(demo.PROMPTS) + 3 * len(demo.SKETCH_CLASSES)
+    assert all((tmp_path / "d" / name).exists() for name in pictures)
+    assert read_svg(tmp_path / "d" / "a-red-circle.svg").meta["prompt"] == "a red circle"
