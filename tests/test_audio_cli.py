@@ -87,3 +87,23 @@ def test_demo_audio_writes_its_report(tmp_path: Path) -> None:
     assert "top-1, mean of folds" in text and text.count("![](sound-") == 4
     assert all((tmp_path / f"sound-{i:06d}.png").is_file() for i in range(4))
     assert any(line.startswith("zero-shot") for line in said)
+
+
+def test_classify_with_a_trained_audio_tower_and_the_flag_refused_for_images(tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture) -> None:
+    import clipdense as cd
+    from clipdense.heads import save_head
+    from clipdense.heads.audio import AudioHead
+    from clipdense.models.audio import build_audio_tower
+    bundle = cd.load_model("tiny-vit-t8", device="cpu")
+    save_head(AudioHead(build_audio_tower("tiny", embed_dim=bundle.model.text_projection.shape[1], seed=1)),
+              tmp_path / "tower.safetensors", bundle)
+    t = np.arange(16000) / 16000
+    write_wav(tmp_path / "a.wav", 0.3 * np.sin(2 * np.pi * 440 * t), 16000)
+    base = ["--classes", "x,y", "--model", "tiny-vit-t8", "--device", "cpu", "--json"]
+    assert main(["classify", str(tmp_path / "a.wav"), "--audio-tower", str(tmp_path / "tower.safetensors"), *base]) == 0
+    assert set(__import__("json").loads(capsys.readouterr().out)) == {"x", "y"}
+    from PIL import Image
+    Image.new("RGB", (8, 8)).save(tmp_path / "p.png")
+    assert main(["classify", str(tmp_path / "p.png"), "--audio-tower", str(tmp_path / "tower.safetensors"), *base]) == 2
+    assert "--audio-tower: classifies sounds; " in capsys.readouterr().err

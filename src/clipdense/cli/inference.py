@@ -10,7 +10,7 @@ from ..data.media import media_kind
 from ..errors import ConfigError
 from ..models import DENSE_MODES
 from ..models.segmenters import segmenter_of
-from ..tasks import classify, segment
+from ..tasks import classify, segment, use_audio_tower
 from ..heads.adapters import load_adapter
 from ..tasks.groups import groups_picture
 from ..tasks.overlay import label_png, overlay
@@ -55,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cls.add_argument("--adapter", default=None,
                      help="few-shot adapter head from `clipdense adapt` (.safetensors, or a run dir's latest), "
                           "trained on the --model/--pretrained weights")
+    cls.add_argument("--audio-tower", default=None,
+                     help="for a sound: the audio tower (audio/audioclip head file or `train --objective audioclip` "
+                          "run) trained beside --model/--pretrained; default the one shipped for those weights")
     add_model_args(cls)
     add_cache_flag(cls)
     cls.set_defaults(func=run_classify)
@@ -96,7 +99,11 @@ def run_classify(args: argparse.Namespace) -> int:
         raise ConfigError(f"--adapter: few-shot adapters classify images; {args.image} is a {media_kind(args.image)} "
                           "file")
     image = open_image(args.image) if media_kind(args.image) == "image" else args.image
+    if args.audio_tower and media_kind(args.image) != "audio":
+        raise ConfigError(f"--audio-tower: classifies sounds; {args.image} is a {media_kind(args.image)} file")
     bundle = load_cli_model(args)
+    if args.audio_tower:
+        use_audio_tower(bundle, args.audio_tower)
     adapter = load_adapter(args.adapter, bundle) if args.adapter else None
     classes = parse_class_list(args.classes) if args.classes or adapter is None else list(adapter.classes)
     probs = classify(bundle, image, classes, templates=args.templates, adapter=adapter)
