@@ -16,6 +16,8 @@ from torch import Tensor
 
 from ..data.audio import Waveform
 from ..models.text import text_classifier
+from ..heads import read_head_info
+from ..heads.audio import KIND as AUDIO_KIND
 from ..tasks.audio import audio_tower, prepare_waveform, use_audio_tower
 from .context import EvalContext
 from .metrics import recall_at_k
@@ -24,7 +26,11 @@ from .registry import register_task
 
 
 def _head(ctx: EvalContext) -> Any:
-    return use_audio_tower(ctx.bundle, ctx.head) if ctx.head else audio_tower(ctx.bundle)
+    """``--head`` when it is an audio tower (another kind of head serves the other tasks of the run), else the tower
+    shipped for the model's weights."""
+    if ctx.head and read_head_info(ctx.head).kind == AUDIO_KIND:
+        return use_audio_tower(ctx.bundle, ctx.head)
+    return audio_tower(ctx.bundle)
 
 
 @torch.no_grad()
