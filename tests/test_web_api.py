@@ -67,6 +67,8 @@ def test_overlay_has_the_photo_size_and_a_legend_of_the_named_classes(page, phot
     overlay = client.image(out["overlay"])
     assert overlay.size == (128, 96)
     assert client.image(out["heatmap"]).size == (128, 96)
+    assert client.image(out["depth"]).size == (128, 96)                   # DepthCLIP's map of the photo
+    assert 1.0 <= out["summary"]["depth"]["min"] <= out["summary"]["depth"]["max"] <= 3.0   # within its bins
     names = [name.strip() for name in classes.split(",")]
     legend = out["summary"]["legend"]
     assert legend and {entry["class"] for entry in legend} <= set(names)

@@ -99,3 +99,33 @@ def test_a_new_head_kind_is_offered_by_what_its_class_does(tmp_path, tiny_bundle
     assert result.head is not None and "adapter/web-test-probe" in result.head
     with pytest.raises(ConfigError, match="not one of the heads this page found"):
         analyser(Request(photo, "sky", pretrained=None, head=str(tmp_path / "elsewhere.safetensors")))
+
+
+def test_depth_colours_by_hand():
+    from clipdense.tasks.depth import depth_picture
+    rgb = np.asarray(depth_picture(np.array([[1.0, 2.0, 3.0, 0.0, 9.0]]), near=1.0, far=3.0))[0]
+    assert rgb.tolist() == [[253, 231, 37], [33, 145, 140], [68, 1, 84], [0, 0, 0], [68, 1, 84]]
+    plain = render(toy_analysis(torch.full((2, 4, 5), 0.5)))
+    assert plain.depth is None and plain.summary["depth"] is None          # an analysis without depth
+
+
+def test_the_page_shows_depthclip_depth_of_the_photo(tmp_path, monkeypatch):
+    from clipdense.tasks.depth import DEPTH_BINS, DepthClipConfig, depth_picture
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    photo = tmp_path / "photo.png"
+    pixels = np.zeros((40, 48, 3), dtype=np.uint8)
+    pixels[20:], pixels[5:15, 10:20] = (110, 90, 70), (200, 30, 30)       # ground below, a red square above
+    Image.fromarray(pixels).save(photo)
+    analyser = Analyser(device="cpu")
+    result = analyser(Request(photo, "red circle, sky", templates="world"))
+    bundle = analyser.models.bundle("tiny-vit-t8", "synthworld")
+    side = bundle.dense_size or min(bundle.image_size)
+    expected = cd.depth(bundle, Image.open(photo).convert("RGB"), DepthClipConfig(mode="maskclip", short_side=side))
+    assert result.depth is not None and torch.allclose(result.depth, expected)   # the library's call, same mode
+    view = render(result)
+    assert view.depth.size == (48, 40)
+    assert np.array_equal(np.asarray(view.depth), np.asarray(depth_picture(expected, min(DEPTH_BINS),
+                                                                            max(DEPTH_BINS))))
+    assert view.summary["depth"] == {"min": round(float(expected.min()), 3), "max": round(float(expected.max()), 3),
+                                     "median": round(float(expected.median()), 3), "near": 1.0, "far": 3.0}
+    assert "depth" in view.summary["seconds"]

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import httpx
 from PIL import Image
 
-OUTPUTS = ("state", "message", "overlay", "legend", "heatmap", "ranking", "detections", "summary")
+OUTPUTS = ("state", "message", "overlay", "legend", "heatmap", "ranking", "detections", "summary", "depth")
 
 
 def free_port() -> int:

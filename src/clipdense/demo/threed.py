@@ -26,13 +26,10 @@ from ..evaluation import evaluate
 from ..evaluation.depth import add_errors, depth_errors, depth_metrics
 from ..models import load_model
 from ..models.pointviews import PointViewSettings, view_images
-from ..tasks.depth import depth
+from ..tasks.depth import depth, depth_picture
 from ..tasks.points import classify_points
 from ..tasks.points_fewshot import PointAdaptConfig, fit_point_adapter, point_accuracy, point_features
 
-#: depth colour scale: near (warm, bright) to far (dark blue), as (position in [0, 1], RGB)
-RAMP = ((0.0, (253, 231, 37)), (0.25, (94, 201, 98)), (0.5, (33, 145, 140)), (0.75, (59, 82, 139)),
-        (1.0, (68, 1, 84)))
 NEAR_M, FAR_M = 1.0, 5.0      # the colour scale's ends in metres
 TILE = 96
 
@@ -51,12 +48,8 @@ class ThreeDDemoConfig:
 
 
 def colour_depth(metres: np.ndarray) -> Image.Image:
-    """(H, W) metres -> RGB on ``RAMP`` between ``NEAR_M`` and ``FAR_M`` (black where unknown, depth 0)."""
-    t = np.clip((metres - NEAR_M) / (FAR_M - NEAR_M), 0.0, 1.0)
-    stops = np.array([s for s, _ in RAMP])
-    rgb = np.stack([np.interp(t, stops, [c[i] for _, c in RAMP]) for i in range(3)], -1)
-    rgb[metres <= 0] = 0
-    return Image.fromarray(rgb.astype(np.uint8))
+    """(H, W) metres -> RGB between ``NEAR_M`` and ``FAR_M`` (black where unknown, depth 0)."""
+    return depth_picture(metres, NEAR_M, FAR_M)
 
 
 def titled_row(tiles: list[Image.Image], titles: list[str]) -> Image.Image:

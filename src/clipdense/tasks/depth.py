@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from ..errors import ConfigError
 from ..models.dense import encode_dense
@@ -84,3 +86,19 @@ def _original_size(image: ImageLike, pixels: torch.Tensor) -> tuple[int, int]:
         return int(pixels.shape[-2]), int(pixels.shape[-1])
     pil = as_pil(image)
     return pil.height, pil.width
+
+
+#: the depth pictures' colours from near (bright yellow) to far (dark purple): (position in [0, 1], RGB)
+DEPTH_RAMP: tuple[tuple[float, tuple[int, int, int]], ...] = (
+    (0.0, (253, 231, 37)), (0.25, (94, 201, 98)), (0.5, (33, 145, 140)), (0.75, (59, 82, 139)), (1.0, (68, 1, 84)))
+
+
+def depth_picture(metres: np.ndarray | torch.Tensor, near: float, far: float) -> Image.Image:
+    """(H, W) metres -> RGB along ``DEPTH_RAMP`` from ``near`` to ``far`` (clamped; black where unknown, 0), so
+    pictures drawn with the same ends compare by colour."""
+    values = metres.numpy() if isinstance(metres, torch.Tensor) else np.asarray(metres)
+    t = np.clip((values - near) / max(far - near, 1e-9), 0.0, 1.0)
+    stops = np.array([s for s, _ in DEPTH_RAMP])
+    rgb = np.stack([np.interp(t, stops, [c[i] for _, c in DEPTH_RAMP]) for i in range(3)], -1)
+    rgb[values <= 0] = 0
+    return Image.fromarray(rgb.round().astype(np.uint8))

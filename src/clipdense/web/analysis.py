@@ -24,7 +24,9 @@ from ..data.images import open_image
 from ..errors import ConfigError, ImageLoadError, ModelLoadError
 from ..heads import load_head
 from ..models import DENSE_MODES, load_model, text_classifier
+from ..models.segmenters import segmenter_of
 from ..models.text_cache import use_text_cache
+from ..tasks.depth import DepthClipConfig, depth
 from ..tasks.images import dense_input
 from ..tasks.segment import class_probabilities, segment_logits
 from .heads import HeadChoice
@@ -139,6 +141,7 @@ class Analyser:
             head = self.models.head(choice.path, bundle) if choice is not None else None
             analysis = zero_shot(bundle, image, classes, request.mode, request.templates,
                                  request.heatmap.strip() or classes[0])
+            analysis = with_depth(bundle, analysis, request.mode)
             if choice is not None:
                 start = time.perf_counter()
                 analysis = choice.use.apply(bundle, head, analysis)
@@ -154,6 +157,17 @@ class Analyser:
             raise ConfigError(f"head: {head!r} is not one of the heads this page found "
                               f"({len(self.heads)} found; `clipdense serve --heads DIR` looks for more)")
         return self.heads[head]
+
+
+def with_depth(bundle: Any, analysis: Analysis, mode: str) -> Analysis:
+    """The photo's DepthCLIP depth (metres) in the same dense mode and at the same side as the segmentation; a
+    model that segments by itself (GroupViT) has no dense mode to read it by, and says so in a note."""
+    if segmenter_of(bundle.model) is not None:
+        return replace(analysis, notes=analysis.notes + ("no depth map: this model segments by itself",))
+    start = time.perf_counter()
+    side = getattr(bundle, "dense_size", None) or min(bundle.image_size)
+    metres = depth(bundle, analysis.image, DepthClipConfig(mode=mode, short_side=side))
+    return replace(analysis, depth=metres, seconds={**analysis.seconds, "depth": time.perf_counter() - start})
 
 
 @torch.no_grad()

@@ -46,12 +46,12 @@ class PageSettings:
 
 
 def _outputs(analysis: Analysis | None, view: View | None, text: str) -> tuple[Any, ...]:
-    """(state, message, overlay, legend, heatmap, ranking, detections, summary) for the page."""
+    """(state, message, overlay, legend, heatmap, ranking, detections, summary, depth) for the page."""
     if analysis is None or view is None:
-        return None, text, None, "", None, None, [], {}
+        return None, text, None, "", None, None, [], {}, None
     rows = [[d["class"], d["score"], *d["box"]] for d in view.detections]
     return (analysis, text, view.overlay, legend_html(view.legend), view.heatmap, analysis.ranking, rows,
-            view.summary)
+            view.summary, view.depth)
 
 
 def _error_text(exc: Exception) -> str:
@@ -123,6 +123,8 @@ def build_app(settings: PageSettings) -> gr.Blocks:
                 with gr.Row():
                     heatmap = gr.Image(label="heatmap", type="pil", format="png", interactive=False, elem_id="heatmap")
                     ranking = gr.Label(label="whole image", num_top_classes=5, elem_id="ranking")
+                depth = gr.Image(label="depth (DepthCLIP, training-free; yellow near, purple far)", type="pil",
+                                 format="png", interactive=False, elem_id="depth")
                 detections = gr.Dataframe(headers=DETECTION_COLUMNS, label="detections", visible=detectors,
                                           interactive=False, elem_id="detections")
                 with gr.Accordion("details (JSON)", open=False):
@@ -130,7 +132,7 @@ def build_app(settings: PageSettings) -> gr.Blocks:
         if settings.examples:
             gr.Examples([list(pair) for pair in world_examples(settings.examples)], inputs=[photo, classes],
                         label="scenes of the synthetic world the shipped model knows")
-        outputs = [state, note, overlay, legend, heatmap, ranking, detections, summary]
+        outputs = [state, note, overlay, legend, heatmap, ranking, detections, summary, depth]
         run.click(analyse, [photo, classes, heatmap_prompt, model, pretrained, mode, templates, head, threshold,
                             min_score], outputs, api_name="analyse")
         for slider in (threshold, min_score):

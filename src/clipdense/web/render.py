@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..tasks.depth import DEPTH_BINS, depth_picture
 from ..tasks.detect import draw_detections
 from ..tasks.overlay import BACKGROUND_COLOUR, overlay, palette
 from ..tasks.segment import BACKGROUND, labels_from_probabilities
@@ -31,6 +32,8 @@ class View:
         legend: one entry per class shown: name, colour '#rrggbb', and pixel share (%) or detection count.
         detections: rows of class, score, box (x0, y0, x1, y1 pixels of the analysed photo).
         summary: all of the above as JSON (what the HTTP API returns besides the pictures).
+        depth: the photo's DepthCLIP depth in colour, from ``DEPTH_BINS``' nearest (yellow) to farthest (purple)
+            (None when the analysis has none).
     """
 
     overlay: Image.Image
@@ -38,6 +41,15 @@ class View:
     legend: list[dict[str, Any]]
     detections: list[dict[str, Any]]
     summary: dict[str, Any]
+    depth: Image.Image | None = None
+
+
+def depth_summary(metres: torch.Tensor | None) -> dict[str, float] | None:
+    """Range and median (metres) of a depth map, and the ends of its colour scale."""
+    if metres is None:
+        return None
+    return {"min": round(float(metres.min()), 3), "max": round(float(metres.max()), 3),
+            "median": round(float(metres.median()), 3), "near": min(DEPTH_BINS), "far": max(DEPTH_BINS)}
 
 
 def hex_colour(rgb: Any) -> str:
@@ -108,8 +120,10 @@ def render(analysis: Analysis, threshold: float = 0.0, min_score: float = 0.3) -
         "ranking": [{"class": name, "probability": round(p, 4)} for name, p in ranking],
         "heatmap": {"prompt": analysis.heatmap_prompt, "min": round(low, 4), "max": round(high, 4)},
         "seconds": {k: round(v, 3) for k, v in analysis.seconds.items()}, "notes": list(analysis.notes),
+        "depth": depth_summary(analysis.depth),
     }
-    return View(picture, heatmap, legend, detections, summary)
+    depth = None if analysis.depth is None else depth_picture(analysis.depth, min(DEPTH_BINS), max(DEPTH_BINS))
+    return View(picture, heatmap, legend, detections, summary, depth)
 
 
 def legend_html(legend: list[dict[str, Any]]) -> str:
@@ -135,5 +149,9 @@ def message(analysis: Analysis, view: View) -> str:
     lines = [f"{what} — {timing}. Whole image: {top['class']} ({100 * top['probability']:.0f}%). "
              f"Heatmap of '{analysis.heatmap_prompt}': cosine {view.summary['heatmap']['min']:.3f} (dark) "
              f"to {view.summary['heatmap']['max']:.3f} (bright)."]
+    if view.summary["depth"] is not None:
+        d = view.summary["depth"]
+        lines.append(f"Depth (DepthCLIP, training-free): {d['min']:.2f} to {d['max']:.2f} m, median {d['median']:.2f} m "
+                     f"(colours from {d['near']:g} m, yellow, to {d['far']:g} m, purple).")
     lines += [f"Note: {note}." for note in analysis.notes]
     return "\n\n".join(lines)

@@ -23,6 +23,7 @@ class Analysis:
         detections: the detector's ``tasks.detect.Detections`` (None without a detection head).
         ranking: whole-image class probabilities.
         heatmap: (H, W) cosine similarity of the dense features to ``heatmap_prompt``.
+        depth: (H, W) DepthCLIP's training-free depth in metres (None for a model that segments by itself).
         seconds: where the time went (``text``: the text classifier, cached or not).
     """
 
@@ -36,4 +37,5 @@ class Analysis:
     detections: Any = None
     head: str | None = None
     notes: tuple[str, ...] = ()
+    depth: torch.Tensor | None = None
     seconds: dict[str, float] = field(default_factory=dict)
