@@ -163,3 +163,20 @@ def test_in_the_partial_regime_the_image_text_term_moves_nothing(bundle) -> None
         weight = 3 / 2 if image_text else 1.0   # the mean over 3 pairs vs over 2
         grads.append({n: p.grad * weight for n, p in objective.head.named_parameters()})
     assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
+
+
+@pytest.mark.slow
+def test_resume_is_exact(bundle, tmp_path: Path) -> None:
+    """4 steps in one go == 2 steps, then --resume to 4: the same tower, bit for bit (seeded sound augmentation)."""
+    from clipdense.heads import load_head
+    from clipdense.train.run import run_training
+    samples = _triplets(4)
+    args = {"noise_snr": (10.0, 30.0)}
+    run_training(_config(tmp_path / "whole", 4, **args), source=InMemorySamples(samples), bundle=bundle)
+    cut = _config(tmp_path / "cut", 4, **args)
+    cut.checkpoint_every = 2
+    run_training(type(cut)(**{**vars(cut), "steps": 2}), source=InMemorySamples(samples), bundle=bundle)
+    run_training(type(cut)(**{**vars(cut), "resume": str(tmp_path / "cut")}), source=InMemorySamples(samples),
+                 bundle=bundle)
+    whole, resumed = (load_head(tmp_path / run, bundle).state_dict() for run in ("whole", "cut"))
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
