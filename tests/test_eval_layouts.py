@@ -250,8 +250,10 @@ def test_zeroshot_on_an_imagefolder_and_retrieval_on_a_csv_are_exact(folder: Pat
 def test_plan_skips_or_refuses_what_the_data_lacks(coco: dict[str, Path], ade: Path) -> None:
     plan = plan_tasks(coco_spec(coco), "all")
     assert [t.name for t in plan.tasks] == ["regions"] and plan.data.split is None
-    assert plan.skipped == {"zeroshot": "needs image_label", "retrieval": "needs caption",
-                            "segmentation": "needs semantic", "detection": "needs --head"}
+    image_tasks = {"zeroshot": "needs image_label", "retrieval": "needs caption", "segmentation": "needs semantic",
+                   "detection": "needs --head"}
+    assert {k: plan.skipped[k] for k in image_tasks} == image_tasks
+    assert set(plan.skipped) == set(EVAL_TASKS) - {"regions"}     # every other registered task is skipped, said why
     with pytest.raises(DataError, match="'zeroshot' needs image_label"):
         plan_tasks(ade_spec(ade), "segmentation,zeroshot")
     with pytest.raises(ConfigError, match="--tasks"):
@@ -282,7 +284,7 @@ def test_cli_eval_on_a_coco_folder(coco: dict[str, Path], tmp_path: Path, capsys
         assert all(0.0 <= method[kind][k] <= 1.0 for kind in ("things", "stuff") for k in ("top1", "top5"))
     printed = capsys.readouterr().out
     assert "Not run (the data has boxes, labels, masks): zeroshot needs image_label; retrieval needs caption; " \
-        "segmentation needs semantic; detection needs --head." in printed and "[val]" not in printed
+        "segmentation needs semantic; detection needs --head" in printed and "[val]" not in printed
 
 
 def _colour_segmenter(monkeypatch: pytest.MonkeyPatch, names: dict[str, str]) -> None:
