@@ -200,6 +200,13 @@ CASES: list[tuple[str, tuple[str, ...]]] = [
     ("detect --proposals --head /nonexistent-head", ("--proposals needs --data",)),
     ("serve --port 0", ("--port 0", "expected 1..65535")),
     ("serve --max-side 10", ("--max-side 10", "at least 32")),
+    # the families' commands: depth (issue 30), draw / sketch (issue 31)
+    ("depth {img} --temperature 0", ("--temperature", "expected a number > 0.0")),
+    ("depth {img} --out {file}/x.png", ("--out {file}/x.png", "is a file, not a folder")),
+    ("draw 'a red circle' --strokes 0", ("--strokes", "expected a count >= 1")),
+    ("draw 'a red circle' --steps -1", ("--steps", "expected a step count >= 1")),
+    ("sketch /nonexistent-photo.png", ("/nonexistent-photo.png", "no such image file")),
+    ("sketch {img} --strokes 0", ("--strokes", "expected a count >= 1")),
     ("info --bogus", ("--bogus", "unrecognized arguments")),
     ("nope", ("nope", "invalid choice")),
 ]
