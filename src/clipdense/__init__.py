@@ -9,6 +9,7 @@ from .heads import load_head, save_head
 from .generation import Drawing, draw, read_svg, sketch, write_png, write_svg
 from .models import (DENSE_MODES, Bundle, DenseOutput, dense_forward, encode_dense, load_model, pool_boxes,
                      pool_masks, save_weights, text_classifier)
+from .tasks import classify_batch, detect_batch, segment_batch
 from .tasks import classify, classify_points, depth, detect, segment
 from .tasks.audio import encode_audio, use_audio_tower
 from .data.audio import read_audio
@@ -17,6 +18,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DENSE_MODES", "Bundle", "DenseOutput", "dense_forward", "encode_dense", "load_model", "pool_boxes",
     "pool_masks", "save_weights", "text_classifier", "classify", "classify_points", "depth", "detect", "segment", "load_head", "save_head",
+    "classify_batch", "detect_batch", "segment_batch",
     "ClipDenseError", "ConfigError", "DataError", "ImageLoadError", "ModelLoadError",
     "encode_audio", "use_audio_tower", "read_audio",
     "Drawing", "draw", "sketch", "read_svg", "write_svg", "write_png",

@@ -13,13 +13,15 @@ from ..errors import ConfigError
 from ..heads import read_head_info
 from ..models import load_model
 from .common import add_cache_flag, parse_class_list
+from .folders import add_folder_flags, folder_out, is_folder_run, job_of, report
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("detect", help="open-vocabulary detection with a detector head (F-ViT / ViLD)",
                               description="The backbone the head was trained on is loaded from the head file "
                                           "unless --model/--pretrained name it (another backbone is refused).")
-    p.add_argument("images", nargs="*", help="image files")
+    p.add_argument("images", nargs="*", help="image files, or one folder of images (then --out OUTDIR gets "
+                                             "detections.json, COCO results; a second run on OUTDIR resumes)")
     p.add_argument("--head", required=True, help="detector head (.safetensors) or the run dir that trained it")
     p.add_argument("--classes", default=None, help="comma-separated class names (default: the head's classes)")
     p.add_argument("--out", default="boxes.png",
@@ -36,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", default=None, help="backbone weights (default: the ones the head records)")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
     add_cache_flag(p)
+    add_folder_flags(p)
     p.set_defaults(func=run_detect)
 
 
@@ -55,7 +58,12 @@ def run_detect(args: argparse.Namespace) -> int:
             raise ConfigError("--proposals needs --data (the images) and --json (where the proposals go)")
     elif not args.images:
         raise ConfigError("give one or more image files (or --proposals --data DATA)")
+    folder = not args.proposals and len(args.images) == 1 and is_folder_run(args.images[0], args)
+    if not folder and any(getattr(args, name) for name in ("glob", "recursive", "batch_size")):
+        raise ConfigError("--glob / --recursive / --batch-size: only with one folder of images")
     classes = parse_class_list(args.classes) if args.classes else None
+    if folder:
+        return _detect_folder(args, classes)
     bundle = _backbone(args)
     head = as_detector(args.head, bundle)
     if args.proposals:
@@ -64,6 +72,9 @@ def run_detect(args: argparse.Namespace) -> int:
         print(f"wrote {len(payload['annotations'])} proposals of {len(payload['images'])} images to {path}")
         return 0
     results, out = [], Path(args.out)
+    for name in args.images:
+        if Path(name).is_dir():
+            raise ConfigError(f"{name}: a folder; give it alone with --out OUTDIR for a folder run")
     for index, name in enumerate(args.images):
         image = open_image(name)
         start = time.perf_counter()
@@ -79,3 +90,17 @@ def run_detect(args: argparse.Namespace) -> int:
         print(f"wrote {len(results)} detections (COCO results; category_id = 1 + class index) to "
               f"{write_json(results, args.json)}")
     return 0
+
+
+def _detect_folder(args: argparse.Namespace, classes: list[str] | None) -> int:
+    """`clipdense detect DIR --head HEAD --out OUTDIR`: detections.json of every image, resumable."""
+    from ..tasks.detect import as_detector
+    from ..tasks.folder import run_folder
+    from ..tasks.folder_tasks import DetectFolder
+
+    out = folder_out(args, "boxes.png")
+    bundle = _backbone(args)
+    head = as_detector(args.head, bundle)
+    job = job_of(args, args.images[0], out)
+    task = DetectFolder(bundle, head, str(args.head), classes, args.min_score, job.batch_size)
+    return report("detect", run_folder(job, task), out)

@@ -17,6 +17,7 @@ from ..tasks.overlay import label_png, overlay
 from ..tasks.segment import resolve_head
 from .common import COUNT, PIXELS, PROBABILITY, add_cache_flag, add_model_args, check_out_file, check_templates, \
     load_cli_model, parse_class_list
+from .folders import add_folder_flags, folder_out, is_folder_run, job_of, report
 
 #: picture formats the overlay can be written in (the raw label map is always a PNG beside it)
 OVERLAY_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -25,7 +26,8 @@ OVERLAY_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 def register(subparsers: argparse._SubParsersAction) -> None:
     seg = subparsers.add_parser("segment", help="segmentation of one image (zero-shot, or with a trained --head) "
                                                 "-> colour overlay")
-    seg.add_argument("image", help="image file")
+    seg.add_argument("image", help="image file, or a folder of images (then --out OUTDIR gets one label PNG per "
+                                   "image and classes.txt; a second run on the same OUTDIR resumes)")
     seg.add_argument("--classes", required=True, help="comma-separated class names")
     seg.add_argument("--out", default="overlay.png", help="overlay PNG (the raw label map goes next to it)")
     seg.add_argument("--mode", default="maskclip", choices=sorted(DENSE_MODES),
@@ -42,11 +44,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "--mode and --templates are then the head's own")
     add_model_args(seg)
     add_cache_flag(seg)
+    add_folder_flags(seg)
     seg.set_defaults(func=run_segment)
 
     cls = subparsers.add_parser("classify", help="zero-shot classification of one image (or another medium's file: "
                                                  "a point cloud, a sound, a video, where its family is installed)")
-    cls.add_argument("image", help="image file, or a file of another registered medium")
+    cls.add_argument("image", help="image file, or a file of another registered medium, or a folder of images "
+                                   "(then --out OUTDIR gets predictions.csv; a second run on the same OUTDIR resumes)")
+    cls.add_argument("--out", default=None, help="with a folder: the output folder")
     cls.add_argument("--classes", default=None,
                      help="comma-separated class names (with --adapter: default the adapter's classes)")
     cls.add_argument("--templates", default="imagenet", help="prompt set or '{}' template")
@@ -60,10 +65,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "run) trained beside --model/--pretrained; default the one shipped for those weights")
     add_model_args(cls)
     add_cache_flag(cls)
+    add_folder_flags(cls)
     cls.set_defaults(func=run_classify)
 
 
 def run_segment(args: argparse.Namespace) -> int:
+    if is_folder_run(args.image, args):
+        return _segment_folder(args)
     classes = parse_class_list(args.classes)
     out = check_out_file(args.out, suffixes=OVERLAY_SUFFIXES)
     if not args.head:
@@ -91,7 +99,48 @@ def run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _segment_folder(args: argparse.Namespace) -> int:
+    """`clipdense segment DIR --out OUTDIR`: label PNGs of every image, resumable."""
+    from ..tasks.folder import run_folder
+    from ..tasks.folder_tasks import SegmentFolder, SegmentSettings
+
+    classes = parse_class_list(args.classes)
+    out = folder_out(args, "overlay.png")
+    if not args.head:
+        check_templates(args.templates)
+    bundle = load_cli_model(args)
+    head = resolve_head(bundle, args.head) if args.head else None
+    settings = SegmentSettings(classes, args.mode, args.templates, args.short_side, args.window,
+                               args.background_threshold)
+    job = job_of(args, args.image, out)
+    task = SegmentFolder(bundle, settings, head, args.head, job.batch_size)
+    return report("segment", run_folder(job, task), out)
+
+
+def _classify_folder(args: argparse.Namespace) -> int:
+    """`clipdense classify DIR --out OUTDIR`: predictions.csv of every image, resumable."""
+    from ..tasks.folder import run_folder
+    from ..tasks.folder_tasks import ClassifyFolder
+
+    if args.audio_tower:
+        raise ConfigError("--audio-tower: classifies sounds; a folder run classifies images")
+    if not args.adapter:
+        parse_class_list(args.classes)
+        check_templates(args.templates)
+    out = folder_out(args, None)
+    bundle = load_cli_model(args)
+    adapter = load_adapter(args.adapter, bundle) if args.adapter else None
+    classes = parse_class_list(args.classes) if args.classes or adapter is None else list(adapter.classes)
+    job = job_of(args, args.image, out)
+    task = ClassifyFolder(bundle, classes, args.templates, args.top, adapter, args.adapter, job.batch_size)
+    return report("classify", run_folder(job, task), out)
+
+
 def run_classify(args: argparse.Namespace) -> int:
+    if is_folder_run(args.image, args):
+        return _classify_folder(args)
+    if args.out is not None:
+        raise ConfigError(f"--out: only with a folder of images; {args.image} is a file (its classes are printed)")
     if not args.adapter:
         parse_class_list(args.classes)  # fail before loading anything
         check_templates(args.templates)

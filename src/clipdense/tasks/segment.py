@@ -132,19 +132,42 @@ def segment(bundle, image: ImageLike, classes: Sequence[str], mode: str = "maskc
         raise ConfigError("classes: empty list")
     check_dense_settings(short_side, window, background_threshold)
     image = one_image(image, "segment")
+    trained = resolve_head(bundle, head) if head is not None else None
+    inputs, original = segment_input(bundle, image, short_side, trained)
+    return segment_inputs(bundle, inputs, [original], list(classes), mode, templates, window,
+                          background_threshold, trained)[0]
+
+
+def segment_input(bundle, image: ImageLike, short_side: int | None = None,
+                  trained: torch.nn.Module | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(1, 3, h, w) model input of one image (short side at ``short_side``, default the model's or the head's
+    input size) on the bundle's device, and the image's original (H, W)."""
     pil = as_pil(image) if not isinstance(image, torch.Tensor) else None
     original = (pil.height, pil.width) if pil is not None else tuple(image.shape[-2:])
-    model = bundle.model
-    trained = resolve_head(bundle, head) if head is not None else None
     side = short_side or (trained.config.image_size if trained is not None else min(bundle.image_size))
-    images = dense_input(model, pil if pil is not None else image, side).to(bundle.device)
+    return dense_input(bundle.model, pil if pil is not None else image, side).to(bundle.device), original
+
+
+def segment_inputs(bundle, inputs: torch.Tensor, originals: Sequence[tuple[int, int]], classes: Sequence[str],
+                   mode: str = "maskclip", templates: str | Sequence[Template] = "imagenet",
+                   window: int | None = None, background_threshold: float | None = None,
+                   trained: torch.nn.Module | None = None) -> list[torch.Tensor]:
+    """One (H, W) label map per image of ``inputs`` (B, 3, h, w: images of one input size), each at its size in
+    ``originals``: the one path of ``segment`` and ``segment_batch``. Zero-shot scores of long vocabularies go in
+    class blocks (``vocabulary.zero_shot_labels``)."""
+    from .vocabulary import zero_shot_labels
+
+    model = bundle.model
     if trained is not None:
-        logits = sliding_window(lambda crop: trained.segment_logits(crop, list(classes)), images, len(classes), window)
-        logits = F.interpolate(logits, size=original, mode="bilinear", align_corners=False)
-        return labels_from_probabilities(trained.probabilities(logits), background_threshold)[0].cpu()
+        logits = sliding_window(lambda crop: trained.segment_logits(crop, list(classes)), inputs, len(classes), window)
+        return [labels_from_probabilities(trained.probabilities(F.interpolate(
+            logits[i:i + 1], size=size, mode="bilinear", align_corners=False)), background_threshold)[0].cpu()
+            for i, size in enumerate(originals)]
     classifier = text_classifier(bundle, classes, templates)
-    logits = segment_logits(model, images, classifier, mode, window)
-    logits = F.interpolate(logits, size=original, mode="bilinear", align_corners=False)
     if segmenter_of(model) is not None:   # its own segmenter's scores are class probabilities already
-        return labels_from_probabilities(logits, background_threshold)[0].cpu()
-    return labels_from_probabilities(class_probabilities(logits), background_threshold)[0].cpu()
+        logits = segment_logits(model, inputs, classifier, mode, window)
+        return [labels_from_probabilities(F.interpolate(logits[i:i + 1], size=size, mode="bilinear",
+                                                        align_corners=False), background_threshold)[0].cpu()
+                for i, size in enumerate(originals)]
+    return [labels.cpu() for labels in zero_shot_labels(model, inputs, classifier, originals, mode, window,
+                                                        background_threshold)]
