@@ -26,6 +26,12 @@ TEMPLATE_SETS: dict[str, Sequence[Template]] = {
 }
 
 
+#: classes whose prompts go through the text tower (and into the cache) together: thousands of classes take one
+#: chunk's prompt embeddings of memory at a time (80 prompts x 256 classes x 512 floats = 42 MB), and a call
+#: interrupted midway keeps the chunks it already cached
+CLASS_CHUNK = 256
+
+
 def resolve_templates(templates: str | Sequence[Template]) -> list[Callable[[str], str]]:
     """Named set, a single '{}' template, or a list of templates/callables -> list of callables."""
     if isinstance(templates, str):
@@ -65,10 +71,13 @@ def text_classifier(bundle, classnames: Sequence[str], templates: str | Sequence
     def compute(names: list[str]) -> torch.Tensor:
         return _encode_classes(bundle, names, fill, batch_size)
 
-    if not (text_cache_enabled() if cache is None else cache):
-        return compute(list(classnames))
-    return cached_embeddings(bundle.model, bundle.tokenizer, list(classnames),
-                             lambda name: [t(name) for t in fill], compute)
+    names, use_cache = list(classnames), text_cache_enabled() if cache is None else cache
+    rows = []
+    for start in range(0, len(names), CLASS_CHUNK):   # a long vocabulary chunk by chunk (memory, and the cache)
+        part = names[start:start + CLASS_CHUNK]
+        rows.append(cached_embeddings(bundle.model, bundle.tokenizer, part, lambda name: [t(name) for t in fill],
+                                      compute) if use_cache else compute(part))
+    return rows[0] if len(rows) == 1 else torch.cat(rows)
 
 
 def _encode_classes(bundle, classnames: list[str], fill: list[Callable[[str], str]],

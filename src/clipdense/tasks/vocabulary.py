@@ -70,7 +70,7 @@ def zero_shot_labels(model: torch.nn.Module, images: torch.Tensor, classifier: t
         log_total = torch.full(size, -torch.inf, device=images.device)
         for start in range(0, classifier.shape[0], block):
             cosines = _block_cosines(windows, index, classifier[start:start + block], window, images.shape[-2:])
-            scaled = F.interpolate(cosines, size=size, mode="bilinear", align_corners=False)[0] * SEG_LOGIT_SCALE
+            scaled = F.interpolate(cosines, size=size, mode="bilinear", align_corners=False)[0].mul_(SEG_LOGIT_SCALE)
             value, found = scaled.max(dim=0)
             better = value > best
             labels = torch.where(better, found + start, labels)
