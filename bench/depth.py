@@ -2,7 +2,7 @@
 the train split: a constant depth (the train median) and a position cue (the train mean depth of each image row,
 which is what a ground plane gives away), all on the val split.
 
-    OMP_NUM_THREADS=1 python bench/depth.py --out /tmp/depth-bench [--val 100]
+    OMP_NUM_THREADS=1 python bench/depth.py --out /tmp/depth-bench [--val 100] [--model RUN --results depth-RUN.json]
 """
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ def main() -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--train", type=int, default=100)
     p.add_argument("--val", type=int, default=100)
+    p.add_argument("--model", default=None,
+                   help="a run dir or weights file to run DepthCLIP with (default: the shipped tiny-vit-t8 synthworld)")
+    p.add_argument("--results", default="depth.json", help="results file name under --out")
     args = p.parse_args()
     world = Path(args.out) / "world"
     if not (world / "val.csv").is_file():
@@ -33,7 +36,7 @@ def main() -> None:
     val = DepthFolder(world / "val" / "images", world / "val" / "depth")
     maps = torch.stack([train[i].depth for i in range(len(train))])
     constant, rows = float(maps.median()), maps.mean(dim=(0, 2))
-    bundle = cd.load_model("tiny-vit-t8", pretrained="synthworld")
+    bundle = cd.load_model(args.model) if args.model else cd.load_model("tiny-vit-t8", pretrained="synthworld")
     methods = {"constant (train median)": lambda s: torch.full_like(s.depth, constant),
                "position cue (train mean per row)": lambda s: rows[:, None].expand_as(s.depth)}
     for mode in ("vanilla", "maskclip", "sclip", "clearclip", "naclip"):
@@ -46,7 +49,7 @@ def main() -> None:
             add_errors(totals, depth_errors(predict(sample), sample.depth))
         results[name] = depth_metrics(totals)
         print(json.dumps({name: results[name]}), flush=True)
-    (Path(args.out) / "depth.json").write_text(json.dumps(results, indent=1))
+    (Path(args.out) / args.results).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
