@@ -1,6 +1,8 @@
-"""`clipdense draw` (CLIPDraw: a prompt → vector strokes) and `clipdense sketch` (CLIPasso: a photo → a sketch).
+"""`clipdense draw` (CLIPDraw: a prompt → vector strokes; VQGAN-CLIP: a prompt → a VQGAN's picture) and
+`clipdense sketch` (CLIPasso: a photo → a sketch).
 
     clipdense draw "a red circle above a blue star" --out drawing.svg [--strokes 64] [--steps 200]
+    clipdense draw "a red circle above a blue star" --method vqgan --out picture.svg   (VQGAN-CLIP)
     clipdense sketch PHOTO --strokes 16 --out sketch.svg
 Both write the SVG and a PNG beside it, and show progress with an ETA.
 """
@@ -19,14 +21,22 @@ from .common import COUNT, PIXELS, SEED, STEPS, add_model_args, check_out_file, 
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    draw = subparsers.add_parser("draw", help="CLIPDraw: vector strokes optimised to match a prompt -> SVG + PNG")
+    draw = subparsers.add_parser("draw", help="CLIPDraw (vector strokes) or VQGAN-CLIP (a VQGAN's latent) optimised "
+                                              "to match a prompt -> SVG + PNG")
     draw.add_argument("prompt", help="what to draw, e.g. 'a red circle above a blue star'")
     draw.add_argument("--out", default="drawing.svg", help="SVG file (a PNG of it is written beside it)")
-    draw.add_argument("--strokes", type=COUNT, default=64, help="number of paths (default 64)")
+    draw.add_argument("--method", default="clipdraw", choices=("clipdraw", "vqgan"),
+                      help="clipdraw (default): vector strokes; vqgan: VQGAN-CLIP, a raster picture (its SVG embeds "
+                           "the PNG)")
+    draw.add_argument("--vqgan", default=None, help="with --method vqgan: a VQGAN head file or run dir "
+                                                    "(default: the one shipped with tiny-vit-t8/synthworld)")
+    draw.add_argument("--strokes", type=COUNT, default=None, help="number of paths (default 64; clipdraw only)")
     draw.add_argument("--steps", type=STEPS, default=200, help="optimisation steps (default 200; the paper: 1000)")
-    draw.add_argument("--canvas", type=PIXELS, default=128, help="canvas side in pixels (default 128)")
-    draw.add_argument("--augmentations", type=int, default=4, choices=range(0, 17), metavar="0..16",
-                      help="augmented views per step (default 4, the paper's; 0 = none)")
+    draw.add_argument("--canvas", type=PIXELS, default=None,
+                      help="canvas side in pixels (default 128 for clipdraw, 64 for vqgan)")
+    draw.add_argument("--augmentations", type=int, default=None, choices=range(0, 17), metavar="0..16",
+                      help="augmented views (cutouts) per step (default 4 for clipdraw, the paper's; 8 for vqgan; "
+                           "0 = none)")
     draw.add_argument("--seed", type=SEED, default=0, help="random seed of the initial strokes and views")
     add_model_args(draw)
     draw.set_defaults(func=run_draw)
@@ -73,25 +83,49 @@ def _write(drawing, out: Path, command: str, seconds: float, extra: str) -> None
 
     write_svg(drawing, out)
     png = write_png(drawing, out.with_suffix(".png"), scale=2)
-    print(f"{command}: {out} and {png} ({len(drawing.paths)} strokes, {seconds:.1f} s{extra})")
+    what = f"{len(drawing.paths)} strokes" if drawing.raster is None else "VQGAN picture, {}x{} px".format(
+        *drawing.size[::-1])
+    print(f"{command}: {out} and {png} ({what}, {seconds:.1f} s{extra})")
+
+
+def _draw_options(args: argparse.Namespace):
+    """The chosen method's options from the flags (a flag the method has no use for is refused)."""
+    from ..generation.clipdraw import DrawOptions
+    from ..generation.guidance import Augmentations
+    from ..generation.vqgan import VQGANClipOptions
+
+    if args.method == "vqgan":
+        if args.strokes is not None:
+            raise ConfigError("--strokes: --method vqgan draws a raster picture, not strokes; leave --strokes out")
+        options = VQGANClipOptions(steps=args.steps, seed=args.seed, vqgan=args.vqgan, canvas=args.canvas or 64)
+        return replace(options, cutouts=options.cutouts if args.augmentations is None else args.augmentations)
+    if args.vqgan is not None:
+        raise ConfigError("--vqgan: only --method vqgan uses a VQGAN")
+    count = 4 if args.augmentations is None else args.augmentations
+    return DrawOptions(strokes=args.strokes or 64, steps=args.steps, canvas=args.canvas or 128, seed=args.seed,
+                       augment=replace(Augmentations(), count=count))
 
 
 def run_draw(args: argparse.Namespace) -> int:
-    from ..generation.clipdraw import DrawOptions, clipdraw
-    from ..generation.guidance import Augmentations, ClipGuide
+    from ..generation.clipdraw import clipdraw
+    from ..generation.guidance import ClipGuide
     from ..generation.raster import render
+    from ..generation.vqgan import load_vqgan, vqgan_clip
 
     prompt = _check_prompt(args.prompt)
     out = check_out_file(args.out, suffixes=(".svg",))
-    options = DrawOptions(strokes=args.strokes, steps=args.steps, canvas=args.canvas, seed=args.seed,
-                          augment=replace(Augmentations(), count=args.augmentations))
+    options = _draw_options(args)
+    vqgan = load_vqgan(args.vqgan) if args.method == "vqgan" else None   # a bad file fails before the model loads
     bundle = load_cli_model(args)
     start = time.perf_counter()
-    with tqdm(total=args.steps, unit="step", desc="draw", dynamic_ncols=True, mininterval=1.0) as bar:
+    with tqdm(total=args.steps, unit="step", desc=args.method, dynamic_ncols=True, mininterval=1.0) as bar:
         def on_step(_: int, loss: float) -> None:
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             bar.update()
-        drawing, _ = clipdraw(bundle, prompt, options, on_step)
+        if vqgan is not None:
+            drawing, _ = vqgan_clip(bundle, prompt, options, on_step, vqgan=vqgan.to(bundle.device))
+        else:
+            drawing, _ = clipdraw(bundle, prompt, options, on_step)
     score = float(ClipGuide(bundle).score(render(drawing)[None], [prompt])[0, 0])
     _write(drawing, out, "draw", time.perf_counter() - start, f", CLIP score {score:.3f}")
     return 0

@@ -14,7 +14,7 @@ is kept at 1 px *of the CLIP's input*, so that a drawing on a canvas larger than
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -23,6 +23,9 @@ from ..models import Bundle
 from .guidance import Augmentations, ClipGuide, augment
 from .optimise import OptimiserGroups, run_steps
 from .raster import Drawing, VectorPath, render
+
+if TYPE_CHECKING:
+    from .vqgan import VQGANClipOptions
 
 #: the paper's canvas side: rates and widths below are in its pixels
 PAPER_CANVAS = 224
@@ -116,9 +119,29 @@ def clipdraw(bundle: Bundle, prompt: str, options: DrawOptions | None = None,
     return drawing.detached(), losses
 
 
-def draw(bundle: Bundle, prompt: str, strokes: int = 64, steps: int = 200, seed: int = 0,
-         options: DrawOptions | None = None, on_step: Callable[[int, float], None] | None = None) -> Drawing:
-    """A CLIPDraw drawing of ``prompt`` with ``strokes`` paths after ``steps`` steps (``drawing.paths``; write it
-    with ``write_svg`` / ``write_png``). ``options`` sets the rest (its strokes/steps/seed are overridden)."""
-    options = replace(options or DrawOptions(), strokes=strokes, steps=steps, seed=seed)
+#: what ``draw(method=...)`` and ``clipdense draw --method`` accept
+DRAW_METHODS = ("clipdraw", "vqgan")
+
+
+def draw(bundle: Bundle, prompt: str, strokes: int | None = None, steps: int = 200, seed: int = 0,
+         options: "DrawOptions | VQGANClipOptions | None" = None,
+         on_step: Callable[[int, float], None] | None = None, method: str = "clipdraw") -> Drawing:
+    """A drawing of ``prompt`` after ``steps`` steps, as a ``Drawing`` either way (write it with ``write_svg`` /
+    ``write_png``): ``method="clipdraw"``: ``strokes`` vector paths (default 64) in ``drawing.paths``;
+    ``method="vqgan"``: VQGAN-CLIP's picture in ``drawing.raster`` (no strokes: giving ``strokes`` is an error).
+    ``options`` (``DrawOptions`` / ``VQGANClipOptions``) sets the rest; its strokes/steps/seed are overridden."""
+    from .vqgan import VQGANClipOptions, vqgan_clip
+
+    if method == "vqgan":
+        if strokes is not None:
+            raise ConfigError("strokes: VQGAN-CLIP draws a raster picture, not strokes; leave strokes unset")
+        if options is not None and not isinstance(options, VQGANClipOptions):
+            raise ConfigError("options: method 'vqgan' takes VQGANClipOptions")
+        return vqgan_clip(bundle, prompt, replace(options or VQGANClipOptions(), steps=steps, seed=seed),
+                          on_step)[0]
+    if method != "clipdraw":
+        raise ConfigError(f"method {method!r}: expected one of {list(DRAW_METHODS)}")
+    if options is not None and not isinstance(options, DrawOptions):
+        raise ConfigError("options: method 'clipdraw' takes DrawOptions")
+    options = replace(options or DrawOptions(), strokes=64 if strokes is None else strokes, steps=steps, seed=seed)
     return clipdraw(bundle, prompt, options, on_step)[0]

@@ -66,15 +66,23 @@ class VectorPath:
 
 @dataclass
 class Drawing:
-    """Paths on a canvas of ``size`` = (H, W) pixels over an opaque RGB ``background`` in [0, 1]."""
+    """Paths on a canvas of ``size`` = (H, W) pixels over an opaque RGB ``background`` in [0, 1], or over a
+    ``raster`` picture (3, H, W) in [0, 1] when one is given (VQGAN-CLIP's output is a raster and no paths)."""
 
     paths: list[VectorPath]
     size: tuple[int, int]
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     meta: dict[str, str] = field(default_factory=dict)
+    raster: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.raster is not None and tuple(self.raster.shape) != (3, *self.size):
+            raise ConfigError(f"drawing raster: expected a (3, {self.size[0]}, {self.size[1]}) picture, "
+                              f"got {tuple(self.raster.shape)}")
 
     def detached(self) -> "Drawing":
-        return Drawing([p.detached() for p in self.paths], self.size, self.background, dict(self.meta))
+        raster = None if self.raster is None else self.raster.detach().clone()
+        return Drawing([p.detached() for p in self.paths], self.size, self.background, dict(self.meta), raster)
 
 
 def bernstein(samples: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -152,8 +160,11 @@ def render(drawing: Drawing, samples: int = DEFAULT_SAMPLES) -> torch.Tensor:
     """The drawing as a (3, H, W) RGB tensor in [0, 1], differentiable in every path tensor."""
     height, width = drawing.size
     like = drawing.paths[0].points if drawing.paths else torch.zeros(())
-    canvas = torch.tensor(drawing.background, dtype=like.dtype, device=like.device)[:, None, None]
-    canvas = canvas.expand(3, height, width)
+    if drawing.raster is not None:
+        canvas = drawing.raster.to(like.dtype if drawing.paths else drawing.raster.dtype)
+    else:
+        canvas = torch.tensor(drawing.background, dtype=like.dtype, device=like.device)[:, None, None]
+        canvas = canvas.expand(3, height, width)
     for path in drawing.paths:
         polyline = sample_path(path, samples)
         half = path.width / 2

@@ -2,11 +2,14 @@
 
 The SVG says exactly what ``render`` draws: absolute ``M``/``C``(/``Z``) path data, round caps and joins (the
 rasteriser's strokes end in half discs), even-odd fill, colours as ``rgb()`` + opacity, and a background
-rectangle. ``read_svg`` reads back what ``write_svg`` writes (and SVG of that shape from elsewhere); it is not a
+rectangle; a raster drawing (VQGAN-CLIP's) is one ``<image>`` holding a base64 PNG over that rectangle.
+``read_svg`` reads back what ``write_svg`` writes (and SVG of that shape from elsewhere); it is not a
 general SVG parser.
 """
 from __future__ import annotations
 
+import base64
+import io
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -48,6 +51,9 @@ def svg_text(drawing: Drawing) -> str:
     for key, value in drawing.meta.items():
         lines.append(f'  <desc id="{_escape(key)}">{_escape(value)}</desc>')
     lines.append(f'  <rect x="0" y="0" width="{width}" height="{height}" fill="rgb({background})"/>')
+    if drawing.raster is not None:
+        lines.append(f'  <image x="0" y="0" width="{width}" height="{height}" image-rendering="pixelated" '
+                     f'href="data:image/png;base64,{_png_base64(drawing.raster)}"/>')
     for path in drawing.paths:
         stroke, stroke_opacity = _colour(path.stroke)
         fill, fill_opacity = _colour(path.fill)
@@ -57,6 +63,27 @@ def svg_text(drawing: Drawing) -> str:
                      f'stroke-linejoin="round"/>')
     lines.append("</svg>")
     return "\n".join(lines) + "\n"
+
+
+def _png_base64(picture: torch.Tensor) -> str:
+    buffer = io.BytesIO()
+    to_image(picture).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _read_png_base64(href: str, size: tuple[int, int], where: str) -> torch.Tensor:
+    """The (3, H, W) picture of a ``data:image/png;base64,`` href, which must cover the canvas."""
+    prefix = "data:image/png;base64,"
+    if not href.startswith(prefix):
+        raise DataError(f"{where}: only an embedded PNG ({prefix}...) is read, got {href[:40]!r}")
+    try:
+        image = Image.open(io.BytesIO(base64.b64decode(href[len(prefix):]))).convert("RGB")
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{where}: the embedded PNG does not decode ({exc})") from None
+    if (image.height, image.width) != size:
+        raise DataError(f"{where}: embedded picture of {image.width}x{image.height}, the canvas is "
+                        f"{size[1]}x{size[0]}")
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float() / 255
 
 
 def _escape(text: str) -> str:
@@ -114,7 +141,7 @@ def read_svg(path: str | os.PathLike) -> Drawing:
     if root.tag != f"{{{SVG_NS}}}svg":
         raise DataError(f"{file}: the root element is {root.tag!r}, expected an SVG <svg>")
     size = (int(float(root.get("height", 0))), int(float(root.get("width", 0))))
-    background, paths, meta = (1.0, 1.0, 1.0), [], {}
+    background, paths, meta, raster = (1.0, 1.0, 1.0), [], {}, None
     for element in root:
         tag = element.tag.removeprefix(f"{{{SVG_NS}}}")
         if tag == "desc" and element.get("id"):
@@ -122,6 +149,9 @@ def read_svg(path: str | os.PathLike) -> Drawing:
         elif tag == "rect":
             colour = _parse_colour(element.get("fill"), "1", f"{file} <rect>")
             background = tuple(float(v) for v in colour[:3]) if colour is not None else background
+        elif tag == "image":
+            raster = _read_png_base64(element.get("href") or element.get("{http://www.w3.org/1999/xlink}href", ""),
+                                      size, f"{file} <image>")
         elif tag == "path":
             where = f"{file} <path> {len(paths)}"
             points, closed = _parse_path_data(element.get("d", ""), where)
@@ -130,7 +160,7 @@ def read_svg(path: str | os.PathLike) -> Drawing:
             width = torch.tensor(float(element.get("stroke-width", 1.0)))
             paths.append(VectorPath(points, width, stroke if stroke is not None else torch.zeros(4), closed,
                                     fill if closed else None))
-    return Drawing(paths, size, background, meta)
+    return Drawing(paths, size, background, meta, raster)
 
 
 def to_image(picture: torch.Tensor) -> Image.Image:
@@ -153,4 +183,6 @@ def scaled(drawing: Drawing, factor: float) -> Drawing:
     paths = [VectorPath(p.points.detach() * factor, p.width.detach() * factor, p.stroke.detach(), p.closed,
                         None if p.fill is None else p.fill.detach()) for p in drawing.paths]
     size = (round(drawing.size[0] * factor), round(drawing.size[1] * factor))
-    return Drawing(paths, size, drawing.background, dict(drawing.meta))
+    raster = None if drawing.raster is None else torch.nn.functional.interpolate(
+        drawing.raster.detach()[None], size=size, mode="nearest")[0]
+    return Drawing(paths, size, drawing.background, dict(drawing.meta), raster)

@@ -18,7 +18,8 @@ from ..errors import ConfigError
 #: modules whose import registers head kinds (imported on the first lookup of a kind not yet known,
 #: so ``load_head`` reads every kind without its caller importing the package that defines it)
 PROVIDERS: list[str] = ["clipdense.heads.adapters", "clipdense.heads.detection", "clipdense.heads.segmentation",
-                       "clipdense.heads.audio", "clipdense.heads.pointclip"]
+                       "clipdense.heads.audio", "clipdense.heads.pointclip",
+                       "clipdense.heads.vqgan"]
 
 Builder = Callable[[Mapping[str, Any], Any, "list[str] | None"], nn.Module]
 

@@ -33,6 +33,7 @@ OBJECTIVES: dict[str, str] = {
     "tip-adapter-f": "fewshot:TipAdapterFObjective",
     "pointclip-adapter": "pointclip:PointClipAdapterObjective",
     "audioclip": "audioclip:AudioClipObjective",
+    "vqgan": "vqgan:VQGANObjective",
 }
 
 
