@@ -85,8 +85,27 @@ def clipdraw_loss(guide: ClipGuide, picture: torch.Tensor, prompt: torch.Tensor,
     return loss.mean()
 
 
+#: ``on_picture(step, picture)``: ``picture()`` renders the drawing as it is after that step (called lazily, so a
+#: consumer that shows every tenth step pays for one render in ten)
+PictureHook = Callable[[int, Callable[[], torch.Tensor]], None]
+
+
+def reporter(on_step: Callable[[int, float], None] | None, on_picture: PictureHook | None,
+             picture: Callable[[], torch.Tensor]) -> Callable[[int, float], None] | None:
+    """One per-step callback that feeds both hooks (None when neither is given)."""
+    if on_picture is None:
+        return on_step
+
+    def report(step: int, loss: float) -> None:
+        if on_step is not None:
+            on_step(step, loss)
+        on_picture(step, picture)
+    return report
+
+
 def clipdraw(bundle: Bundle, prompt: str, options: DrawOptions | None = None,
-             on_step: Callable[[int, float], None] | None = None) -> tuple[Drawing, list[float]]:
+             on_step: Callable[[int, float], None] | None = None, on_picture: PictureHook | None = None
+             ) -> tuple[Drawing, list[float]]:
     """Run CLIPDraw for ``prompt``: the drawing and the loss of each step."""
     options = options or DrawOptions()
     guide = ClipGuide(bundle)
@@ -115,7 +134,11 @@ def clipdraw(bundle: Bundle, prompt: str, options: DrawOptions | None = None,
             path.width.clamp_(thinnest, max(max_width, thinnest))
             path.stroke.clamp_(0.0, 1.0)
 
-    losses = run_steps(step, groups, options.steps, after_step=clamp, on_step=on_step)
+    def picture() -> torch.Tensor:
+        with torch.no_grad():
+            return render(drawing.detached(), options.samples)
+
+    losses = run_steps(step, groups, options.steps, after_step=clamp, on_step=reporter(on_step, on_picture, picture))
     return drawing.detached(), losses
 
 
@@ -125,11 +148,13 @@ DRAW_METHODS = ("clipdraw", "vqgan")
 
 def draw(bundle: Bundle, prompt: str, strokes: int | None = None, steps: int = 200, seed: int = 0,
          options: "DrawOptions | VQGANClipOptions | None" = None,
-         on_step: Callable[[int, float], None] | None = None, method: str = "clipdraw") -> Drawing:
+         on_step: Callable[[int, float], None] | None = None, method: str = "clipdraw",
+         on_picture: PictureHook | None = None) -> Drawing:
     """A drawing of ``prompt`` after ``steps`` steps, as a ``Drawing`` either way (write it with ``write_svg`` /
     ``write_png``): ``method="clipdraw"``: ``strokes`` vector paths (default 64) in ``drawing.paths``;
     ``method="vqgan"``: VQGAN-CLIP's picture in ``drawing.raster`` (no strokes: giving ``strokes`` is an error).
-    ``options`` (``DrawOptions`` / ``VQGANClipOptions``) sets the rest; its strokes/steps/seed are overridden."""
+    ``options`` (``DrawOptions`` / ``VQGANClipOptions``) sets the rest; its strokes/steps/seed are overridden.
+    ``on_picture(step, picture)`` sees the picture as it forms (``picture()`` renders it)."""
     from .vqgan import VQGANClipOptions, vqgan_clip
 
     if method == "vqgan":
@@ -138,10 +163,10 @@ def draw(bundle: Bundle, prompt: str, strokes: int | None = None, steps: int = 2
         if options is not None and not isinstance(options, VQGANClipOptions):
             raise ConfigError("options: method 'vqgan' takes VQGANClipOptions")
         return vqgan_clip(bundle, prompt, replace(options or VQGANClipOptions(), steps=steps, seed=seed),
-                          on_step)[0]
+                          on_step, on_picture=on_picture)[0]
     if method != "clipdraw":
         raise ConfigError(f"method {method!r}: expected one of {list(DRAW_METHODS)}")
     if options is not None and not isinstance(options, DrawOptions):
         raise ConfigError("options: method 'clipdraw' takes DrawOptions")
     options = replace(options or DrawOptions(), strokes=64 if strokes is None else strokes, steps=steps, seed=seed)
-    return clipdraw(bundle, prompt, options, on_step)[0]
+    return clipdraw(bundle, prompt, options, on_step, on_picture)[0]

@@ -30,6 +30,7 @@ from ..models import Bundle
 from ..models.registry import WEIGHTS_DIR
 from ..models.vqgan import VQGAN
 from ..models.weights import load_into
+from .clipdraw import PictureHook, reporter
 from .guidance import Augmentations, ClipGuide, augment
 from .optimise import OptimiserGroups, run_steps
 from .raster import Drawing
@@ -110,9 +111,10 @@ def start_latent(vqgan: VQGAN, side: int, generator: torch.Generator) -> torch.T
 
 
 def vqgan_clip(bundle: Bundle, prompt: str, options: VQGANClipOptions | None = None,
-               on_step: Callable[[int, float], None] | None = None, vqgan: VQGAN | None = None
-               ) -> tuple[Drawing, list[float]]:
-    """Run VQGAN-CLIP for ``prompt``: the picture (a raster ``Drawing``) and the loss of each step."""
+               on_step: Callable[[int, float], None] | None = None, vqgan: VQGAN | None = None,
+               on_picture: PictureHook | None = None) -> tuple[Drawing, list[float]]:
+    """Run VQGAN-CLIP for ``prompt``: the picture (a raster ``Drawing``) and the loss of each step
+    (``on_picture`` as ``clipdraw``'s: the picture as it forms)."""
     options = options or VQGANClipOptions()
     guide = ClipGuide(bundle)
     text = guide.embed_prompts([prompt])[0]
@@ -136,9 +138,12 @@ def vqgan_clip(bundle: Bundle, prompt: str, options: VQGANClipOptions | None = N
     def clamp() -> None:
         z.copy_(torch.maximum(torch.minimum(z, high), low))
 
-    losses = run_steps(step, groups, options.steps, after_step=clamp, on_step=on_step)
-    with torch.no_grad():
-        final = picture()[0].clamp(0.0, 1.0).float().cpu()
+    def current() -> torch.Tensor:
+        with torch.no_grad():
+            return picture()[0].clamp(0.0, 1.0).float().cpu()
+
+    losses = run_steps(step, groups, options.steps, after_step=clamp, on_step=reporter(on_step, on_picture, current))
+    final = current()
     meta = {"prompt": prompt, "method": "vqgan"}
     return Drawing([], (options.canvas, options.canvas), meta=meta, raster=final), losses
 

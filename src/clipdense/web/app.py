@@ -20,6 +20,7 @@ import gradio as gr  # noqa: E402
 from ..errors import ClipDenseError  # noqa: E402
 from ..models import DENSE_MODES, TEMPLATE_SETS  # noqa: E402
 from .analysis import Analyser, Analysis, Request  # noqa: E402
+from .draw import DrawRequest, draw_frames  # noqa: E402
 from .examples import world_examples  # noqa: E402
 from .heads import HeadChoice  # noqa: E402
 from .render import View, legend_html, message, render  # noqa: E402
@@ -84,6 +85,41 @@ def make_handlers(analyser: Analyser):
     return analyse, redraw
 
 
+def make_draw_handler(analyser: Analyser):
+    """The draw tab's callback: a generator of (picture, message), one per frame as the picture forms."""
+    def draw_tab(prompt: str, method: str, steps: float, strokes: float, model: str, pretrained: str):
+        try:
+            request = DrawRequest(prompt, method, int(steps), int(strokes))
+            bundle = analyser.models.bundle(model, pretrained or None)
+            for frame in draw_frames(bundle, request):
+                loss = "" if frame.loss is None else f", loss {frame.loss:.4f}"
+                yield frame.image, f"step {frame.step} / {frame.steps}{loss}"
+        except Exception as exc:   # one line on the page
+            yield None, _error_text(exc)
+    return draw_tab
+
+
+def _draw_tab(analyser: Analyser, model: Any, pretrained: Any) -> None:
+    """The draw tab: a prompt -> CLIPDraw strokes or a VQGAN-CLIP picture, shown as it forms."""
+    with gr.Tabs():
+        with gr.Tab("draw"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    prompt = gr.Textbox(label="what to draw", placeholder="a red circle above a blue star",
+                                        elem_id="draw-prompt")
+                    method = gr.Radio(["clipdraw", "vqgan"], value="clipdraw", label="method (vector strokes, or "
+                                      "a VQGAN's latent)", elem_id="draw-method")
+                    steps = gr.Slider(10, 500, value=100, step=10, label="steps", elem_id="draw-steps")
+                    strokes = gr.Slider(1, 128, value=32, step=1, label="strokes (clipdraw)", elem_id="draw-strokes")
+                    go = gr.Button("Draw", variant="primary", elem_id="draw-run")
+                with gr.Column(scale=2):
+                    note = gr.Markdown(elem_id="draw-message")
+                    picture = gr.Image(label="the picture as it forms", type="pil", format="png", interactive=False,
+                                       elem_id="draw-picture")
+            go.click(make_draw_handler(analyser), [prompt, method, steps, strokes, model, pretrained],
+                     [picture, note], api_name="draw")
+
+
 def build_app(settings: PageSettings) -> gr.Blocks:
     """The page (not started: ``serve`` launches it)."""
     analyser = Analyser(settings.heads, settings.device, settings.max_side, settings.text_cache)
@@ -137,6 +173,7 @@ def build_app(settings: PageSettings) -> gr.Blocks:
                             min_score], outputs, api_name="analyse")
         for slider in (threshold, min_score):
             slider.release(redraw, [state, threshold, min_score], outputs, api_visibility="private")
+        _draw_tab(analyser, model, pretrained)
     return app
 
 
