@@ -204,6 +204,27 @@ def test_bench_clip_score_and_r_precision_by_hand():
     assert result["r_precision"] == pytest.approx(2 / 3)
 
 
+def test_bench_grounded_check_by_hand():
+    bench = _bench()
+    things = ["red circle", "blue star", "house"]          # labels 0..2 things, 3 = a stuff class
+    assert bench.prompt_objects("a red circle above a blue star", things) == (["red circle", "blue star"], "above")
+    assert bench.prompt_objects("a house", things) == (["house"], None)
+    single = torch.full((4, 4), 3)
+    single[0, :2] = 2                      # 2 px of house, 0 px of anything else thing-like: found
+    above = torch.full((4, 4), 3)
+    above[0, :] = 0                        # red circle on the top row,
+    above[3, 1:3] = 1                      # blue star at the bottom: both top-2 things, relation holds
+    below = above.flip(0)                  # the same objects the other way up: found, relation fails
+    missing = torch.zeros(4, 4, dtype=torch.long)          # only red circle: the star is not found
+    labels = torch.stack([single, above, below, missing])
+    prompts = ("a house", "a red circle above a blue star", "a red circle above a blue star",
+               "a red circle above a blue star")
+    result = bench.grounded_labels(labels, prompts, things, 4)
+    assert result == {"found": 3 / 4, "relation_holds": 1 / 3}
+    result = bench.grounded_labels(labels[2:3], ("a blue star above a red circle",), things, 4)
+    assert result == {"found": 1.0, "relation_holds": 1.0}
+
+
 @pytest.mark.slow
 def test_bench_smoke_writes_rows_and_gallery(tmp_path):
     import json
@@ -213,6 +234,8 @@ def test_bench_smoke_writes_rows_and_gallery(tmp_path):
     report = json.loads(out.read_text())
     assert [row["steps"] for row in report["clipdraw"]] == [0, 2, 2]
     assert len(report["clipasso"]) == 3 and picture.exists()
+    assert [row["steps"] for row in report["vqgan_clip"]] == [0, 2]
+    assert all(0.0 <= row["grounded"]["found"] <= 1.0 for row in report["clipdraw"] + report["vqgan_clip"])
     for row in report["clipdraw"]:
         assert 0.0 <= row["judge"]["r_precision"] <= 1.0 and -1.0 <= row["judge"]["clip_score"] <= 1.0
 
@@ -223,9 +246,11 @@ def test_demo_draw_writes_a_report_with_its_pictures(tmp_path, monkeypatch):
 
     monkeypatch.setattr(demo, "DRAW", dict(strokes=3, steps=2, canvas=32))
     monkeypatch.setattr(demo, "SKETCH", dict(strokes=2, steps=2))
+    monkeypatch.setattr(demo, "VQGAN", dict(steps=2, canvas=32))
     assert main(["demo", "draw", "--out", str(tmp_path / "d")]) == 0
     report = (tmp_path / "d" / "report.md").read_text()
     pictures = re.findall(r"!\[\]\(([^)]+)\)", report)
-    assert len(pictures) == 2 * len(demo.PROMPTS) + 3 * len(demo.SKETCH_CLASSES)
+    assert len(pictures) == 2 * len(demo.PROMPTS) + 2 * len(demo.VQGAN_PROMPTS) + 3 * len(demo.SKETCH_CLASSES)
+    assert read_svg(tmp_path / "d" / "vqgan-a-red-circle.svg").raster.shape == (3, 32, 32)
     assert all((tmp_path / "d" / name).exists() for name in pictures)
     assert read_svg(tmp_path / "d" / "a-red-circle.svg").meta["prompt"] == "a red circle"

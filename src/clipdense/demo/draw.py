@@ -1,6 +1,7 @@
 """`clipdense demo draw`: CLIP-guided drawing and sketching with the shipped tiny CLIP (about a minute on 2 cores).
 
-CLIPDraw draws three prompts from random strokes (the CLIP score of each drawing before and after), and CLIPasso
+CLIPDraw draws three prompts from random strokes (the CLIP score of each drawing before and after), VQGAN-CLIP
+paints two with the shipped VQGAN, and CLIPasso
 sketches two photos of a freshly written world (saliency map, sketch, its loss). Everything goes to ``out``: the SVG
 and PNG of each picture and ``report.md`` with them.
 """
@@ -20,12 +21,15 @@ from ..generation.clipdraw import DrawOptions, clipdraw
 from ..generation.guidance import ClipGuide
 from ..generation.raster import render
 from ..generation.svg import to_image, write_png, write_svg
+from ..generation.vqgan import VQGANClipOptions, load_vqgan, start_latent, vqgan_clip
 from ..models import load_model
 
 PROMPTS = ("a red circle", "a blue star", "a green house")
 SKETCH_CLASSES = ("yellow heart", "snowman")
 DRAW = dict(strokes=16, steps=150, canvas=64)
 SKETCH = dict(strokes=16, steps=120)
+VQGAN_PROMPTS = ("a red circle", "a red circle above a blue star")
+VQGAN = dict(steps=100, canvas=64)
 
 
 def _drawings(guide: ClipGuide, out: Path, log: Callable[[str], None]) -> list[str]:
@@ -45,6 +49,28 @@ def _drawings(guide: ClipGuide, out: Path, log: Callable[[str], None]) -> list[s
         lines.append(f"| {prompt} | ![]({stem}-start.png) | ![]({stem}.png) ([svg]({stem}.svg)) | "
                      f"{before:.3f} → {after:.3f} |")
         log(f"draw {prompt!r}: CLIP score {before:.3f} -> {after:.3f} ({time.perf_counter() - start:.0f} s)")
+    return lines
+
+
+def _vqgan_pictures(guide: ClipGuide, out: Path, log: Callable[[str], None]) -> list[str]:
+    lines = ["", "## VQGAN-CLIP", "", f"The shipped VQGAN's latent ({VQGAN['canvas']} px picture), {VQGAN['steps']} "
+             "steps, 8 cutouts per step, from random tokens; the second prompt names a relation.", "",
+             "| prompt | start | picture | CLIP score start → end |", "|---|---|---|---|"]
+    vqgan = load_vqgan()
+    for index, prompt in enumerate(VQGAN_PROMPTS):
+        start = time.perf_counter()
+        with torch.no_grad():
+            first = vqgan.decode(start_latent(vqgan, VQGAN["canvas"], torch.Generator().manual_seed(index)))[0]
+        drawing, _ = vqgan_clip(guide.bundle, prompt, VQGANClipOptions(**VQGAN, seed=index), vqgan=vqgan)
+        stem = "vqgan-" + prompt.replace(" ", "-")
+        write_svg(drawing, out / f"{stem}.svg")
+        write_png(drawing, out / f"{stem}.png", scale=2)
+        to_image(first.clamp(0, 1)).resize((2 * VQGAN["canvas"],) * 2, Image.NEAREST).save(out / f"{stem}-start.png")
+        before = float(guide.score(first.clamp(0, 1)[None], [prompt]))
+        after = float(guide.score(render(drawing)[None], [prompt]))
+        lines.append(f"| {prompt} | ![]({stem}-start.png) | ![]({stem}.png) ([svg]({stem}.svg)) | "
+                     f"{before:.3f} → {after:.3f} |")
+        log(f"vqgan {prompt!r}: CLIP score {before:.3f} -> {after:.3f} ({time.perf_counter() - start:.0f} s)")
     return lines
 
 
@@ -82,6 +108,7 @@ def run_draw_demo(out: Path, log: Callable[[str], None]) -> Path:
              "(64 px input), on this machine's CPU. Scores are the guiding CLIP's own: a drawing optimised against "
              "a CLIP is scored higher by it than by any other (see docs/results/generation.md for a judge).", ""]
     lines += _drawings(guide, out, log)
+    lines += _vqgan_pictures(guide, out, log)
     lines += _sketches(guide, world, out, log)
     lines += ["", f"Total: {time.perf_counter() - begin:.0f} s."]
     report = out / "report.md"

@@ -76,6 +76,19 @@ class VQGANOptions:
     restart_below: float = 0.03
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        """``--objective-arg channel_mult=1,2,4`` arrives as strings: make the sequences numbers (or say which)."""
+        for name, kind in (("channel_mult", int), ("perceptual_blocks", int), ("crop_scale", float)):
+            value = getattr(self, name)
+            value = value if isinstance(value, (list, tuple)) else [value]     # "perceptual_blocks=0": one number
+            try:
+                setattr(self, name, tuple(kind(v) for v in value))
+            except (TypeError, ValueError):
+                raise ConfigError(f"--objective-arg {name}={getattr(self, name)}: expected comma-separated "
+                                  f"{kind.__name__}s") from None
+        if len(self.crop_scale) != 2:
+            raise ConfigError(f"--objective-arg crop_scale: expected two numbers (low,high), got {self.crop_scale}")
+
 
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
     """Taming's discriminator hinge loss: ½ (mean relu(1 - real) + mean relu(1 + fake))."""
