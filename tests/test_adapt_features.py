@@ -48,6 +48,7 @@ def test_linear_probe_is_closed_set(bundle: cd.models.Bundle) -> None:
         probe.logits(torch.randn(1, 64), ["lime"])
 
 
+@pytest.mark.slow   # trains through the engine (> 20 steps)
 @pytest.mark.parametrize("method", ["linear-probe", "clip-adapter", "tip-adapter", "tip-adapter-f"])
 def test_feature_method_learns_toy_task_and_reloads(method: str, toy: tuple[Path, Path],
                                                     bundle: cd.models.Bundle, tmp_path: Path) -> None:

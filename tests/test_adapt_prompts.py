@@ -63,6 +63,7 @@ def test_maple_hooks_change_both_towers_and_leave_nothing_behind(bundle: cd.mode
         MaPLe(bundle, ["house"], MaPLeConfig(depth=5))
 
 
+@pytest.mark.slow   # trains through the engine (> 20 steps)
 @pytest.mark.parametrize("method", ["coop", "cocoop", "maple"])
 def test_prompt_method_learns_toy_task_and_reloads(method: str, toy: tuple[Path, Path],
                                                    bundle: cd.models.Bundle, tmp_path: Path) -> None:

@@ -95,6 +95,7 @@ def test_fit_rejects_bad_config(folder: Path, bundle: cd.models.Bundle) -> None:
         fit(bundle, folder, AdaptConfig(method="coop", shots=1, options={"n_context": 3}))
 
 
+@pytest.mark.slow   # trains through the engine (> 20 steps)
 def test_coop_trains_on_an_imagefolder_with_clipdense_train_and_resumes_exactly(folder: Path, tmp_path: Path) -> None:
     """The objective runs like any head: --data imagefolder:..., head checkpoints, bit-exact resume."""
     from clipdense.heads import read_head_info
