@@ -47,7 +47,8 @@ def job_of(args: argparse.Namespace, root: str, out: Path):
     from ..tasks.folder import FolderJob
 
     return FolderJob(root=root, out=out, pattern=args.glob, recursive=args.recursive,
-                     batch_size=args.batch_size or DEFAULT_BATCH, progress=not args.no_progress)
+                     batch_size=args.batch_size or DEFAULT_BATCH, progress=not args.no_progress,
+                     precision=getattr(args, "precision", "fp32"))
 
 
 def report(command: str, summary, out: Path) -> int:

@@ -18,6 +18,7 @@ from ..tasks.segment import resolve_head
 from .common import COUNT, PIXELS, PROBABILITY, add_cache_flag, add_model_args, check_out_file, check_templates, \
     load_cli_model, parse_class_list
 from .folders import add_folder_flags, folder_out, is_folder_run, job_of, report
+from .runtime import add_runtime_flags, check_runtime, inference_precision
 
 #: picture formats the overlay can be written in (the raw label map is always a PNG beside it)
 OVERLAY_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -45,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(seg)
     add_cache_flag(seg)
     add_folder_flags(seg)
+    add_runtime_flags(seg)
     seg.set_defaults(func=run_segment)
 
     cls = subparsers.add_parser("classify", help="zero-shot classification of one image (or another medium's file: "
@@ -66,24 +68,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_args(cls)
     add_cache_flag(cls)
     add_folder_flags(cls)
+    add_runtime_flags(cls)
     cls.set_defaults(func=run_classify)
 
 
 def run_segment(args: argparse.Namespace) -> int:
+    exported = check_runtime(args, "head")
     if is_folder_run(args.image, args):
+        if exported is not None:
+            raise ConfigError("--runtime onnx: one image at a time in this version; a folder runs on torch")
         return _segment_folder(args)
     classes = parse_class_list(args.classes)
     out = check_out_file(args.out, suffixes=OVERLAY_SUFFIXES)
     if not args.head:
         check_templates(args.templates)
     image = open_image(args.image)
+    start = time.perf_counter()
+    if exported is not None:
+        from ..tasks.onnx_runtime import segment_onnx
+
+        labels = segment_onnx(exported, image, classes, args.mode, args.templates, args.short_side, args.window,
+                              args.background_threshold)
+        return _write_segmentation(args, image, labels, classes, out, time.perf_counter() - start, None)
     bundle = load_cli_model(args)
     head = resolve_head(bundle, args.head) if args.head else None
     start = time.perf_counter()
-    labels = segment(bundle, image, classes, mode=args.mode, templates=args.templates,
-                     short_side=args.short_side, window=args.window,
-                     background_threshold=args.background_threshold, head=head)
-    elapsed = time.perf_counter() - start
+    with inference_precision(bundle.device, args.precision):
+        labels = segment(bundle, image, classes, mode=args.mode, templates=args.templates,
+                         short_side=args.short_side, window=args.window,
+                         background_threshold=args.background_threshold, head=head)
+    return _write_segmentation(args, image, labels, classes, out, time.perf_counter() - start, bundle)
+
+
+def _write_segmentation(args: argparse.Namespace, image, labels, classes: list[str], out, elapsed: float,
+                        bundle) -> int:
+    """The overlay, the raw label PNG (and a GroupViT model's groups) and the summary line."""
     out.parent.mkdir(parents=True, exist_ok=True)
     overlay(image, labels, classes).save(out)
     raw = out.with_name(out.stem + "_labels.png")
@@ -92,7 +111,7 @@ def run_segment(args: argparse.Namespace) -> int:
     share = ", ".join(f"{name} {100 * n / labels.numel():.1f}%" for name, n in counts.items() if n)
     print(f"segmented {args.image} ({image.width}x{image.height}) in {elapsed:.2f}s: {share}")
     print(f"wrote {out} and {raw}")
-    if segmenter_of(bundle.model) is not None:   # a model with its own segments (GroupViT): the groups per stage
+    if bundle is not None and segmenter_of(bundle.model) is not None:   # GroupViT-like: the groups per stage
         groups = out.with_name(out.stem + "_groups.png")
         groups_picture(bundle, image, args.short_side).save(groups)
         print(f"wrote {groups} (the groups of each stage)")
@@ -137,8 +156,17 @@ def _classify_folder(args: argparse.Namespace) -> int:
 
 
 def run_classify(args: argparse.Namespace) -> int:
+    exported = check_runtime(args, "adapter", "audio_tower")
     if is_folder_run(args.image, args):
+        if exported is not None:
+            raise ConfigError("--runtime onnx: one image at a time in this version; a folder runs on torch")
         return _classify_folder(args)
+    if exported is not None:
+        from ..tasks.onnx_runtime import classify_onnx
+
+        classes = parse_class_list(args.classes)
+        check_templates(args.templates)
+        return _print_ranked(args, classes, classify_onnx(exported, open_image(args.image), classes, args.templates))
     if args.out is not None:
         raise ConfigError(f"--out: only with a folder of images; {args.image} is a file (its classes are printed)")
     if not args.adapter:
@@ -155,7 +183,12 @@ def run_classify(args: argparse.Namespace) -> int:
         use_audio_tower(bundle, args.audio_tower)
     adapter = load_adapter(args.adapter, bundle) if args.adapter else None
     classes = parse_class_list(args.classes) if args.classes or adapter is None else list(adapter.classes)
-    probs = classify(bundle, image, classes, templates=args.templates, adapter=adapter)
+    with inference_precision(bundle.device, args.precision):
+        probs = classify(bundle, image, classes, templates=args.templates, adapter=adapter)
+    return _print_ranked(args, classes, probs)
+
+
+def _print_ranked(args: argparse.Namespace, classes: list[str], probs) -> int:
     ranked = sorted(zip(classes, probs.tolist()), key=lambda item: -item[1])[:args.top]
     if args.json:
         print(json.dumps({name: round(p, 6) for name, p in ranked}))

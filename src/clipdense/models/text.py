@@ -86,8 +86,9 @@ def _encode_classes(bundle, classnames: list[str], fill: list[Callable[[str], st
     texts = [t(name) for name in classnames for t in fill]
     device = next(bundle.model.parameters()).device
     chunks = []
-    for start in range(0, len(texts), batch_size):
-        tokens = bundle.tokenizer(texts[start:start + batch_size]).to(device)
-        chunks.append(F.normalize(bundle.model.encode_text(tokens).float(), dim=-1))
+    with torch.autocast(device.type, enabled=False):   # fp32 under an inference autocast: the cache keys fp32
+        for start in range(0, len(texts), batch_size):
+            tokens = bundle.tokenizer(texts[start:start + batch_size]).to(device)
+            chunks.append(F.normalize(bundle.model.encode_text(tokens).float(), dim=-1))
     embeddings = torch.cat(chunks).reshape(len(classnames), len(fill), -1).mean(1)
     return F.normalize(embeddings, dim=-1)

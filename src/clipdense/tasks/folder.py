@@ -27,6 +27,7 @@ from ..config import atomic_write_bytes
 from ..data.images import open_image
 from ..data.skips import SKIP_LOG, SkipCounter, SkipLog
 from ..errors import ConfigError, ImageLoadError
+from ..models.precision import inference_precision
 from .batching import DEFAULT_BATCH, list_images
 
 JOURNAL = "progress.jsonl"
@@ -58,6 +59,11 @@ class FolderTask(ABC):
         """Each image's own output file (relative to OUT), to refuse two images writing one file."""
         return {}
 
+    @property
+    def device(self) -> Any:
+        """Where the model runs (the precision's autocast is taken there)."""
+        return self.bundle.device   # type: ignore[attr-defined]
+
 
 @dataclass
 class FolderJob:
@@ -69,6 +75,7 @@ class FolderJob:
     recursive: bool = False
     batch_size: int = DEFAULT_BATCH
     progress: bool = True
+    precision: str = "fp32"
 
 
 @dataclass
@@ -107,9 +114,9 @@ def _append(out: Path, relative: str, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def _check_manifest(out: Path, task: FolderTask) -> None:
+def _check_manifest(out: Path, task: FolderTask, precision: str) -> None:
     """Write the run's settings, or refuse a resume whose settings differ from those already there."""
-    wanted = {"task": task.name, "settings": task.settings()}
+    wanted = {"task": task.name, "settings": {**task.settings(), "precision": precision}}
     wanted = json.loads(json.dumps(wanted))
     path = out / MANIFEST
     if path.is_file():
@@ -151,7 +158,7 @@ def run_folder(job: FolderJob, task: FolderTask, on_image: Callable[[str], None]
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file, expected a folder")
     out.mkdir(parents=True, exist_ok=True)
-    _check_manifest(out, task)
+    _check_manifest(out, task, job.precision)
     done = read_journal(out)
     pending = sorted((rel for rel in relatives if rel not in done), key=lambda rel: (_pixel_size(root / rel), rel))
     skips = SkipCounter(log=SkipLog(out / SKIP_LOG))
@@ -168,7 +175,8 @@ def run_folder(job: FolderJob, task: FolderTask, on_image: Callable[[str], None]
                     names.append(rel)
                 except ImageLoadError as exc:
                     skips.add(exc)
-            results = task.run(images) if images else []
+            with inference_precision(task.device, job.precision):
+                results = task.run(images) if images else []
             for rel, image, result in zip(names, images, results):
                 record = task.save(out, rel, image, result)
                 _append(out, rel, record)
