@@ -82,3 +82,14 @@ def test_configs_round_trip_and_bad_ones_are_refused() -> None:
         audio_tower_config("huge")
     with pytest.raises(Exception, match="unknown key"):
         AudioTowerConfig.from_dict({"depth": 3})
+
+
+def test_the_published_config_is_resnext50_32x4d_on_one_input_channel() -> None:
+    """Same trunk as torchvision's resnext50_32x4d: equal parameters but the stem's 2 missing input channels."""
+    import torchvision
+    tower = build_audio_tower("esresnext-fbsp-50")
+    ours = sum(p.numel() for n, p in tower.named_parameters() if not n.startswith(("proj", "frontend", "input_norm")))
+    reference = sum(p.numel() for n, p in torchvision.models.resnext50_32x4d().named_parameters()
+                    if not n.startswith("fc"))
+    assert reference - ours == 64 * 2 * 7 * 7
+    assert tower.frontend.channels == 1025 and tower.proj.out_features == 1024
