@@ -60,9 +60,7 @@ def read_audio(path: str | os.PathLike, max_seconds: float = MAX_SECONDS) -> Wav
             raise load_error(str(path), f"{info.frames / info.samplerate:.0f} s long; at most {max_seconds:.0f} s "
                              "is read (cut it first)")
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (RuntimeError, sf.LibsndfileError, OSError, ValueError) as exc:
-        if isinstance(exc, DataError):
-            raise
+    except (RuntimeError, sf.LibsndfileError, OSError, ValueError) as exc:   # ImageLoadError is none of these
         reason = "no such file" if not path.exists() else "not a readable sound file (WAV, FLAC or OGG expected)"
         raise load_error(str(path), reason) from exc
     return Waveform(torch.from_numpy(np.ascontiguousarray(data.mean(axis=1))), int(rate))
@@ -102,11 +100,11 @@ def resample(samples: torch.Tensor, source_rate: int, target_rate: int) -> torch
     length = samples.shape[-1]
     target = max(1, int(round(length * target_rate / source_rate)))
     spectrum = torch.fft.rfft(samples.double(), dim=-1)
-    keep = min(spectrum.shape[-1], target // 2 + 1)
+    shortest = min(length, target)
     out = torch.zeros(*spectrum.shape[:-1], target // 2 + 1, dtype=spectrum.dtype)
-    out[..., :keep] = spectrum[..., :keep]
-    if target % 2 == 0 and keep == target // 2 + 1:
-        out[..., -1] = out[..., -1].real   # the new Nyquist bin of an even length is real
+    out[..., :shortest // 2 + 1] = spectrum[..., :shortest // 2 + 1]
+    if shortest % 2 == 0:   # the shorter signal's Nyquist bin stands for +f and -f (scipy.signal.resample's rule)
+        out[..., shortest // 2] *= 2.0 if target < length else 0.5
     return (torch.fft.irfft(out, n=target, dim=-1) * (target / length)).to(samples.dtype)
 
 
