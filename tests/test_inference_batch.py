@@ -208,3 +208,24 @@ def test_cli_folder_runs_write_outputs_and_resume(tmp_path, capsys):
     assert len((tmp_path / "cls" / "predictions.csv").read_text().splitlines()) == 6
     manifest = json.loads((tmp_path / "cls" / "folder-run.json").read_text())
     assert manifest["task"] == "classify" and manifest["settings"]["classes"] == ["a", "b"]
+
+
+def test_detect_folder_writes_coco_results_of_detect(tmp_path):
+    from test_detection_heads import SMALL, vit_clip
+
+    from clipdense.heads.detection import DetectorConfig, FViTDetector
+    from clipdense.tasks.folder_tasks import DetectFolder
+
+    bundle = vit_clip(3, 8, 32)
+    detector = FViTDetector(bundle, DetectorConfig(image_size=64, **SMALL), ["cat", "dog"]).eval()
+    root = _folder(tmp_path / "in")
+    summary = run_folder(FolderJob(root, tmp_path / "out", progress=False),
+                         DetectFolder(bundle, detector, "det", min_score=0.0))
+    assert (summary.processed, summary.skips.count) == (5, 1)
+    results = json.loads((tmp_path / "out" / "detections.json").read_text())
+    expected = []
+    for index, name in enumerate(["im0.png", "im1.png", "im2.png", "im3.png", "im4.png"]):
+        found = cd.detect(bundle, root / name, head=detector)
+        expected += [{**r, "file_name": name, "category_name": ["cat", "dog"][r["category_id"] - 1]}
+                     for r in found.to_coco(index + 1)]
+    assert results == expected and len(results) > 0
