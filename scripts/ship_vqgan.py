@@ -42,7 +42,7 @@ def card_world(folder: Path) -> Path:
 def card_scores(model: VQGAN, world: Path) -> dict[str, float]:
     """Mean |x - x̂| and PSNR (pixels in [0, 1], reconstruction clamped) over the world's val scenes, and codebook
     use (perplexity, distinct codes) over all their latent positions."""
-    files = sorted((world / "val").glob("*.png"))
+    files = sorted((world / "val" / "images").glob("*.png"))
     x = torch.stack([photo_tensor(Image.open(f).convert("RGB"), CARD_WORLD["image_size"]) for f in files])
     recon, quantised = model(x)
     recon = recon.clamp(0, 1)
@@ -84,6 +84,18 @@ perceptual term's), but the VQGAN never runs it: any clipdense CLIP may guide it
 | PSNR | {card['psnr_db']:.2f} dB |
 | codes used / codebook | {card['codes_used']} / {card['codebook_size']} |
 | codebook perplexity | {card['perplexity']:.1f} |
+
+Made by (the process had about half of one core: the machine was shared with other jobs):
+
+```
+clipdense data synth --out runs/vqgan-world --train 4000 --val 200 --image-size 64 --seed 3 \
+    --classify-train-per-class 0 --classify-val-per-class 0 --shard-size 1000
+OMP_NUM_THREADS=1 clipdense train --objective vqgan --model {args.model} --pretrained {args.pretrained} \
+    --data runs/vqgan-world --out runs/vqgan-synthworld --steps 1500 --batch-size 16 --lr 0.0005 \
+    --warmup-steps 50 --weight-decay 0 --beta1 0.5 --beta2 0.9 --device cpu --num-workers 0 \
+    --checkpoint-every 250 --seed 0 --objective-arg disc_start=600
+python scripts/ship_vqgan.py --run runs/vqgan-synthworld
+```
 
 Reproduced by `tests/test_generation_vqgan.py`. It knows only the synthetic world (flat shapes on textured
 backgrounds, at 64 px): a working example and a test fixture, not a model of real pictures.
