@@ -139,7 +139,12 @@ CASES: list[tuple[str, tuple[str, ...]]] = [
     ("segment {img} --classes ' , '", ("--classes", "expected a comma-separated list")),
     ("segment {img} --classes a,a", ("--classes", "unique")),
     ("segment {root}/missing.png --classes a", ("{root}/missing.png", "no such image file")),
-    ("segment {root} --classes a", ("{root}", "is a folder, expected an image file")),
+    ("segment {root} --classes a", ("--out", "a folder run needs --out OUTDIR")),   # a folder is a folder run
+    ("segment {root} --classes a --out {file}", ("--out {file}", "is a file, expected a folder")),
+    ("classify {img} --classes a --recursive", ("--recursive", "only with a folder of images")),
+    ("segment {img} --classes a --runtime onnx", ("--runtime onnx needs --onnx DIR",)),
+    ("export tiny-vit-t8 --format onnx --out {root}/e --modes nope", ("--modes 'nope'", "expected comma-separated")),
+    ("export tiny-vit-t8 --format onnx --out {file}", ("--out {file}", "is a file, expected a folder")),
     ("segment {file} --classes a", ("{file}", "not a readable image")),
     ("segment {img} --classes a --out {empty}", ("--out {empty}", "is a folder, expected a file path")),
     ("segment {img} --classes a --out {file}/o.png", ("--out {file}/o.png", "is a file, not a folder")),
