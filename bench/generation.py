@@ -7,6 +7,15 @@ pixels that fool the guide do not score by themselves. For a fixed set of prompt
 - CLIP score: cos(picture, its prompt), under the guide and under the judge;
 - R-precision: the fraction of drawings whose own prompt is the judge's (or guide's) top-1 among all prompts.
 
+VQGAN-CLIP pictures (the shipped VQGAN's latent optimised against the guide) are scored the same way.
+
+The grounded check: clipdense's own zero-shot segmenter (``segment_logits`` on the guide, ``maskclip``, the
+world's templates) labels every pixel of a picture among the world's 68 thing classes, its 7 stuff classes and
+"white background" (the CLIPDraw canvas). A picture is *found* when the prompt's object (for a relation prompt,
+each of its two objects) is among the thing classes with the most pixels (top-1; top-2 for relation prompts);
+stuff and "white background" pixels are not counted. A relation prompt's *relation holds* when both are found and
+the centroid of the first object's pixels lies above / below / left of / right of the second's, as the prompt says.
+
 CLIPasso sketches of world photos (single objects, a world the judge never saw) are scored by the judge's
 cos(sketch, photo) and sketch→photo R@1 among all the photos; rows: saliency vs random start.
 
@@ -33,13 +42,20 @@ import clipdense as cd  # noqa: E402
 from clipdense.cli.main import main as clipdense_main  # noqa: E402
 from clipdense.generation.clipasso import SketchOptions, photo_tensor, saliency_map, sketch  # noqa: E402
 from clipdense.generation.clipdraw import DrawOptions, clipdraw  # noqa: E402
-from clipdense.generation.guidance import Augmentations, ClipGuide  # noqa: E402
+from clipdense.generation.guidance import Augmentations, ClipGuide, resize  # noqa: E402
 from clipdense.generation.raster import render  # noqa: E402
 from clipdense.generation.svg import to_image  # noqa: E402
+from clipdense.generation.vqgan import VQGANClipOptions, load_vqgan, start_latent, vqgan_clip  # noqa: E402
 
-#: the fixed prompt set: world classes with distinct colours and shapes, and two composite objects
-PROMPTS = ("a red circle", "a blue square", "a green triangle", "a yellow star", "a purple heart", "an orange cross",
-           "a house", "a snowman")
+#: the fixed prompt set: world classes with distinct colours and shapes, two composite objects, and relations
+#: between two objects in the world captions' own words
+SINGLE_PROMPTS = ("a red circle", "a blue square", "a green triangle", "a yellow star", "a purple heart",
+                  "an orange cross", "a house", "a snowman")
+RELATION_PROMPTS = ("a red circle above a blue star", "a yellow star to the left of a green square",
+                    "a purple heart below an orange cross", "a blue square to the right of a red triangle")
+PROMPTS = SINGLE_PROMPTS + RELATION_PROMPTS
+#: relation words -> (axis: 0 = x, 1 = y, sign): the first object's centroid minus the second's has that sign
+RELATIONS = {"above": (1, -1), "below": (1, 1), "to the left of": (0, -1), "to the right of": (0, 1)}
 #: the judge's recipe (command lines, so it can be rerun by hand)
 JUDGE_WORLD = ["--config", "configs/synthworld-single-world.yaml", "--train", "30000", "--val", "300", "--seed", "5",
                "--classify-train-per-class", "0", "--classify-val-per-class", "4", "--shard-size", "5000"]
@@ -64,6 +80,10 @@ DRAW_ROWS = (
     DrawRow("16 strokes, 200 steps", 16, 200),
 )
 SMOKE_DRAW_ROWS = (DrawRow("init", 2, 0), DrawRow("2 strokes, 2 steps", 2, 2), DrawRow("no aug", 2, 2, 0))
+#: VQGAN-CLIP rows: (name, steps, cutouts); 0 steps = the random-token start
+VQGAN_ROWS = (("VQGAN-CLIP start (0 steps)", 0, 8), ("VQGAN-CLIP, 100 steps, 8 cutouts", 100, 8),
+              ("VQGAN-CLIP, 100 steps, no augmentation", 100, 0))
+SMOKE_VQGAN_ROWS = (("vqgan start", 0, 2), ("vqgan 2 steps", 2, 2))
 
 
 def train_judge(work: Path) -> Path:
@@ -84,8 +104,69 @@ def prompt_matrix(guide: ClipGuide, pictures: torch.Tensor, prompts: tuple[str, 
                                                                   .float().mean())}
 
 
-def draw_rows(guide: ClipGuide, judge: ClipGuide, rows: tuple[DrawRow, ...], canvas: int, prompts: tuple[str, ...]
-              ) -> tuple[list[dict], dict[str, torch.Tensor]]:
+def prompt_objects(prompt: str, things: list[str]) -> tuple[list[str], str | None]:
+    """The thing classes a prompt names, in order, and its relation word (None for one object)."""
+    relation = next((word for word in RELATIONS if f" {word} " in prompt), None)
+    parts = prompt.split(f" {relation} ") if relation else [prompt]
+    names = []
+    for part in parts:
+        words = part.strip().removeprefix("a ").removeprefix("an ").strip()
+        if words not in things:
+            raise ValueError(f"prompt {prompt!r}: {words!r} is not a world thing class")
+        names.append(words)
+    return names, relation
+
+
+@torch.no_grad()
+def grounded(guide: ClipGuide, pictures: torch.Tensor, prompts: tuple[str, ...], things: list[str],
+             stuff: list[str]) -> dict[str, float]:
+    """The grounded check (module docstring): fraction of pictures whose named objects the segmenter finds, and
+    for relation prompts the fraction where the relation holds between the found objects' centroids."""
+    from clipdense.tasks import segment_logits
+
+    classes = things + stuff + ["white background"]
+    classifier = cd.text_classifier(guide.bundle, classes, templates="world")
+    logits = segment_logits(guide.model, guide.normalise(resize(pictures, guide.size)), classifier, "maskclip")
+    return grounded_labels(logits.argmax(1), prompts, things, len(classes))
+
+
+def grounded_labels(labels: torch.Tensor, prompts: tuple[str, ...], things: list[str], num_classes: int
+                    ) -> dict[str, float]:
+    """The grounded check on label maps (B, h, w) whose first ``len(things)`` labels are the thing classes."""
+    found, holds, relations = 0, 0, 0
+    for labels_i, prompt in zip(labels, prompts):
+        names, relation = prompt_objects(prompt, things)
+        counts = torch.bincount(labels_i.flatten(), minlength=num_classes)[:len(things)]
+        top = [things[i] for i in counts.argsort(descending=True)[:len(names)] if counts[i] > 0]
+        ok = all(name in top for name in names)
+        found += ok
+        if relation is not None:
+            relations += 1
+            if ok:
+                axis, sign = RELATIONS[relation]
+                centre = [(labels_i == things.index(n)).nonzero().float().mean(0)[1 - axis] for n in names]
+                holds += bool(sign * float(centre[0] - centre[1]) > 0)
+    return {"found": found / len(prompts), "relation_holds": holds / relations if relations else float("nan")}
+
+
+def score_row(guide: ClipGuide, judge: ClipGuide, batch: torch.Tensor, prompts: tuple[str, ...],
+              world: dict[str, list[str]]) -> dict:
+    """CLIP score and R-precision (guide and judge, all prompts and relation prompts alone) and the grounded check."""
+    relation = [i for i, p in enumerate(prompts) if p in RELATION_PROMPTS]
+    result = {"guide": prompt_matrix(guide, batch, prompts), "judge": prompt_matrix(judge, batch, prompts),
+              "grounded": grounded(guide, batch, prompts, world["things"], world["stuff"])}
+    if relation:
+        for name, clip in (("guide", guide), ("judge", judge)):
+            scores = clip.score(batch[relation], list(prompts))
+            own = torch.tensor(relation)
+            result[f"{name}_relations"] = {
+                "clip_score": float(scores[torch.arange(len(relation)), own].mean()),
+                "r_precision": float((scores.argmax(1) == own).float().mean())}
+    return result
+
+
+def draw_rows(guide: ClipGuide, judge: ClipGuide, rows: tuple[DrawRow, ...], canvas: int, prompts: tuple[str, ...],
+              world: dict[str, list[str]]) -> tuple[list[dict], dict[str, torch.Tensor]]:
     results, pictures_by_row = [], {}
     for row in rows:
         start = time.perf_counter()
@@ -100,8 +181,33 @@ def draw_rows(guide: ClipGuide, judge: ClipGuide, rows: tuple[DrawRow, ...], can
         batch = torch.stack(pictures)
         pictures_by_row[row.name] = batch
         result = {"row": row.name, "strokes": row.strokes, "steps": row.steps, "augmentations": row.augmentations,
-                  "seconds_per_drawing": round(seconds, 2),
-                  "guide": prompt_matrix(guide, batch, prompts), "judge": prompt_matrix(judge, batch, prompts)}
+                  "seconds_per_drawing": round(seconds, 2), **score_row(guide, judge, batch, prompts, world)}
+        results.append(result)
+        print(json.dumps(result), flush=True)
+    return results, pictures_by_row
+
+
+def vqgan_rows(guide: ClipGuide, judge: ClipGuide, rows: tuple[tuple[str, int, int], ...], canvas: int,
+               prompts: tuple[str, ...], world: dict[str, list[str]]) -> tuple[list[dict], dict[str, torch.Tensor]]:
+    """VQGAN-CLIP with the shipped VQGAN, one picture per prompt (seed 0) per row; 0 steps = the start."""
+    vqgan = load_vqgan()
+    results, pictures_by_row = [], {}
+    for name, steps, cutouts in rows:
+        start = time.perf_counter()
+        pictures = []
+        for prompt in prompts:
+            if steps:
+                options = VQGANClipOptions(steps=steps, canvas=canvas, cutouts=cutouts, seed=0)
+                pictures.append(render(vqgan_clip(guide.bundle, prompt, options, vqgan=vqgan)[0]))
+            else:
+                with torch.no_grad():
+                    z = start_latent(vqgan, canvas, torch.Generator().manual_seed(0))
+                    pictures.append(vqgan.decode(z)[0].clamp(0, 1))
+        batch = torch.stack(pictures)
+        pictures_by_row[name] = batch
+        result = {"row": name, "steps": steps, "cutouts": cutouts,
+                  "seconds_per_picture": round((time.perf_counter() - start) / len(prompts), 2),
+                  **score_row(guide, judge, batch, prompts, world)}
         results.append(result)
         print(json.dumps(result), flush=True)
     return results, pictures_by_row
@@ -167,18 +273,25 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     guide = ClipGuide(cd.load_model("tiny-vit-t8", pretrained="synthworld", device="cpu"))
     if args.smoke:
-        judge_spec, rows, prompts = "tiny-vit-t8 (random init)", SMOKE_DRAW_ROWS, PROMPTS[:3]
+        judge_spec, rows, prompts = "tiny-vit-t8 (random init)", SMOKE_DRAW_ROWS, PROMPTS[:2] + PROMPTS[-1:]
         judge = ClipGuide(cd.load_model("tiny-vit-t8", device="cpu"))
         args.sketch_photos, args.sketch_steps, args.sketch_canvas, args.canvas = 2, 2, 32, 32
     else:
         judge_spec = args.judge or str(train_judge(Path(args.work)))
         judge, rows, prompts = ClipGuide(cd.load_model(judge_spec, device="cpu")), DRAW_ROWS, PROMPTS
-    draw_results, draw_pictures = draw_rows(guide, judge, rows, args.canvas, prompts)
     photos = world_photos(Path(args.work) / "sketch-world", args.sketch_photos)
+    world = json.loads((Path(args.work) / "sketch-world" / "world.json").read_text())
+    world = {"things": list(world["things"]), "stuff": list(world["stuff"])}
+    draw_results, draw_pictures = draw_rows(guide, judge, rows, args.canvas, prompts, world)
+    vqgan_results, vqgan_pictures = vqgan_rows(guide, judge, SMOKE_VQGAN_ROWS if args.smoke else VQGAN_ROWS,
+                                               args.canvas, prompts, world)
     sketch_results, sketch_pictures = sketch_rows(guide, judge, photos, 16 if not args.smoke else 2,
                                                   args.sketch_steps, args.sketch_canvas)
+    photo_prompts = tuple(f"a {name}" for name in SKETCH_CLASSES[:len(photos)])
     report = {"guide": "tiny-vit-t8 / synthworld", "judge": judge_spec, "prompts": list(prompts),
-              "clipdraw": draw_results, "clipasso": sketch_results,
+              "clipdraw": draw_results, "vqgan_clip": vqgan_results, "clipasso": sketch_results,
+              "grounded_on_photos": grounded(guide, sketch_pictures["photos"], photo_prompts, world["things"],
+                                             world["stuff"]),
               "zero_shot_on_sketch_world": {"guide": zero_shot(guide, Path(args.work) / "sketch-world"),
                                             "judge": zero_shot(judge, Path(args.work) / "sketch-world")}}
     if args.out:
@@ -187,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.gallery:
         chosen = [name for name in draw_pictures if name.startswith("16 strokes") or args.smoke]
         grid = [(name, draw_pictures[name]) for name in chosen]
+        grid += [(name, pictures) for name, pictures in vqgan_pictures.items() if "start" not in name or args.smoke]
         grid += [("CLIPasso: photo", sketch_pictures["photos"])] + [
             (name, pictures) for name, pictures in sketch_pictures.items() if name != "photos"]
         labels = tuple(p.removeprefix("a ").removeprefix("an ") for p in prompts)
