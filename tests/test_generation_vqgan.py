@@ -225,3 +225,13 @@ def test_vqgan_trains_through_the_engine_and_loads_without_its_clip(tiny_world, 
     assert model.config.codebook_size == TINY["codebook_size"] and "discriminator" not in str(model)
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert "gan" not in logged[0] and "gan" in logged[-1]       # the discriminator starts after disc_start steps
+
+
+@pytest.mark.slow
+def test_draw_command_with_vqgan_writes_a_raster_svg_and_png(tmp_path, capsys):
+    out = tmp_path / "v.svg"
+    assert main(["draw", "a red circle", "--method", "vqgan", "--steps", "3", "--out", str(out),
+                 "--model", "tiny-vit-t8", "--pretrained", "synthworld"]) == 0
+    drawing = read_svg(out)
+    assert drawing.paths == [] and drawing.raster.shape == (3, 64, 64) and drawing.meta["method"] == "vqgan"
+    assert out.with_suffix(".png").is_file() and "VQGAN picture, 64x64 px" in capsys.readouterr().out
