@@ -212,6 +212,16 @@ CASES: list[tuple[str, tuple[str, ...]]] = [
     ("draw 'a red circle' --steps -1", ("--steps", "expected a step count >= 1")),
     ("sketch /nonexistent-photo.png", ("/nonexistent-photo.png", "no such image file")),
     ("sketch {img} --strokes 0", ("--strokes", "expected a count >= 1")),
+    # search (issue 29): a sentence or a sound against a folder of images
+    ("search {root}", ("either a sentence or --audio",)),
+    ("search {root} 'a red circle' --audio {img}", ("either a sentence or --audio",)),
+    ("search {root} --audio {img}", ("--audio {img}", "not a sound file")),
+    ("search {root} --audio {root}/missing.wav", ("{root}/missing.wav", "no such file")),
+    ("search {empty} 'a red circle'", ("{empty}", "no image files")),
+    ("search {file} 'a red circle'", ("{file}", "is a file, expected a folder")),
+    ("search {root} 'a red circle' --top 0", ("--top", "expected a count >= 1")),
+    ("search {root} '  '", ("the sentence is empty",)),
+    ("search {root} 'a red circle' --audio-tower {run}", ("--audio-tower", "only with --audio")),
     ("info --bogus", ("--bogus", "unrecognized arguments")),
     ("nope", ("nope", "invalid choice")),
 ]

@@ -12,6 +12,7 @@ from .models import (DENSE_MODES, Bundle, DenseOutput, dense_forward, encode_den
 from .tasks import classify_batch, detect_batch, segment_batch
 from .tasks import classify, classify_points, depth, detect, segment
 from .tasks.audio import encode_audio, use_audio_tower
+from .tasks.search import search
 from .data.audio import read_audio
 
 __version__ = "0.1.0"
@@ -20,6 +21,6 @@ __all__ = [
     "pool_masks", "save_weights", "text_classifier", "classify", "classify_points", "depth", "detect", "segment", "load_head", "save_head",
     "classify_batch", "detect_batch", "segment_batch",
     "ClipDenseError", "ConfigError", "DataError", "ImageLoadError", "ModelLoadError",
-    "encode_audio", "use_audio_tower", "read_audio",
+    "encode_audio", "use_audio_tower", "read_audio", "search",
     "Drawing", "draw", "sketch", "read_svg", "write_svg", "write_png",
 ]
