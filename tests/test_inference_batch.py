@@ -148,9 +148,11 @@ def test_classify_folder_csv_same_after_resume_and_matches_classify(tiny_bundle,
     with pytest.raises(_Stop):
         run_folder(FolderJob(root, journal, progress=False), ClassifyFolder(tiny_bundle, CLASSES, "plain", top=2),
                    on_image=lambda rel: (_ for _ in ()).throw(_Stop()))
-    with open(journal / JOURNAL, "ab") as handle:   # a kill in the middle of a journal line
+    with open(journal / JOURNAL, "ab") as handle:   # a kill in the middle of a journal line ...
         handle.write(b'{"file": "im4.p')
+    (journal / ".predictions.csv.x1.tmp").write_text("half")   # ... or of an atomic write
     run_folder(FolderJob(root, journal, progress=False), ClassifyFolder(tiny_bundle, CLASSES, "plain", top=2))
+    assert len(read_journal(journal)) == 5 and not (journal / ".predictions.csv.x1.tmp").exists()
     text = (tmp_path / "whole" / "predictions.csv").read_text()
     assert (journal / "predictions.csv").read_text() == text
     rows = list(csv.DictReader(text.splitlines()))
@@ -229,3 +231,42 @@ def test_detect_folder_writes_coco_results_of_detect(tmp_path):
         expected += [{**r, "file_name": name, "category_name": ["cat", "dog"][r["category_id"] - 1]}
                      for r in found.to_coco(index + 1)]
     assert results == expected and len(results) > 0
+
+
+@pytest.mark.slow
+def test_cli_folder_run_killed_with_sigkill_resumes_to_the_same_outputs(tmp_path):
+    """A real kill (SIGKILL, no clean-up) in the middle of `clipdense segment DIR`: the restarted run does only the
+    rest, and every label PNG equals the uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "in"
+    root.mkdir()
+    for i in range(120):
+        _picture(i, 96, 96 + 8 * (i % 3)).save(root / f"im{i:03d}.png")
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "clipdense.cli.main", "segment", str(root), "--classes", "a,b,c",
+                "--templates", "plain", "--window", "32", "--out", str(out), "--batch-size", "1", "--no-progress"]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(command(tmp_path / "whole"), check=True, env=env, capture_output=True, timeout=600)
+    proc = subprocess.Popen(command(tmp_path / "cut"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = tmp_path / "cut" / JOURNAL
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and (not journal.exists() or len(journal.read_bytes().splitlines()) < 10):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(read_journal(tmp_path / "cut"))
+    assert 10 <= done_before < 120, done_before
+    rerun = subprocess.run(command(tmp_path / "cut"), check=True, env=env, capture_output=True, text=True, timeout=600)
+    assert f"120 images: {done_before} done before, {120 - done_before} now" in rerun.stdout
+    for i in range(120):
+        name = f"im{i:03d}.png"
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "whole" / name)),
+                              np.asarray(Image.open(tmp_path / "cut" / name))), name
+    assert not list((tmp_path / "cut").glob(".*.tmp"))   # no half-written file left behind

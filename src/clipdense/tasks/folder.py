@@ -159,6 +159,7 @@ def run_folder(job: FolderJob, task: FolderTask, on_image: Callable[[str], None]
         raise ConfigError(f"--out {out}: is a file, expected a folder")
     out.mkdir(parents=True, exist_ok=True)
     _check_manifest(out, task, job.precision)
+    _clean_after_kill(out)
     done = read_journal(out)
     pending = sorted((rel for rel in relatives if rel not in done), key=lambda rel: (_pixel_size(root / rel), rel))
     skips = SkipCounter(log=SkipLog(out / SKIP_LOG))
@@ -190,6 +191,19 @@ def run_folder(job: FolderJob, task: FolderTask, on_image: Callable[[str], None]
     written = task.finish(out, {rel: done[rel] for rel in sorted(done) if rel in set(relatives)})
     return FolderSummary(len(relatives), len(relatives) - len(pending), processed, skips, written,
                          time.perf_counter() - start)
+
+
+def _clean_after_kill(out: Path) -> None:
+    """What a killed run can leave: a journal line cut short (ended, so the next record starts its own line) and
+    temporary files of atomic writes (``.NAME.*.tmp``, removed)."""
+    journal = out / JOURNAL
+    if journal.is_file() and journal.stat().st_size:
+        with open(journal, "rb+") as handle:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
+    for leftover in out.rglob(".*.tmp"):
+        leftover.unlink(missing_ok=True)
 
 
 def _check_collisions(outputs: dict[str, str]) -> None:
