@@ -117,6 +117,28 @@ def test_cli_runtime_onnx_writes_the_torch_labels(exported, tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_folder_runs_on_onnx_write_the_torch_outputs(exported, tmp_path, capsys):
+    root = tmp_path / "in"
+    root.mkdir()
+    for i, (h, w) in enumerate([(64, 64), (70, 90), (64, 64)]):
+        _picture(i, h, w).save(root / f"im{i}.png")
+    common = ["--classes", ",".join(CLASSES), "--templates", "plain", "--no-progress"]
+    onnx = ["--runtime", "onnx", "--onnx", str(exported[0])]
+    assert main(["segment", str(root), *common, *onnx, "--out", str(tmp_path / "seg-onnx")]) == 0
+    assert main(["segment", str(root), *common, "--out", str(tmp_path / "seg-torch")]) == 0
+    for i in range(3):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "seg-onnx" / f"im{i}.png")),
+                              np.asarray(Image.open(tmp_path / "seg-torch" / f"im{i}.png")))
+    assert main(["classify", str(root), *common, *onnx, "--out", str(tmp_path / "cls-onnx")]) == 0
+    assert main(["classify", str(root), *common, "--out", str(tmp_path / "cls-torch")]) == 0
+    onnx_rows = (tmp_path / "cls-onnx" / "predictions.csv").read_text().splitlines()
+    torch_rows = (tmp_path / "cls-torch" / "predictions.csv").read_text().splitlines()
+    assert [row.split(",")[1] for row in onnx_rows] == [row.split(",")[1] for row in torch_rows]
+    manifest = json.loads((tmp_path / "seg-onnx" / "folder-run.json").read_text())
+    assert manifest["settings"]["runtime"] == "onnx"
+
+
+@pytest.mark.slow
 def test_random_vit_b16_image_tower_matches_torch(tmp_path):
     pytest.importorskip("onnxruntime")
     from clipdense.tasks.export import export_onnx

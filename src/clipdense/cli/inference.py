@@ -75,9 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_segment(args: argparse.Namespace) -> int:
     exported = check_runtime(args, "head")
     if is_folder_run(args.image, args):
-        if exported is not None:
-            raise ConfigError("--runtime onnx: one image at a time in this version; a folder runs on torch")
-        return _segment_folder(args)
+        return _segment_folder(args, exported)
     classes = parse_class_list(args.classes)
     out = check_out_file(args.out, suffixes=OVERLAY_SUFFIXES)
     if not args.head:
@@ -118,28 +116,31 @@ def _write_segmentation(args: argparse.Namespace, image, labels, classes: list[s
     return 0
 
 
-def _segment_folder(args: argparse.Namespace) -> int:
-    """`clipdense segment DIR --out OUTDIR`: label PNGs of every image, resumable."""
+def _segment_folder(args: argparse.Namespace, exported=None) -> int:
+    """`clipdense segment DIR --out OUTDIR`: label PNGs of every image, resumable (on torch or the export)."""
     from ..tasks.folder import run_folder
-    from ..tasks.folder_tasks import SegmentFolder, SegmentSettings
+    from ..tasks.folder_tasks import OnnxSegmentFolder, SegmentFolder, SegmentSettings
 
     classes = parse_class_list(args.classes)
     out = folder_out(args, "overlay.png")
     if not args.head:
         check_templates(args.templates)
-    bundle = load_cli_model(args)
-    head = resolve_head(bundle, args.head) if args.head else None
     settings = SegmentSettings(classes, args.mode, args.templates, args.short_side, args.window,
                                args.background_threshold)
     job = job_of(args, args.image, out)
+    if exported is not None:
+        exported.check_mode(args.mode)
+        return report("segment", run_folder(job, OnnxSegmentFolder(exported, settings)), out)
+    bundle = load_cli_model(args)
+    head = resolve_head(bundle, args.head) if args.head else None
     task = SegmentFolder(bundle, settings, head, args.head, job.batch_size)
     return report("segment", run_folder(job, task), out)
 
 
-def _classify_folder(args: argparse.Namespace) -> int:
-    """`clipdense classify DIR --out OUTDIR`: predictions.csv of every image, resumable."""
+def _classify_folder(args: argparse.Namespace, exported=None) -> int:
+    """`clipdense classify DIR --out OUTDIR`: predictions.csv of every image, resumable (on torch or the export)."""
     from ..tasks.folder import run_folder
-    from ..tasks.folder_tasks import ClassifyFolder
+    from ..tasks.folder_tasks import ClassifyFolder, OnnxClassifyFolder
 
     if args.audio_tower:
         raise ConfigError("--audio-tower: classifies sounds; a folder run classifies images")
@@ -147,6 +148,9 @@ def _classify_folder(args: argparse.Namespace) -> int:
         parse_class_list(args.classes)
         check_templates(args.templates)
     out = folder_out(args, None)
+    if exported is not None:
+        task = OnnxClassifyFolder(exported, parse_class_list(args.classes), args.templates, args.top)
+        return report("classify", run_folder(job_of(args, args.image, out), task), out)
     bundle = load_cli_model(args)
     adapter = load_adapter(args.adapter, bundle) if args.adapter else None
     classes = parse_class_list(args.classes) if args.classes or adapter is None else list(adapter.classes)
@@ -158,9 +162,7 @@ def _classify_folder(args: argparse.Namespace) -> int:
 def run_classify(args: argparse.Namespace) -> int:
     exported = check_runtime(args, "adapter", "audio_tower")
     if is_folder_run(args.image, args):
-        if exported is not None:
-            raise ConfigError("--runtime onnx: one image at a time in this version; a folder runs on torch")
-        return _classify_folder(args)
+        return _classify_folder(args, exported)
     if exported is not None:
         from ..tasks.onnx_runtime import classify_onnx
 

@@ -135,3 +135,46 @@ class DetectFolder(FolderTask):
         path = out / "detections.json"
         atomic_write_bytes(path, json.dumps(results).encode())
         return [path]
+
+
+class OnnxSegmentFolder(SegmentFolder):
+    """``SegmentFolder`` on an exported folder's graphs (``--runtime onnx``): one image at a time."""
+
+    def __init__(self, exported: Any, settings: SegmentSettings) -> None:
+        self.exported, self.options, self.head, self.head_name = exported, settings, None, None
+
+    @property
+    def device(self) -> Any:
+        return "cpu"
+
+    def settings(self) -> dict[str, Any]:
+        return {**asdict(self.options), "weights": self.exported.manifest["fingerprint"], "head": None,
+                "runtime": "onnx"}
+
+    def run(self, images: list[Image.Image]) -> list[Any]:
+        from .onnx_runtime import segment_onnx
+
+        o = self.options
+        return [segment_onnx(self.exported, image, o.classes, o.mode, o.templates, o.short_side, o.window,
+                             o.background_threshold) for image in images]
+
+
+class OnnxClassifyFolder(ClassifyFolder):
+    """``ClassifyFolder`` on an exported folder's graphs (``--runtime onnx``): one image at a time."""
+
+    def __init__(self, exported: Any, classes: Sequence[str], templates: str = "imagenet", top: int = 5) -> None:
+        self.exported, self.classes, self.templates = exported, list(classes), templates
+        self.top, self.adapter, self.adapter_name = min(top, len(classes)), None, None
+
+    @property
+    def device(self) -> Any:
+        return "cpu"
+
+    def settings(self) -> dict[str, Any]:
+        return {"classes": self.classes, "templates": self.templates, "top": self.top,
+                "weights": self.exported.manifest["fingerprint"], "adapter": None, "runtime": "onnx"}
+
+    def run(self, images: list[Image.Image]) -> list[Any]:
+        from .onnx_runtime import classify_onnx
+
+        return [classify_onnx(self.exported, image, self.classes, self.templates) for image in images]
