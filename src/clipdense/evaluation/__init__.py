@@ -19,7 +19,7 @@ from .segmentation import (Feed, SegmentationOptions, segmentation_both, segment
                            semantic_segmentation)
 from .regions import RegionOptions, region_classification
 from .detection import box_ap, evaluate_detector
-from . import audio as _audio   # registers audio-zeroshot and audio-retrieval
+from . import audio as _audio   # registers audio-zeroshot, audio-retrieval, audio-linear-probe
 from .depth import depth_errors, depth_metrics   # registers depth, points-zeroshot
 from .report import json_ready, to_markdown, write_results
 from .runner import EvalPlan, build_settings, build_task_options, evaluate, plan_tasks

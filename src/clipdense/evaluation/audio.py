@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.audio import Waveform
+from ..errors import DataError
+from ..heads.adapters.linear_probe import DEFAULT_WEIGHT_DECAY, WEIGHT_DECAYS, fit_logistic
 from ..models.text import text_classifier
 from ..heads import read_head_info
 from ..heads.audio import KIND as AUDIO_KIND
@@ -77,6 +79,68 @@ def run_audio_zeroshot(ctx: EvalContext, reader: Any, options: AudioZeroShotOpti
                                   ctx.settings.templates)).float().cpu()
     logits = head.scales()[1].detach().float().cpu() * audio @ classifier.T
     return fold_accuracy(logits, torch.tensor(labels), folds), len(labels)
+
+
+def fold_linear_probe(features: Tensor, labels: Tensor, folds: Tensor, num_classes: int,
+                      weight_decay: float | None = None) -> dict[str, Any]:
+    """ESC-50's supervised protocol on frozen embeddings: for each fold, a logistic-regression probe (CLIP's linear
+    probe, ``fit_logistic``) trained on the other folds predicts that fold; accuracy per fold and the mean.
+
+    ``weight_decay`` None: chosen per test fold among ``WEIGHT_DECAYS`` by accuracy on one training fold held out
+    (the next fold number), then refitted on all the training folds, so the test fold never picks it.
+    """
+    logits = torch.zeros(len(labels), num_classes)
+    chosen: dict[int, float] = {}
+    names = sorted(int(f) for f in folds.unique())
+    if len(names) < 2:
+        raise DataError("audio-linear-probe: needs at least 2 folds (train on the others, test on each)")
+    for fold in names:
+        train, test = folds != fold, folds == fold
+        decay = weight_decay if weight_decay is not None else _pick_decay(features[train], labels[train],
+                                                                          folds[train], num_classes)
+        weight, bias = fit_logistic(features[train], labels[train], num_classes, decay)
+        logits[test] = features[test] @ weight.T + bias
+        chosen[fold] = decay
+    return {**fold_accuracy(logits, labels, folds), "weight_decay": chosen}
+
+
+def _pick_decay(features: Tensor, labels: Tensor, folds: Tensor, num_classes: int) -> float:
+    """The L2 strength with the best accuracy on the first training fold when fitted on the rest."""
+    held = folds == folds.min()
+    if held.all():
+        return DEFAULT_WEIGHT_DECAY
+    scores = []
+    for decay in WEIGHT_DECAYS:
+        weight, bias = fit_logistic(features[~held], labels[~held], num_classes, decay)
+        scores.append(float(((features[held] @ weight.T + bias).argmax(dim=1) == labels[held]).float().mean()))
+    return WEIGHT_DECAYS[max(range(len(scores)), key=lambda i: (scores[i], i))]   # ties: the stronger decay
+
+
+@dataclass(frozen=True)
+class AudioProbeOptions:
+    """Options of audio-linear-probe."""
+
+    batch_size: int = option(32, "sounds per forward", low=1)
+    weight_decay: float | None = option(None, "L2 strength of the probe (none: chosen per test fold on a held-out "
+                                              "training fold)", low=0.0)
+
+
+@register_task("audio-linear-probe", needs={"audio", "image_label"}, options=AudioProbeOptions,
+               summary="supervised sound classification: a linear probe on the frozen audio tower, trained on the "
+                       "other folds, tested on each fold (ESC-50 / UrbanSound8K protocol)")
+def run_audio_linear_probe(ctx: EvalContext, reader: Any, options: AudioProbeOptions) -> tuple[dict, int]:
+    head = _head(ctx)
+    sounds, labels = [], []
+    for sample in reader:
+        sounds.append(sample.audio)
+        labels.append(sample.image_label)
+    folds = torch.tensor(getattr(reader, "folds", [1] * len(labels)))
+    if len(folds) != len(labels):
+        raise DataError("audio-linear-probe: some clips were skipped, so their folds are unknown; remove the "
+                        "corrupt files named above")
+    features = embed_sounds(head, sounds, ctx.device, options.batch_size)
+    return fold_linear_probe(features, torch.tensor(labels), folds, len(reader.classes), options.weight_decay), \
+        len(labels)
 
 
 def cross_recall(a: Tensor, b: Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, dict[int, float]]:
