@@ -24,6 +24,7 @@ from .draw import DrawRequest, draw_frames  # noqa: E402
 from .examples import world_examples  # noqa: E402
 from .heads import HeadChoice  # noqa: E402
 from .render import View, legend_html, message, render  # noqa: E402
+from .sound_page import sound_tab  # noqa: E402
 
 LOG = logging.getLogger("clipdense.web")
 NO_HEAD = "none (zero-shot)"
@@ -174,6 +175,7 @@ def build_app(settings: PageSettings) -> gr.Blocks:
         for slider in (threshold, min_score):
             slider.release(redraw, [state, threshold, min_score], outputs, api_visibility="private")
         _draw_tab(analyser, model, pretrained)
+        sound_tab(analyser, model, pretrained, templates, _error_text)
     return app
 
 
