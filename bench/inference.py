@@ -132,6 +132,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     parser.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime rows (the export takes minutes)")
     parser.add_argument("--no-catseg", action="store_true", help="skip the Cat-Seg head row")
+    parser.add_argument("--compile", action="store_true",
+                        help="add a row with the image tower under torch.compile (inductor; minutes to compile)")
     return parser.parse_args()
 
 
@@ -145,7 +147,8 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def image_rows(bundle: Any, s: dict[str, Any], onnx_folder: Path | None) -> list[dict[str, Any]]:
+def image_rows(bundle: Any, s: dict[str, Any], onnx_folder: Path | None, compile_tower: bool = False
+               ) -> list[dict[str, Any]]:
     """Seconds per image of the image side, per mode and path (the classifier fixed, as after the text side)."""
     torch.manual_seed(0)
     image = torch.randn(1, 3, s["side"], s["side"])
@@ -161,6 +164,8 @@ def image_rows(bundle: Any, s: dict[str, Any], onnx_folder: Path | None) -> list
             "ours bf16 autocast": lambda: _bf16(lambda: our_cosines(model, image, classifier, mode, crop, stride)),
             "ours whole image (no windows)": lambda: our_cosines(model, image, classifier, mode, None, None),
         }
+        if compile_tower:
+            paths["ours fp32 + torch.compile"] = compiled_path(model, image, classifier, mode, crop, stride)
         if onnx_folder is not None:
             from clipdense.tasks.onnx_runtime import ExportedModel
 
@@ -175,6 +180,24 @@ def image_rows(bundle: Any, s: dict[str, Any], onnx_folder: Path | None) -> list
                          "parity_max_abs_diff": parity})
             print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def compiled_path(model: torch.nn.Module, image: torch.Tensor, classifier: torch.Tensor, mode: str, crop: int,
+                  stride: int) -> Callable[[], Any]:
+    """Our windowed path with the tower's dense forward compiled by inductor (the library's ``encode_dense`` is
+    swapped for the compiled one while the row runs; compiled on the first, untimed call)."""
+    from clipdense.tasks import vocabulary
+
+    compiled = torch.compile(lambda crops: encode_dense(model, crops, mode))
+
+    def run() -> Any:
+        original = vocabulary.encode_dense
+        vocabulary.encode_dense = lambda m, crops, md: compiled(crops)
+        try:
+            return our_cosines(model, image, classifier, mode, crop, stride)
+        finally:
+            vocabulary.encode_dense = original
+    return run
 
 
 def _bf16(fn: Callable[[], Any]) -> Any:
@@ -239,7 +262,7 @@ def main() -> None:
 
             onnx_folder = Path(scratch) / "onnx"
             export_onnx(bundle, onnx_folder, s["modes"], text=False)
-        rows = text_rows(bundle, s) + image_rows(bundle, s, onnx_folder)
+        rows = text_rows(bundle, s) + image_rows(bundle, s, onnx_folder, args.compile)
         if not args.no_catseg:
             rows.append(catseg_row(bundle, s))
     if args.out:
