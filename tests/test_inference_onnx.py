@@ -27,8 +27,6 @@ def shipped():
 @pytest.fixture(scope="module")
 def exported(shipped, tmp_path_factory):
     pytest.importorskip("onnxruntime")
-    from segheads_toy import TINY_CATSEG  # noqa: F401  (the test folder is on sys.path)
-
     from clipdense.heads.segmentation import LSegConfig, LSegHead
     from clipdense.tasks.export import export_onnx
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from typing import Any
 
 from ..data.images import open_image
 from ..data.media import media_kind
@@ -98,8 +99,8 @@ def run_segment(args: argparse.Namespace) -> int:
     return _write_segmentation(args, image, labels, classes, out, time.perf_counter() - start, bundle)
 
 
-def _write_segmentation(args: argparse.Namespace, image, labels, classes: list[str], out, elapsed: float,
-                        bundle) -> int:
+def _write_segmentation(args: argparse.Namespace, image: Any, labels: Any, classes: list[str], out: Any,
+                        elapsed: float, bundle: Any) -> int:
     """The overlay, the raw label PNG (and a GroupViT model's groups) and the summary line."""
     out.parent.mkdir(parents=True, exist_ok=True)
     overlay(image, labels, classes).save(out)
@@ -116,7 +117,7 @@ def _write_segmentation(args: argparse.Namespace, image, labels, classes: list[s
     return 0
 
 
-def _segment_folder(args: argparse.Namespace, exported=None) -> int:
+def _segment_folder(args: argparse.Namespace, exported: Any = None) -> int:
     """`clipdense segment DIR --out OUTDIR`: label PNGs of every image, resumable (on torch or the export)."""
     from ..tasks.folder import run_folder
     from ..tasks.folder_tasks import OnnxSegmentFolder, SegmentFolder, SegmentSettings
@@ -137,7 +138,7 @@ def _segment_folder(args: argparse.Namespace, exported=None) -> int:
     return report("segment", run_folder(job, task), out)
 
 
-def _classify_folder(args: argparse.Namespace, exported=None) -> int:
+def _classify_folder(args: argparse.Namespace, exported: Any = None) -> int:
     """`clipdense classify DIR --out OUTDIR`: predictions.csv of every image, resumable (on torch or the export)."""
     from ..tasks.folder import run_folder
     from ..tasks.folder_tasks import ClassifyFolder, OnnxClassifyFolder
@@ -190,7 +191,7 @@ def run_classify(args: argparse.Namespace) -> int:
     return _print_ranked(args, classes, probs)
 
 
-def _print_ranked(args: argparse.Namespace, classes: list[str], probs) -> int:
+def _print_ranked(args: argparse.Namespace, classes: list[str], probs: Any) -> int:
     ranked = sorted(zip(classes, probs.tolist()), key=lambda item: -item[1])[:args.top]
     if args.json:
         print(json.dumps({name: round(p, 6) for name, p in ranked}))
