@@ -9,8 +9,9 @@ pixels that fool the guide do not score by themselves. For a fixed set of prompt
 
 VQGAN-CLIP pictures (the shipped VQGAN's latent optimised against the guide) are scored the same way.
 
-The grounded check: clipdense's own zero-shot segmenter (``segment_logits`` on the guide, ``maskclip``, the
-world's templates) labels every pixel of a picture among the world's 68 thing classes, its 7 stuff classes and
+The grounded check: clipdense's own zero-shot segmenter (``segment_logits`` on the guide, ``naclip`` — the
+training-free mode that names most on this CLIP, see segmentation-heads.md; ``maskclip`` finds 1 of the 8 real
+photos' objects, naclip 5 — and the world's templates) labels every pixel of a picture among the world's 68 thing classes, its 7 stuff classes and
 "white background" (the CLIPDraw canvas). A picture is *found* when the prompt's object (for a relation prompt,
 each of its two objects) is among the thing classes with the most pixels (top-1; top-2 for relation prompts);
 stuff and "white background" pixels are not counted. A relation prompt's *relation holds* when both are found and
@@ -54,6 +55,8 @@ SINGLE_PROMPTS = ("a red circle", "a blue square", "a green triangle", "a yellow
 RELATION_PROMPTS = ("a red circle above a blue star", "a yellow star to the left of a green square",
                     "a purple heart below an orange cross", "a blue square to the right of a red triangle")
 PROMPTS = SINGLE_PROMPTS + RELATION_PROMPTS
+#: the segmenter's dense mode for the grounded check
+GROUNDING_MODE = "naclip"
 #: relation words -> (axis: 0 = x, 1 = y, sign): the first object's centroid minus the second's has that sign
 RELATIONS = {"above": (1, -1), "below": (1, 1), "to the left of": (0, -1), "to the right of": (0, 1)}
 #: the judge's recipe (command lines, so it can be rerun by hand)
@@ -126,7 +129,7 @@ def grounded(guide: ClipGuide, pictures: torch.Tensor, prompts: tuple[str, ...],
 
     classes = things + stuff + ["white background"]
     classifier = cd.text_classifier(guide.bundle, classes, templates="world")
-    logits = segment_logits(guide.model, guide.normalise(resize(pictures, guide.size)), classifier, "maskclip")
+    logits = segment_logits(guide.model, guide.normalise(resize(pictures, guide.size)), classifier, GROUNDING_MODE)
     return grounded_labels(logits.argmax(1), prompts, things, len(classes))
 
 
