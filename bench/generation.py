@@ -11,11 +11,12 @@ VQGAN-CLIP pictures (the shipped VQGAN's latent optimised against the guide) are
 
 The grounded check: clipdense's own zero-shot segmenter (``segment_logits`` on the guide, ``naclip`` — the
 training-free mode that names most on this CLIP, see segmentation-heads.md; ``maskclip`` finds 1 of the 8 real
-photos' objects, naclip 5 — and the world's templates) labels every pixel of a picture among the world's 68 thing classes, its 7 stuff classes and
-"white background" (the CLIPDraw canvas). A picture is *found* when the prompt's object (for a relation prompt,
-each of its two objects) is among the thing classes with the most pixels (top-1; top-2 for relation prompts);
-stuff and "white background" pixels are not counted. A relation prompt's *relation holds* when both are found and
-the centroid of the first object's pixels lies above / below / left of / right of the second's, as the prompt says.
+photos' objects, naclip 5 — and the world's templates) labels every pixel of a picture among the world's 68 thing
+classes, its 7 stuff classes and "white background" (the CLIPDraw canvas). A picture is *found* when the prompt's
+object (for a relation prompt, each of its two objects) is among the thing classes with the most pixels (top-1;
+top-2 for relation prompts); stuff and "white background" pixels are not counted. A relation prompt's *relation
+holds* when both are found and the centroid of the first object's pixels lies above / below / left of / right of the
+second's, as the prompt says.
 
 CLIPasso sketches of world photos (single objects, a world the judge never saw) are scored by the judge's
 cos(sketch, photo) and sketch→photo R@1 among all the photos; rows: saliency vs random start.

@@ -63,11 +63,12 @@ def training_facts(run: Path) -> dict:
 
 def card_text(args: argparse.Namespace, record: dict) -> str:
     card, cfg, facts = record["card"], record["config"], record["training"]
+    factor = 2 ** (len(cfg["channel_mult"]) - 1)
     return f"""# VQGAN for `{args.model}` / `{args.pretrained}` (taming-transformers' design, small)
 
 A `generator/vqgan` head file (clipdense.models.vqgan): conv encoder and decoder ({cfg['channels']} base channels,
-levels x{cfg['channel_mult']}, {cfg['res_blocks']} residual block per level, downsampling x{2 ** (len(cfg['channel_mult']) - 1)}:
-a 64 px picture is {64 // 2 ** (len(cfg['channel_mult']) - 1)}x{64 // 2 ** (len(cfg['channel_mult']) - 1)} codes), a codebook of {cfg['codebook_size']} codes of {cfg['code_dim']} dimensions (commitment
+levels x{cfg['channel_mult']}, {cfg['res_blocks']} residual block per level, downsampling x{factor}:
+a 64 px picture is {64 // factor}x{64 // factor} codes), a codebook of {cfg['codebook_size']} codes of {cfg['code_dim']} dimensions (commitment
 beta {cfg['beta']}, straight-through). Trained with `clipdense train --objective vqgan` (L1 + a perceptual term
 on the blocks of `{args.model}` / `{args.pretrained}` in place of LPIPS's VGG, codebook loss, a PatchGAN with a hinge
 loss and taming's adaptive weight after a warm-up) on 64 px scenes of the synthetic world (seed 3):

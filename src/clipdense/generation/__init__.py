@@ -12,6 +12,7 @@ from .raster import Drawing, VectorPath, circle_path, render, render_batch
 from .svg import read_svg, svg_text, write_png, write_svg
 from .vqgan import VQGANClipOptions, load_vqgan, vqgan_clip
 
-__all__ = ["DRAW_METHODS", "Augmentations", "ClipGuide", "DrawOptions", "Drawing", "SketchOptions", "VectorPath", "circle_path",
-           "clipdraw", "draw", "read_svg", "render", "render_batch", "sketch", "svg_text", "write_png", "write_svg",
+__all__ = ["DRAW_METHODS", "Augmentations", "ClipGuide", "DrawOptions", "Drawing", "SketchOptions", "VectorPath",
+           "circle_path", "clipdraw", "draw", "read_svg", "render", "render_batch", "sketch", "svg_text", "write_png",
+           "write_svg",
            "VQGANClipOptions", "load_vqgan", "vqgan_clip"]

@@ -1,6 +1,7 @@
 """VQGAN training (Esser, Rombach & Ommer 2021) on the engine, with a CLIP as the perceptual network.
 
-Per batch of pictures x in [0, 1] and reconstructions x̂ = D(q(E(x))), taming-transformers' ``VQLPIPSWithDiscriminator``:
+Per batch of pictures x in [0, 1] and reconstructions x̂ = D(q(E(x))), taming-transformers'
+``VQLPIPSWithDiscriminator``:
 
     L = |x - x̂|_1 + w_p P(x, x̂)                    (the reconstruction term, "nll")
       + L_vq = ||sg[z] - e||² + β ||z - sg[e]||²   (codebook + commitment)
