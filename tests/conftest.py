@@ -40,6 +40,17 @@ def _shared_tiny_bundle_stays_unchanged(request):
     assert model_fingerprint(model) == before, "this test changed the shared tiny_bundle; use the `bundle` fixture"
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_stay_unchanged():
+    """A test that leaves torch's thread count changed fails itself (and the count is put back): later in-process
+    training would otherwise differ bit-wise from its subprocess half in the SIGKILL-and-resume tests."""
+    threads = torch.get_num_threads()
+    yield
+    changed = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    assert changed == threads, f"this test left torch.set_num_threads({changed}) (was {threads}); restore it"
+
+
 @pytest.fixture(scope="module")
 def bundle():
     """A fresh tiny-vit-t8 per test module, for tests that hook into or train around the model."""

@@ -39,8 +39,17 @@ def test_registered_as_3d() -> None:
     assert families.family_demo("3d") is threed.run_3d_demo
 
 
-def test_small_demo_report(tmp_path: Path) -> None:
+@pytest.fixture
+def one_thread():
+    """One torch thread for this test only: a thread count left changed makes later in-process training differ
+    bit-wise from its subprocess half (the SIGKILL-and-resume tests compare the two)."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_small_demo_report(tmp_path: Path, one_thread) -> None:
     config = threed.ThreeDDemoConfig(
         shapes=Shapes3DConfig(classes=["cube", "sphere"], train_per_class=2, test_per_class=2, points=256, seed=1),
         shots=1, steps=4, shown_shapes=2, scenes=DepthWorldConfig(train=2, val=3, image_size=48, seed=1),
