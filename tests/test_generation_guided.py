@@ -230,7 +230,12 @@ def test_bench_smoke_writes_rows_and_gallery(tmp_path):
     import json
 
     out, picture = tmp_path / "g.json", tmp_path / "g.png"
-    assert _bench().main(["--smoke", "--work", str(tmp_path / "w"), "--out", str(out), "--gallery", str(picture)]) == 0
+    threads = torch.get_num_threads()        # the bench pins one thread for itself; the suite's count comes back
+    try:
+        assert _bench().main(["--smoke", "--work", str(tmp_path / "w"), "--out", str(out),
+                              "--gallery", str(picture)]) == 0
+    finally:
+        torch.set_num_threads(threads)
     report = json.loads(out.read_text())
     assert [row["steps"] for row in report["clipdraw"]] == [0, 2, 2]
     assert len(report["clipasso"]) == 3 and picture.exists()
