@@ -62,15 +62,20 @@ class AudioZeroShotOptions:
     batch_size: int = option(32, "sounds per forward", low=1)
 
 
-@register_task("audio-zeroshot", needs={"audio", "image_label"}, options=AudioZeroShotOptions,
-               summary="zero-shot sound classification with text prompts, per fold and mean (ESC-50, UrbanSound8K)")
-def run_audio_zeroshot(ctx: EvalContext, reader: Any, options: AudioZeroShotOptions) -> tuple[dict, int]:
-    head = _head(ctx)
+def _read_clips(reader: Any) -> tuple[list, list, torch.Tensor]:
+    """(sounds, class labels, folds as the reader lists them) of every readable clip."""
     sounds, labels = [], []
     for sample in reader:
         sounds.append(sample.audio)
         labels.append(sample.image_label)
-    folds = torch.tensor(getattr(reader, "folds", [1] * len(labels)))
+    return sounds, labels, torch.tensor(getattr(reader, "folds", [1] * len(labels)))
+
+
+@register_task("audio-zeroshot", needs={"audio", "image_label"}, options=AudioZeroShotOptions,
+               summary="zero-shot sound classification with text prompts, per fold and mean (ESC-50, UrbanSound8K)")
+def run_audio_zeroshot(ctx: EvalContext, reader: Any, options: AudioZeroShotOptions) -> tuple[dict, int]:
+    head = _head(ctx)
+    sounds, labels, folds = _read_clips(reader)
     if len(folds) != len(labels):   # corrupt clips were skipped: fold by the clips read
         folds = torch.ones(len(labels), dtype=torch.long)
     audio = embed_sounds(head, sounds, ctx.device, options.batch_size)
@@ -130,11 +135,7 @@ class AudioProbeOptions:
                        "other folds, tested on each fold (ESC-50 / UrbanSound8K protocol)")
 def run_audio_linear_probe(ctx: EvalContext, reader: Any, options: AudioProbeOptions) -> tuple[dict, int]:
     head = _head(ctx)
-    sounds, labels = [], []
-    for sample in reader:
-        sounds.append(sample.audio)
-        labels.append(sample.image_label)
-    folds = torch.tensor(getattr(reader, "folds", [1] * len(labels)))
+    sounds, labels, folds = _read_clips(reader)
     if len(folds) != len(labels):
         raise DataError("audio-linear-probe: some clips were skipped, so their folds are unknown; remove the "
                         "corrupt files named above")
