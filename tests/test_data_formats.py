@@ -107,7 +107,8 @@ def test_ade_style_folder_reduce_zero_label_and_ignore(tmp_path):
                       reduce_zero_label=True, skip_counter=counter)
     assert ds.classes == ["wall", "floor"] and len(ds) == 2
     samples = list(ds)
-    assert len(samples) == 1 and counter.count == 1 and "does not match" in counter.examples[0]
+    assert len(samples) == 1 and counter.count == 2     # label 9 (8 after the offset) of 2 classes, counted
+    assert "does not match" in counter.examples[1] and "beyond the 2 classes (up to 8)" in counter.examples[0]
     assert samples[0].semantic.tolist() == [[255, 0, 1, 255], [1, 1, 0, 255]]
 
 

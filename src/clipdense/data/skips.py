@@ -85,6 +85,17 @@ class SkipCounter:
     count: int = 0
     examples: list[str] = field(default_factory=list)
     log: SkipLog | None = field(default=None, repr=False, compare=False)
+    #: skips met before a log was attached (annotations a reader drops while it opens), written when one is
+    _pending: list = field(default_factory=list, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Attaching a ``log`` writes the skips counted before it (a reader validates its file at open, the run
+        folder's log is attached after)."""
+        object.__setattr__(self, name, value)
+        if name == "log" and value is not None and getattr(self, "_pending", None):
+            for reason in self._pending:
+                value.write(reason)
+            self._pending.clear()
 
     def add(self, reason: object, n: int = 1) -> None:
         """Record ``n`` skipped samples: count them, keep the message, name the file in the log."""
@@ -94,6 +105,8 @@ class SkipCounter:
             self.examples.append(text)
         if self.log is not None:
             self.log.write(reason)
+        elif len(self._pending) < MAX_EXAMPLES * 100:
+            self._pending.append(reason)
 
     def add_batch(self, batch: dict) -> None:
         """Add the skips a worker reported in a batch's ``skipped`` field (int, list or tensor)."""
@@ -107,7 +120,7 @@ class SkipCounter:
         """One line for the end of a run."""
         if not self.count:
             return "skipped 0 unreadable files"
-        return f"skipped {self.count} unreadable file(s), e.g. " + "; ".join(self.examples[:3])
+        return f"skipped {self.count} unreadable file(s) or unusable annotation(s), e.g. " + "; ".join(self.examples[:3])
 
 
 class SkippingDataset(Dataset):

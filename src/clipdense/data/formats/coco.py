@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,12 @@ from ...errors import DataError, ImageLoadError
 from ..images import open_image
 from ..sample import Sample
 from ..skips import SkipCounter, SkippingDataset
+from ..validate import check_size, clean_boxes, coco_document, read_json, require_usable, skip_error
+
+
+def _number_list4(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 4 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
 
 
 def _xyxy(bbox: list[float]) -> list[float]:
@@ -27,16 +32,21 @@ def _xyxy(bbox: list[float]) -> list[float]:
     return [x, y, x + w, y + h]
 
 
-def _load_coco(path: str | os.PathLike) -> Any:
+def _load_coco(path: str | os.PathLike, segments: bool = False, skips: SkipCounter | None = None) -> Any:
+    """pycocotools' index of a COCO file checked by ``validate.coco_document`` (structure refused in one line,
+    unusable annotations dropped and named in ``skips``; DataError when none is left)."""
     from pycocotools.coco import COCO
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such COCO annotation file")
+    doc, drops = coco_document(path, segments=segments, skips=skips)
+    require_usable(drops, str(path))
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            return COCO(str(path))
+            coco = COCO()
+            coco.dataset = doc
+            coco.createIndex()
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path}: not a COCO annotation file ({exc.__class__.__name__}: {exc})") from exc
+    coco.path = str(path)
+    return coco
 
 
 class CategoryIndex:
@@ -68,14 +78,20 @@ class CategorisedReader(SkippingDataset):
 
 
 def _sample(image: Image.Image, info: dict, regions: list[tuple[list[float], int, np.ndarray | None]],
-            index: CategoryIndex, with_masks: bool) -> Sample:
+            index: CategoryIndex, with_masks: bool, where: str, skips: SkipCounter | None = None) -> Sample:
+    """The image's regions through ``validate``: masks of the image's size, boxes clipped to the image, unusable
+    ones dropped and named in ``skips``."""
     width, height = image.size
     boxes = torch.tensor([r[0] for r in regions], dtype=torch.float32).reshape(-1, 4)
     masks = None
     if with_masks:
+        for region in regions:
+            check_size(region[2].shape, width, height, where)
         stack = [torch.from_numpy(r[2].astype(bool)) for r in regions]
         masks = torch.stack(stack) if stack else torch.zeros((0, height, width), dtype=torch.bool)
-    labels = torch.tensor([index.index[r[1]] for r in regions], dtype=torch.long)
+    labels = torch.tensor([index.index.get(r[1], -1) if isinstance(r[1], int) else -1 for r in regions],
+                          dtype=torch.long)
+    boxes, labels, masks, _ = clean_boxes(boxes, labels, len(index.ids), width, height, where, skips, masks)
     return Sample(image=image, key=str(info["file_name"]), boxes=boxes, labels=labels, masks=masks)
 
 
@@ -95,9 +111,10 @@ class CocoRegions(CategorisedReader):
         self.image_dir = Path(image_dir)
         if not self.image_dir.is_dir():
             raise DataError(f"{self.image_dir}: no such image folder")
-        self.cocos = [(_load_coco(instances), True)] + ([(_load_coco(stuff), False)] if stuff else [])
-        self.with_masks, self.include_crowd = with_masks, include_crowd
         self.skips = skip_counter if skip_counter is not None else SkipCounter()
+        self.cocos = [(_load_coco(instances, with_masks, self.skips), True)] + (
+            [(_load_coco(stuff, with_masks, self.skips), False)] if stuff else [])
+        self.with_masks, self.include_crowd = with_masks, include_crowd
         self.categories: dict[int, dict[str, Any]] = {}
         for coco, thing_file in self.cocos:
             for cat in coco.loadCats(coco.getCatIds()):
@@ -128,7 +145,8 @@ class CocoRegions(CategorisedReader):
                     continue
                 mask = coco.annToMask(ann) if self.with_masks else None
                 regions.append((_xyxy(ann["bbox"]), ann["category_id"], mask))
-        return _sample(image, info, regions, self.category_index, self.with_masks)
+        where = f"{self.cocos[0][0].path} (image {info['file_name']})"
+        return _sample(image, info, regions, self.category_index, self.with_masks, where, self.skips)
 
 
 def panoptic_ids(path: str | os.PathLike) -> np.ndarray:
@@ -145,16 +163,22 @@ class CocoPanopticRegions(CategorisedReader):
                  panoptic_dir: str | os.PathLike, *, include_crowd: bool = False,
                  skip_counter: SkipCounter | None = None) -> None:
         self.image_dir, self.panoptic_dir = Path(image_dir), Path(panoptic_dir)
-        path = Path(panoptic_json)
+        self.path = Path(panoptic_json)
+        doc = read_json(self.path, "COCO panoptic JSON")
+        expected = "expected a COCO panoptic JSON with images, annotations, categories"
         try:
-            doc = json.loads(path.read_text())
             self.categories = {c["id"]: c for c in doc["categories"]}
             self.images = {im["id"]: im for im in doc["images"]}
-            self.annotations = sorted(doc["annotations"], key=lambda a: a["image_id"])
+            self.annotations = sorted((a for a in doc["annotations"] if a["image_id"] in self.images),
+                                      key=lambda a: a["image_id"])
+            if not all(isinstance(a["file_name"], str) and isinstance(a["segments_info"], list)
+                       for a in self.annotations):
+                raise TypeError("an annotation without file_name and a segments_info list")
             self.category_index = CategoryIndex(self.categories)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"{path}: expected a COCO panoptic JSON with images, annotations, categories "
-                            f"({exc.__class__.__name__}: {exc})") from exc
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise DataError(f"{self.path}: {expected} ({exc.__class__.__name__}: {exc})") from None
+        if not self.annotations and doc["annotations"]:
+            raise DataError(f"{self.path}: every annotation names an image_id that is not in 'images'")
         self.include_crowd = include_crowd
         self.skips = skip_counter if skip_counter is not None else SkipCounter()
 
@@ -170,12 +194,19 @@ class CocoPanopticRegions(CategorisedReader):
             ids = panoptic_ids(png)
         except (OSError, ValueError) as exc:
             raise ImageLoadError(f"{png}: unreadable panoptic PNG ({exc})") from exc
+        where = f"{self.path} (image {info['file_name']})"
+        check_size(ids.shape, image.width, image.height, f"{png}", "panoptic PNG")
         regions = []
         for seg in ann["segments_info"]:
+            if not isinstance(seg, dict) or not _number_list4(seg.get("bbox")) or "id" not in seg:
+                self.skips.add(skip_error(where, f"segment {seg!r:.60} without an id and a bbox of 4 numbers; "
+                                                 "dropped"))
+                continue
             if seg.get("iscrowd", 0) and not self.include_crowd:
                 continue
             mask = ids == seg["id"]
             if not mask.any():
+                self.skips.add(skip_error(where, f"segment {seg['id']} has no pixel in {png.name}; dropped"))
                 continue
-            regions.append((_xyxy(seg["bbox"]), seg["category_id"], mask))
-        return _sample(image, info, regions, self.category_index, True)
+            regions.append((_xyxy(seg["bbox"]), seg.get("category_id"), mask))
+        return _sample(image, info, regions, self.category_index, True, where, self.skips)

@@ -13,7 +13,10 @@ from ...errors import DataError, ImageLoadError
 from ..images import open_image
 from ..sample import Sample
 from ..skips import SkipCounter, SkippingDataset
+from ..validate import clean_semantic, probe_label_maps
 
+#: label maps read at open to catch a class list that matches none of them
+PROBED_MAPS = 8
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
@@ -49,7 +52,8 @@ class SemSegFolder(SkippingDataset):
 
     Yields ``Sample``s with ``semantic`` set. ``reduce_zero_label`` (ADE20K): label 0 means "other" and
     becomes ignore; 1..C become 0..C-1.
-    Label values outside [0, C) become ``ignore_index``.
+    Label values outside [0, C) become ``ignore_index`` and are counted and named in ``skips`` (``validate``); a
+    map with no labelled pixel left is skipped, and data whose probed maps hold only such ids is refused at open.
     """
 
     def __init__(self, image_dir: str | os.PathLike, label_dir: str | os.PathLike,
@@ -67,6 +71,26 @@ class SemSegFolder(SkippingDataset):
                       if p.suffix.lower() in IMAGE_SUFFIXES and p.stem in labels]
         if not self.pairs:
             raise DataError(f"{image_dir} + {label_dir}: no image has a label PNG with the same stem")
+        self._probe(label_dir)
+
+    def _probe(self, label_dir: Path) -> None:
+        """Refuse at open when the first few label maps hold only ids beyond the class list (``validate``)."""
+        step = max(1, len(self.pairs) // PROBED_MAPS)
+        maps = []
+        for _, label_path in self.pairs[::step][:PROBED_MAPS]:
+            try:
+                maps.append(self._ids(read_label(label_path)))
+            except ImageLoadError:
+                continue   # counted when the sample is read
+        probe_label_maps(maps, len(self.classes), self.ignore_index, f"the label PNGs of {label_dir}")
+
+    def _ids(self, raw: np.ndarray) -> np.ndarray:
+        """Class indices of a raw label map (reduce_zero_label applied; ignore_index kept)."""
+        label = raw - 1 if self.reduce_zero_label else raw.copy()
+        if self.reduce_zero_label:
+            label[raw == 0] = self.ignore_index
+        label[raw == self.ignore_index] = self.ignore_index
+        return label
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -74,16 +98,9 @@ class SemSegFolder(SkippingDataset):
     def __getitem__(self, index: int) -> Sample:
         image_path, label_path = self.pairs[index]
         image = open_image(image_path)
-        raw = read_label(label_path)
-        if raw.shape != (image.height, image.width):
-            raise ImageLoadError(f"{label_path}: label {raw.shape[1]}x{raw.shape[0]} does not match "
-                                 f"image {image.width}x{image.height}")
-        label = raw - 1 if self.reduce_zero_label else raw.copy()
-        if self.reduce_zero_label:
-            label[raw == 0] = self.ignore_index
-        label[(label < 0) | ((label >= len(self.classes)) & (raw != self.ignore_index))] = self.ignore_index
-        label[raw == self.ignore_index] = self.ignore_index
-        return Sample(image, image_path.stem, semantic=torch.from_numpy(label), ignore_index=self.ignore_index)
+        label = clean_semantic(self._ids(read_label(label_path)), len(self.classes), self.ignore_index,
+                               image.width, image.height, str(label_path), self.skips)
+        return Sample(image, image_path.stem, semantic=label, ignore_index=self.ignore_index)
 
 
 class ImageFolderDataset(SkippingDataset):

@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 
 from ...errors import DataError
-from ..images import open_image
+from ..images import load_error, open_image
 from ..sample import Sample
 from ..skips import SkipCounter, SkippingDataset
+from ..validate import check_size
 from .folders import IMAGE_SUFFIXES
 
 #: a millimetre depth map of any real scene has some pixel beyond 0.1 m; below this, the unit is wrong
@@ -30,8 +31,8 @@ def read_depth_png(path: str | os.PathLike) -> np.ndarray:
         with Image.open(path) as handle:
             mode = handle.mode
             array = np.asarray(handle)
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path}: unreadable depth PNG ({exc})") from exc
+    except (OSError, ValueError, SyntaxError) as exc:   # one broken file is skipped and counted, like an image
+        raise load_error(str(path), f"unreadable depth PNG ({exc})") from None
     if mode not in ("I;16", "I;16B", "I;16L", "I"):
         raise DataError(f"{path}: a {mode} image; expected a 16-bit PNG of depth in millimetres")
     array = array.astype(np.float32)
@@ -74,7 +75,5 @@ class DepthFolder(SkippingDataset):
         image_path, depth_path = self.items[index]
         image = open_image(image_path)
         depth = read_depth_png(depth_path)
-        if depth.shape != (image.height, image.width):
-            raise DataError(f"{depth_path}: depth map {depth.shape[1]}x{depth.shape[0]}, image "
-                            f"{image.width}x{image.height}")
+        check_size(depth.shape, image.width, image.height, str(depth_path), "depth map")   # skipped and counted
         return Sample(image=image, key=image_path.stem, depth=torch.from_numpy(depth))
