@@ -13,6 +13,7 @@ from .tasks import classify_batch, detect_batch, segment_batch
 from .tasks import classify, classify_points, depth, detect, segment
 from .tasks.audio import encode_audio, use_audio_tower
 from .tasks.search import search
+from .tasks.panoptic import segment_panoptic
 from .data.audio import read_audio
 
 __version__ = "0.1.0"
@@ -23,4 +24,5 @@ __all__ = [
     "ClipDenseError", "ConfigError", "DataError", "ImageLoadError", "ModelLoadError",
     "encode_audio", "use_audio_tower", "read_audio", "search",
     "Drawing", "draw", "sketch", "read_svg", "write_svg", "write_png",
+    "segment_panoptic",
 ]

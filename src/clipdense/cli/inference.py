@@ -44,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="trained segmentation head (Cat-Seg / LSeg .safetensors from `clipdense train --objective "
                           "catseg|lseg`, or its run dir), trained on the --model/--pretrained weights; "
                           "--mode and --templates are then the head's own")
+    seg.add_argument("--panoptic", action="store_true",
+                     help="with a panoptic --head (`train --objective mask2former`): panoptic segmentation -> the "
+                          "overlay with instance outlines, OUT_panoptic.png (COCO panoptic ids) and OUT_panoptic.json")
+    seg.add_argument("--stuff", default=None,
+                     help="with --panoptic: comma-separated classes that are stuff (one segment per class); classes "
+                          "the head trained on keep their own kind, others are things")
     add_model_args(seg)
     add_cache_flag(seg)
     add_folder_flags(seg)
@@ -75,6 +81,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_segment(args: argparse.Namespace) -> int:
     exported = check_runtime(args, "head")
+    if (args.panoptic or args.stuff) and (exported is not None or is_folder_run(args.image, args)):
+        raise ConfigError("--panoptic: one image on the torch runtime (not a folder, not --runtime onnx)")
     if is_folder_run(args.image, args):
         return _segment_folder(args, exported)
     classes = parse_class_list(args.classes)
@@ -89,6 +97,8 @@ def run_segment(args: argparse.Namespace) -> int:
         labels = segment_onnx(exported, image, classes, args.mode, args.templates, args.short_side, args.window,
                               args.background_threshold)
         return _write_segmentation(args, image, labels, classes, out, time.perf_counter() - start, None)
+    if args.panoptic or args.stuff:
+        return _segment_panoptic(args, image, classes, out)
     bundle = load_cli_model(args)
     head = resolve_head(bundle, args.head) if args.head else None
     start = time.perf_counter()
@@ -97,6 +107,33 @@ def run_segment(args: argparse.Namespace) -> int:
                          short_side=args.short_side, window=args.window,
                          background_threshold=args.background_threshold, head=head)
     return _write_segmentation(args, image, labels, classes, out, time.perf_counter() - start, bundle)
+
+
+def _segment_panoptic(args: argparse.Namespace, image: Any, classes: list[str], out: Any) -> int:
+    """`clipdense segment IMAGE --head RUN --panoptic`: overlay with outlines, COCO panoptic PNG + JSON."""
+    from ..config import atomic_write_bytes
+    from ..tasks.panoptic import panoptic_json, panoptic_picture, panoptic_png, segment_panoptic
+
+    if not args.panoptic or not args.head:
+        raise ConfigError("--stuff goes with --panoptic, and --panoptic needs --head (a panoptic head from "
+                          "`clipdense train --objective mask2former`)")
+    stuff = parse_class_list(args.stuff, "--stuff") if args.stuff else []
+    bundle = load_cli_model(args)
+    start = time.perf_counter()
+    with inference_precision(bundle.device, args.precision):
+        result = segment_panoptic(bundle, image, classes, args.head, stuff)
+    elapsed = time.perf_counter() - start
+    out.parent.mkdir(parents=True, exist_ok=True)
+    panoptic_picture(image, result).save(out)
+    png, doc = out.with_name(out.stem + "_panoptic.png"), out.with_name(out.stem + "_panoptic.json")
+    panoptic_png(result).save(png)
+    doc_json = panoptic_json(result, png.name)
+    atomic_write_bytes(doc, (json.dumps(doc_json, indent=1) + "\n").encode())
+    things = sum(s.isthing for s in result.segments)
+    print(f"segmented {args.image} ({image.width}x{image.height}) in {elapsed:.2f}s: {things} things, "
+          f"{len(result.segments) - things} stuff segments")
+    print(f"wrote {out}, {png} and {doc}")
+    return 0
 
 
 def _write_segmentation(args: argparse.Namespace, image: Any, labels: Any, classes: list[str], out: Any,

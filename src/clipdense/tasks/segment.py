@@ -98,14 +98,14 @@ def labels_from_logits(logits: torch.Tensor, logit_scale: float = SEG_LOGIT_SCAL
 
 def resolve_head(bundle, head: object) -> torch.nn.Module:
     """A trained segmentation head: a loaded one, or a head file / run dir loaded onto ``bundle``."""
-    from ..heads.segmentation import SegmentationHead
+    from ..heads.segmentation import PanopticHead, SegmentationHead
 
     if isinstance(head, (str, os.PathLike)):
         head = load_head(head, bundle)
-    if not isinstance(head, SegmentationHead):
+    if not isinstance(head, (SegmentationHead, PanopticHead)):   # a panoptic head: its semantic inference
         kinds = {kind.module_type: kind.name for kind in HEAD_KINDS.values()}
         raise ConfigError(f"head: a {kinds.get(type(head), type(head).__name__)} cannot segment (segmentation "
-                          "heads: segmenter/catseg, segmenter/lseg)")
+                          "heads: segmenter/catseg, segmenter/lseg, segmenter/panoptic)")
     return head
 
 

@@ -77,6 +77,8 @@ def _classify_with(bundle: Any, head: nn.Module, analysis: Analysis) -> Analysis
 
 HEAD_USES: list[HeadUse] = [
     HeadUse("segmentation", _is("clipdense.heads.segmentation", "SegmentationHead"), _segment_with),
+    # a panoptic mask generator on the page: its queries' semantic inference (the same segment_logits interface)
+    HeadUse("panoptic segmentation", _is("clipdense.heads.segmentation", "PanopticHead"), _segment_with),
     HeadUse("detection", _is("clipdense.heads.detection", "Detector"), _detect_with),
     HeadUse("classification", _is("clipdense.heads.adapters", "Adapter"), _classify_with),
 ]
