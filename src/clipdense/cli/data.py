@@ -54,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             "OUT/audio/{train,val}-speech.csv triplets")
     synth.add_argument("--audio-per-class", type=AMOUNT, default=None,
                        help="with --audio: single-object sounds per thing class in the ESC-50 layout (default 10)")
+    synth.add_argument("--grounding", action="store_true",
+                       help="also write grounding data in OUT/grounding: each caption's noun phrases with their "
+                            "boxes as modulated-detection COCO (GLIP/MDETR) and in the Flickr30k Entities layout")
     synth.add_argument("--overwrite", action="store_true",
                        help="replace the world already in --out (its files are removed first)")
     synth.set_defaults(func=run_synth)
@@ -82,11 +85,23 @@ def run_synth(args: argparse.Namespace) -> int:
         _synth_depth(Path(cfg.out) / "depth", cfg.seed, cfg.image_size, args.depth_scenes)
     if args.audio:
         _synth_audio(Path(cfg.out), args.audio_snr, args.audio_per_class, args.audio_speech)
+    if args.grounding:
+        _synth_grounding(Path(cfg.out), cfg.train + cfg.val)
     print(f"wrote {summary.images['train']} train + {summary.images['val']} val scenes "
           f"({summary.objects['train'] + summary.objects['val']} objects), "
           f"{sum(summary.classify_images.values())} single-object images to {Path(cfg.out)} "
           f"in {summary.seconds:.1f} s ({summary.images_per_second:.0f} images/s)")
     return 0
+
+
+def _synth_grounding(world: Path, scenes: int) -> None:
+    """The grounding layouts beside the world's images (its own progress bar and summary line)."""
+    from ..data.world.grounding import write_grounding
+
+    with tqdm(total=scenes, unit="scene", desc="grounding", dynamic_ncols=True) as bar:
+        counts = write_grounding(world, progress=bar.update)
+    print(f"wrote {counts['train']} train + {counts['val']} val grounded phrases to {world / 'grounding'} "
+          "(modulated COCO mdetr_*.json, Flickr30k Entities flickr30k_*/)")
 
 
 def _synth_audio(world: Path, snr: float | None, per_class: int | None, speech: bool = False) -> None:

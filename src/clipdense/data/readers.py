@@ -16,6 +16,7 @@ from .formats.coco import CocoPanopticRegions, CocoRegions
 from .formats.modelnet import DEFAULT_POINTS, ModelNetPoints
 from .formats.nyudepth import DepthFolder
 from .formats.audio import SoundTriplets, open_esc50, open_urbansound
+from .formats.grounding import Flickr30kEntities, ModulatedCoco
 from .sample import describe_fields
 from .skips import SkipCounter
 from .spec import DataSpec, parse_data
@@ -96,6 +97,14 @@ def _open_depth(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter
     return DepthFolder(spec.get("images"), spec.get("depths"), skip_counter=skips)
 
 
+def _open_modulated(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter, **_: object) -> ModulatedCoco:
+    return ModulatedCoco(spec.get("images"), spec.get("annotations"), skip_counter=skips)
+
+
+def _open_flickr(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter, **_: object) -> Flickr30kEntities:
+    return Flickr30kEntities(spec.get("root"), spec.get("images"), spec.get("ids") or None, skip_counter=skips)
+
+
 READERS: dict[str, ReaderKind] = {
     "csv": ReaderKind(frozenset({"caption"}), _open_imagetext, streaming=True),
     "wds": ReaderKind(frozenset({"caption"}), _open_imagetext, streaming=True),
@@ -108,6 +117,8 @@ READERS: dict[str, ReaderKind] = {
     "esc50": ReaderKind(frozenset({"audio", "image_label"}), _open_esc50, images=False),
     "urbansound8k": ReaderKind(frozenset({"audio", "image_label"}), _open_urbansound, images=False),
     "audiotext": ReaderKind(frozenset({"caption", "audio"}), _open_audiotext),
+    "modulated-coco": ReaderKind(frozenset({"caption", "boxes", "phrases"}), _open_modulated),
+    "flickr30k": ReaderKind(frozenset({"caption", "boxes", "phrases"}), _open_flickr),
 }
 
 
@@ -122,7 +133,9 @@ def world_parts(spec: DataSpec, split: str, world: World | None = None) -> list[
                                 "classes": str(world.classes_file), "ignore_index": world.ignore_index}, str(spec)),
             DataSpec("imagefolder", {"root": str(s.classify_dir)}, str(spec))] + \
         ([DataSpec("audiotext", {"path": str(sounds)}, str(spec))]
-         if (sounds := world.root / "audio" / f"{split}.csv").is_file() else [])   # written by data synth --audio
+         if (sounds := world.root / "audio" / f"{split}.csv").is_file() else []) + \
+        ([DataSpec("modulated-coco", {"images": str(s.image_dir), "annotations": str(grounding)}, str(spec))]
+         if (grounding := world.root / "grounding" / f"mdetr_{split}.json").is_file() else [])  # data synth --grounding
 
 
 def provided_fields(spec: DataSpec | str) -> frozenset[str]:

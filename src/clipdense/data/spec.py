@@ -11,6 +11,8 @@ Accepted forms:
 - ``imagefolder:root=DIR`` (root/<class name>/<image>);
 - ``modelnet:root=DIR[,num_points=1024]`` (ModelNet40's meshes or ``modelnet40_normal_resampled``);
 - ``nyu-depth:images=DIR,depths=DIR`` (16-bit millimetre depth PNGs named as the images);
+- ``modulated-coco:images=DIR,annotations=FILE`` (GLIP / MDETR grounding JSON: captions, boxes, phrase spans);
+- ``flickr30k:root=DIR,images=DIR[,ids=FILE]`` (Flickr30k Entities: root/Sentences, root/Annotations);
 - ``data.yaml`` holding the same keys plus ``format:`` (paths relative to the YAML's folder).
 """
 from __future__ import annotations
@@ -38,8 +40,10 @@ FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "esc50": (("root",), ("folds",)),
     "urbansound8k": (("root",), ("folds",)),
     "audiotext": (("path",), ()),
+    "modulated-coco": (("images", "annotations"), ()),
+    "flickr30k": (("root", "images"), ("ids",)),
 }
-PATH_KEYS = ("root", "path", "images", "annotations", "stuff", "masks", "labels", "classes", "depths")
+PATH_KEYS = ("root", "path", "images", "annotations", "stuff", "masks", "labels", "classes", "depths", "ids")
 
 
 @dataclass(frozen=True)

@@ -36,10 +36,11 @@ def _nearest(tensor: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def keep_boxes(sample: Sample, keep: torch.Tensor) -> Sample:
-    """The sample with only the boxes (and their labels and masks) where ``keep`` is True."""
+    """The sample with only the boxes (and their labels, masks and phrase indices) where ``keep`` is True."""
     return sample.replace(boxes=sample.boxes[keep] if sample.boxes is not None else None,
                           labels=sample.labels[keep] if sample.labels is not None else None,
-                          masks=sample.masks[keep] if sample.masks is not None else None)
+                          masks=sample.masks[keep] if sample.masks is not None else None,
+                          phrases=sample.phrases.select(keep) if sample.phrases is not None else None)
 
 
 def resize(sample: Sample, size: tuple[int, int]) -> Sample:

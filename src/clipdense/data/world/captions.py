@@ -69,6 +69,7 @@ class Mention:
     x: float
     y: float
     area: int
+    index: int = -1   # the object's position in the scene's list (what a caption phrase points at)
 
 
 def novel_words(colours: list[str], shapes: list[str]) -> list[str]:
@@ -95,27 +96,48 @@ def _article(phrase: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
 
-def _noun_phrase(rng: np.random.Generator, m: Mention, count: int, allow_novel: bool) -> str:
+#: a caption under construction: text pieces, each with the objects it names (``Mention.index``) or None
+Pieces = list[tuple[str, "tuple[int, ...] | None"]]
+
+
+@dataclass(frozen=True)
+class CaptionPhrase:
+    """A noun phrase of a caption: characters [start, end) name the objects ``objects`` (``Mention.index``)."""
+
+    start: int
+    end: int
+    objects: tuple[int, ...]
+
+
+def _noun_phrase(rng: np.random.Generator, group: list[Mention], allow_novel: bool) -> Pieces:
+    m, count = group[0], len(group)
     noun = _word(rng, SHAPE_WORDS, m.shape, allow_novel)
     # composites like the house may leave their colour out; plain shapes always name it
     if m.colour is not None and not (m.shape in COMPOSITE_SHAPES and rng.random() < 0.5):
         noun = f"{_word(rng, COLOUR_WORDS, m.colour, allow_novel)} {noun}"
-    if count == 1:
-        return _article(noun)
-    return f"{COUNT_WORDS.get(count, 'several')} {_plural(noun)}"
+    text = _article(noun) if count == 1 else f"{COUNT_WORDS.get(count, 'several')} {_plural(noun)}"
+    return [(text, tuple(g.index for g in group))]
 
 
-def _join(parts: list[str]) -> str:
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+def _join(parts: list[Pieces]) -> Pieces:
+    if len(parts) == 1:
+        return parts[0]
+    out: Pieces = []
+    for i, part in enumerate(parts):
+        if i:
+            out.append((" and " if i == len(parts) - 1 else ", ", None))
+        out.extend(part)
+    return out
 
 
-def _relation(rng: np.random.Generator, a: Mention, b: Mention, allow_novel: bool) -> str:
+def _relation(rng: np.random.Generator, a: Mention, b: Mention, allow_novel: bool) -> Pieces:
     dx, dy = b.x - a.x, b.y - a.y
     if abs(dx) >= abs(dy):
         rel = "to the left of" if dx > 0 else "to the right of"
     else:
         rel = "above" if dy > 0 else "below"
-    return f"{_noun_phrase(rng, a, 1, allow_novel)} {rel} {_noun_phrase(rng, b, 1, allow_novel)}"
+    first = _noun_phrase(rng, [a], allow_novel)
+    return first + [(f" {rel} ", None)] + _noun_phrase(rng, [b], allow_novel)
 
 
 def _background(rng: np.random.Generator, stuff: list[str], with_objects: bool) -> str:
@@ -128,10 +150,21 @@ def _background(rng: np.random.Generator, stuff: list[str], with_objects: bool) 
     return f"{preps[int(rng.integers(len(preps)))]} {nouns[0]}"
 
 
-def make_caption(rng: np.random.Generator, mentions: list[Mention], stuff: list[str], allow_novel: bool) -> str:
-    """One caption for a scene with ``mentions`` (objects) on ``stuff`` (top-to-bottom stuff names)."""
+def _render(pieces: Pieces) -> tuple[str, list[CaptionPhrase]]:
+    text, phrases = "", []
+    for piece, objects in pieces:
+        if objects is not None:
+            phrases.append(CaptionPhrase(len(text), len(text) + len(piece), objects))
+        text += piece
+    return text, phrases
+
+
+def make_caption_phrases(rng: np.random.Generator, mentions: list[Mention], stuff: list[str], allow_novel: bool
+                         ) -> tuple[str, list[CaptionPhrase]]:
+    """One caption for a scene with ``mentions`` (objects) on ``stuff`` (top-to-bottom stuff names), and the
+    character span of every noun phrase that names objects (what grounding data records)."""
     if not mentions:
-        return TEMPLATES[int(rng.integers(len(TEMPLATES)))].format(_background(rng, stuff, False))
+        return TEMPLATES[int(rng.integers(len(TEMPLATES)))].format(_background(rng, stuff, False)), []
     ordered = sorted(mentions, key=lambda m: -m.area)
     if len(ordered) > 1 and rng.random() < 0.3:  # web-style: mention only the most salient objects
         ordered = ordered[: int(rng.integers(1, len(ordered)))]
@@ -141,11 +174,17 @@ def make_caption(rng: np.random.Generator, mentions: list[Mention], stuff: list[
     singles = [g[0] for g in groups.values() if len(g) == 1]
     if len(singles) >= 2 and len(groups) <= 3 and rng.random() < 0.4:
         a, b = singles[0], singles[1]
-        rest = [_noun_phrase(rng, g[0], len(g), allow_novel) for g in groups.values() if g[0] not in (a, b)]
+        rest = [_noun_phrase(rng, g, allow_novel) for g in groups.values() if g[0] not in (a, b)]
         description = _join([_relation(rng, a, b, allow_novel)] + rest)
     else:
-        phrases = [_noun_phrase(rng, g[0], len(g), allow_novel) for g in list(groups.values())[:3]]
-        description = _join(phrases)
+        description = _join([_noun_phrase(rng, g, allow_novel) for g in list(groups.values())[:3]])
     if rng.random() < 0.75:
-        description = f"{description} {_background(rng, stuff, True)}"
-    return TEMPLATES[int(rng.integers(len(TEMPLATES)))].format(description)
+        description = description + [(f" {_background(rng, stuff, True)}", None)]
+    template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
+    prefix, suffix = template.split("{}")
+    return _render([(prefix, None)] + description + [(suffix, None)])
+
+
+def make_caption(rng: np.random.Generator, mentions: list[Mention], stuff: list[str], allow_novel: bool) -> str:
+    """One caption for a scene with ``mentions`` (objects) on ``stuff`` (top-to-bottom stuff names)."""
+    return make_caption_phrases(rng, mentions, stuff, allow_novel)[0]

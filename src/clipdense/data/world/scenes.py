@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...errors import ConfigError
-from .captions import Mention, make_caption, novel_words
+from .captions import CaptionPhrase, Mention, make_caption, make_caption_phrases, novel_words
 from .shapes import COLOURS, COMPOSITES, DEFAULT_COLOURS, DEFAULT_SHAPES, MAX_ROTATION, SHAPES, Thing, draw_thing
 from .stuff import DEFAULT_STUFF, STUFF, render_stuff
 
@@ -72,6 +72,7 @@ class Scene:
     stuff_map: np.ndarray             # (H, W) int, index into config.stuff
     stuff: list[str]                  # stuff names present, top to bottom
     caption: str
+    phrases: list[CaptionPhrase] = field(default_factory=list)   # the caption's noun phrases -> indices of things
 
 
 def _check_names(names: list[str], known: dict, what: str) -> None:
@@ -202,9 +203,9 @@ def _finish(rng: np.random.Generator, background: np.ndarray, things_rgb: np.nda
 
 def _mentions(things: list[Thing], masks: list[np.ndarray]) -> list[Mention]:
     out = []
-    for thing, mask in zip(things, masks):
+    for index, (thing, mask) in enumerate(zip(things, masks)):
         ys, xs = np.nonzero(mask)
-        out.append(Mention(thing.shape, thing.colour, float(xs.mean()), float(ys.mean()), int(mask.sum())))
+        out.append(Mention(thing.shape, thing.colour, float(xs.mean()), float(ys.mean()), int(mask.sum()), index))
     return out
 
 
@@ -222,8 +223,8 @@ def generate_scene(cfg: SynthConfig, vocab: Vocabulary, split: str, index: int) 
     allowed = [t for t in vocab.combos if split != "train" or t not in vocab.novel_things]
     things, masks, things_rgb = _place(rng, cfg, vocab, allowed, count)
     image = _finish(rng, background, things_rgb, masks)
-    caption = make_caption(rng, _mentions(things, masks), stuff, allow_novel=split != "train")
-    return Scene(image, things, masks, stuff_map, stuff, caption)
+    caption, phrases = make_caption_phrases(rng, _mentions(things, masks), stuff, allow_novel=split != "train")
+    return Scene(image, things, masks, stuff_map, stuff, caption, phrases)
 
 
 def generate_single(cfg: SynthConfig, vocab: Vocabulary, split: str, class_name: str, index: int) -> Scene:
