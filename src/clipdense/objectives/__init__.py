@@ -34,6 +34,7 @@ OBJECTIVES: dict[str, str] = {
     "pointclip-adapter": "pointclip:PointClipAdapterObjective",
     "audioclip": "audioclip:AudioClipObjective",
     "vqgan": "vqgan:VQGANObjective",
+    "glip": "glip:GLIPObjective",
     "mask2former": "mask2former:Mask2FormerObjective",
 }
 
