@@ -203,6 +203,13 @@ CASES: list[tuple[str, tuple[str, ...]]] = [
     ("detect --head /nonexistent-head", ("give one or more image files",)),
     ("detect {img} --head /nonexistent-head", ("/nonexistent-head", "not found")),
     ("detect --proposals --head /nonexistent-head", ("--proposals needs --data",)),
+    # ground (issue 26): the sentence is checked before anything is loaded
+    ("ground {img} ' ' --head /nonexistent-head", ("sentence", "empty sentence")),
+    ("ground {img} 'it is on the left' --head /nonexistent-head", ("sentence", "no noun phrase")),
+    ("ground {img} 'a red circle' --head /nonexistent-head", ("/nonexistent-head", "not found")),
+    ("ground {img} 'a red circle' --head /nonexistent-head --min-score 2", ("--min-score", "expected a probability")),
+    ("ground {img} 'a red circle' --head /nonexistent-head --top 0", ("--top", "expected a count >= 1")),
+    ("ground {img} 'a red circle' --head /nonexistent-head --out {file}/x.png", ("--out {file}/x.png", "is a file")),
     ("serve --port 0", ("--port 0", "expected 1..65535")),
     ("serve --max-side 10", ("--max-side 10", "at least 32")),
     # the families' commands: depth (issue 30), draw / sketch (issue 31)

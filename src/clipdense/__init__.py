@@ -13,6 +13,7 @@ from .tasks import classify_batch, detect_batch, segment_batch
 from .tasks import classify, classify_points, depth, detect, segment
 from .tasks.audio import encode_audio, use_audio_tower
 from .tasks.search import search
+from .tasks.ground import ground
 from .tasks.panoptic import segment_panoptic
 from .data.audio import read_audio
 
@@ -22,7 +23,7 @@ __all__ = [
     "pool_masks", "save_weights", "text_classifier", "classify", "classify_points", "depth", "detect", "segment", "load_head", "save_head",
     "classify_batch", "detect_batch", "segment_batch",
     "ClipDenseError", "ConfigError", "DataError", "ImageLoadError", "ModelLoadError",
-    "encode_audio", "use_audio_tower", "read_audio", "search",
+    "encode_audio", "use_audio_tower", "read_audio", "search", "ground",
     "Drawing", "draw", "sketch", "read_svg", "write_svg", "write_png",
     "segment_panoptic",
 ]

@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "demo",
     "adapt",
     "detect",
+    "ground",
     "serve",
     "depth",
     "generate",

@@ -24,6 +24,7 @@ from ..data.readers import open_reader
 from ..errors import ConfigError, ImageLoadError, ModelLoadError
 from ..heads import kind_of, load_head
 from ..heads.detection import Detector
+from ..heads.grounding import GLIPHead
 from .images import ImageLike, as_pil
 from .overlay import palette
 
@@ -58,9 +59,10 @@ class Detections:
 
 
 def as_detector(head: Detector | str | os.PathLike, bundle: Any) -> Detector:
-    """A loaded detector head (a path is loaded on ``bundle``; another head kind is refused)."""
+    """A loaded detector head (a path is loaded on ``bundle``; another head kind is refused). A GLIP head detects
+    too: the class names become its prompts."""
     loaded = head if isinstance(head, torch.nn.Module) else load_head(head, bundle)
-    if not isinstance(loaded, Detector):
+    if not isinstance(loaded, (Detector, GLIPHead)):
         raise ModelLoadError(f"{head}: a {kind_of(loaded).name} head, not a detector (train one with "
                              "`clipdense train --objective fvit|vild`)")
     return loaded
