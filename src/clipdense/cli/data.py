@@ -57,6 +57,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--grounding", action="store_true",
                        help="also write grounding data in OUT/grounding: each caption's noun phrases with their "
                             "boxes as modulated-detection COCO (GLIP/MDETR) and in the Flickr30k Entities layout")
+    synth.add_argument("--video", action="store_true",
+                       help="also write the video world in OUT/video: clips of the shapes moving, growing, spinning "
+                            "... alone or one after another, as MSR-VTT (videos/all/*.mp4, sentences JSON, 1k-A test "
+                            "list, an order-swapped test list) and Kinetics class folders (held-out motions in val)")
+    synth.add_argument("--video-clips", type=COUNT, default=None,
+                       help="with --video: train clips (default 240; val gets a quarter, the order split an eighth)")
     synth.add_argument("--overwrite", action="store_true",
                        help="replace the world already in --out (its files are removed first)")
     synth.set_defaults(func=run_synth)
@@ -76,6 +82,8 @@ def run_synth(args: argparse.Namespace) -> int:
         raise ConfigError("--depth-scenes: only with --depth (the depth world)")
     if (args.audio_snr is not None or args.audio_per_class is not None or args.audio_speech) and not args.audio:
         raise ConfigError("--audio-snr / --audio-per-class / --audio-speech: only with --audio (the sounding world)")
+    if args.video_clips is not None and not args.video:
+        raise ConfigError("--video-clips: only with --video (the video world)")
     check_world_folder(Path(cfg.out), args.overwrite)   # refused before the progress bar is drawn
     with tqdm(total=total_images(cfg), unit="img", desc="synth", dynamic_ncols=True) as bar:
         summary = write_world(cfg, progress=bar.update, overwrite=args.overwrite)
@@ -83,6 +91,8 @@ def run_synth(args: argparse.Namespace) -> int:
         _synth_points(Path(cfg.out) / "points", cfg.seed, args.points_per_class)
     if args.depth:
         _synth_depth(Path(cfg.out) / "depth", cfg.seed, cfg.image_size, args.depth_scenes)
+    if args.video:
+        _synth_video(Path(cfg.out) / "video", cfg.seed, args.video_clips)
     if args.audio:
         _synth_audio(Path(cfg.out), args.audio_snr, args.audio_per_class, args.audio_speech)
     if args.grounding:
@@ -116,6 +126,21 @@ def _synth_audio(world: Path, snr: float | None, per_class: int | None, speech: 
         counts = write_sounds(world, sound, progress=bar.update)
     print(f"wrote {counts['train']} train + {counts['val']} val scene sounds and {counts['esc50']} single-object "
           f"sounds (ESC-50 layout) to {world / 'audio'} ({sound.sample_rate} Hz, {sound.snr_db:g} dB SNR)")
+
+
+def _synth_video(out: Path, seed: int, clips: int | None) -> None:
+    """The video world beside the image world (its own progress bar and summary line)."""
+    from ..data.world.video import VideoWorldConfig
+    from ..data.world.video_writer import total_clips, write_video_world
+
+    config = VideoWorldConfig(seed=seed)
+    if clips is not None:
+        config.train, config.val, config.order_pairs = clips, max(1, clips // 4), max(1, clips // 16)
+    with tqdm(total=total_clips(config), unit="clip", desc="synth video", dynamic_ncols=True) as bar:
+        counts = write_video_world(out, config, progress=bar.update)
+    print(f"wrote {counts['train']} train + {counts['val']} val + {counts['order']} order-split clips (MSR-VTT "
+          f"layout) and {counts['kinetics-train']} + {counts['kinetics-val']} action clips (Kinetics layout) "
+          f"to {out}")
 
 
 def _synth_depth(out: Path, seed: int, image_size: int, scenes: int | None) -> None:

@@ -16,6 +16,7 @@ from .formats.coco import CocoPanopticRegions, CocoRegions
 from .formats.modelnet import DEFAULT_POINTS, ModelNetPoints
 from .formats.nyudepth import DepthFolder
 from .formats.audio import SoundTriplets, open_esc50, open_urbansound
+from .formats.video import KineticsClips, MsrvttClips
 from .formats.grounding import Flickr30kEntities, ModulatedCoco
 from .sample import describe_fields
 from .skips import SkipCounter
@@ -93,6 +94,24 @@ def _open_audiotext(spec: DataSpec, split: str, needs: frozenset, skips: SkipCou
     return SoundTriplets(spec.get("path"), skip_counter=skips)
 
 
+def _sampling(spec: DataSpec) -> object:
+    """Frame sampling from a video spec's ``frames`` / ``sampling`` / ``fps`` keys (bad values: one line)."""
+    from .video import FrameSampling
+    try:
+        return FrameSampling(int(spec.get("frames", 8)), str(spec.get("sampling", "uniform")),
+                             float(spec.get("fps", 1.0)))
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"--data {spec}: frames must be an integer and fps a number") from exc
+
+
+def _open_msrvtt(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter, **_: object) -> MsrvttClips:
+    return MsrvttClips(spec.get("root"), split, spec.get("test") or None, _sampling(spec), skip_counter=skips)
+
+
+def _open_kinetics(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter, **_: object) -> KineticsClips:
+    return KineticsClips(spec.get("root"), split, _sampling(spec), skip_counter=skips)
+
+
 def _open_depth(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter, **_: object) -> DepthFolder:
     return DepthFolder(spec.get("images"), spec.get("depths"), skip_counter=skips)
 
@@ -117,6 +136,8 @@ READERS: dict[str, ReaderKind] = {
     "esc50": ReaderKind(frozenset({"audio", "image_label"}), _open_esc50, images=False),
     "urbansound8k": ReaderKind(frozenset({"audio", "image_label"}), _open_urbansound, images=False),
     "audiotext": ReaderKind(frozenset({"caption", "audio"}), _open_audiotext),
+    "msrvtt": ReaderKind(frozenset({"caption", "frames"}), _open_msrvtt, images=False),
+    "kinetics": ReaderKind(frozenset({"frames", "image_label"}), _open_kinetics, images=False),
     "modulated-coco": ReaderKind(frozenset({"caption", "boxes", "phrases"}), _open_modulated),
     "flickr30k": ReaderKind(frozenset({"caption", "boxes", "phrases"}), _open_flickr),
 }

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 #: Optional annotation fields, in the order error messages list them.
 FIELDS: tuple[str, ...] = ("caption", "boxes", "labels", "masks", "semantic", "image_label", "points", "audio",
-                            "depth", "phrases")
+                            "depth", "frames", "phrases")
 FIELD_DOCS: dict[str, str] = {
     "caption": "a caption string",
     "boxes": "boxes (N, 4) float xyxy pixels",
@@ -29,6 +29,7 @@ FIELD_DOCS: dict[str, str] = {
     "image_label": "one class index for the whole image",
     "points": "a point cloud (N, 3) float xyz (image None; image_label is the shape's class)",
     "depth": "a metric depth map (H, W) float metres, 0 where unknown",
+    "frames": "video frames (T, H, W, 3) uint8 RGB, sampled by the reader (image None for video data)",
     "audio": "a sound: mono waveform (T,) float in [-1, 1] + its sample rate (image None for sound-only data)",
     "phrases": "grounded phrases: a caption's character spans and the phrase of each box (data.phrases.Phrases)",
 }
@@ -52,6 +53,8 @@ class Sample:
         depth: (H, W) float32 metric depth in metres aligned with ``image``, 0 where unknown (NYU-style).
         audio: a ``clipdense.data.audio.Waveform`` (samples (T,) float32, sample_rate); ``image`` is None for
             sound-only data (ESC-50, UrbanSound8K), set for image-sound-text triplets.
+        frames: (T, H, W, 3) uint8 RGB frames of a video clip, sampled by the reader (uniform or at a frame
+            rate); ``image`` is None for video data, ``caption`` / ``image_label`` the clip's.
         phrases: a ``clipdense.data.phrases.Phrases``: the caption's grounded phrases (character spans) and, per
             row of ``boxes``, the phrase it belongs to (grounding data: modulated COCO, Flickr30k Entities).
         ignore_index: the unlabelled value of ``semantic``.
@@ -68,6 +71,7 @@ class Sample:
     points: torch.Tensor | None = None
     audio: "Waveform | None" = None
     depth: torch.Tensor | None = None
+    frames: torch.Tensor | None = None
     phrases: "Phrases | None" = None
     ignore_index: int = 255
 

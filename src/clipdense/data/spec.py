@@ -40,6 +40,8 @@ FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "esc50": (("root",), ("folds",)),
     "urbansound8k": (("root",), ("folds",)),
     "audiotext": (("path",), ()),
+    "msrvtt": (("root",), ("test", "frames", "sampling", "fps")),
+    "kinetics": (("root",), ("frames", "sampling", "fps")),
     "modulated-coco": (("images", "annotations"), ()),
     "flickr30k": (("root", "images"), ("ids",)),
 }

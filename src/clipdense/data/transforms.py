@@ -1,4 +1,4 @@
-"""Geometric transforms of a ``Sample``: boxes, instance masks and label maps move with the pixels.
+"""Geometric transforms of a ``Sample``: boxes, instance masks, label maps and video frames move with the pixels.
 
 Every random choice draws from the ``generator`` passed in (the engine seeds one per sample), so a
 resumed run sees the same crops. Boxes that leave the image (or shrink below ``min_box_size``
@@ -35,6 +35,28 @@ def _nearest(tensor: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return out[0] if tensor.ndim == 2 else out
 
 
+def picture_size(sample: Sample) -> tuple[int, int]:
+    """(width, height) of the sample's picture: its image, or its frames (T, H, W, 3) when it is a video."""
+    if sample.image is not None:
+        return sample.image.width, sample.image.height
+    if sample.frames is not None:
+        return int(sample.frames.shape[2]), int(sample.frames.shape[1])
+    raise ConfigError(f"sample {sample.key}: no image or frames to transform")
+
+
+def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(T, H, W, 3) uint8 frames resized to ``size`` (H, W): bicubic with antialias, every frame alike."""
+    if tuple(frames.shape[1:3]) == tuple(size):
+        return frames
+    moved = F.interpolate(frames.permute(0, 3, 1, 2).float(), size=size, mode="bicubic", align_corners=False,
+                          antialias=True)
+    return moved.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def _frames(sample: Sample, op: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor | None:
+    return op(sample.frames) if sample.frames is not None else None
+
+
 def keep_boxes(sample: Sample, keep: torch.Tensor) -> Sample:
     """The sample with only the boxes (and their labels, masks and phrase indices) where ``keep`` is True."""
     return sample.replace(boxes=sample.boxes[keep] if sample.boxes is not None else None,
@@ -48,12 +70,14 @@ def resize(sample: Sample, size: tuple[int, int]) -> Sample:
     height, width = int(size[0]), int(size[1])
     if height < 1 or width < 1:
         raise ConfigError(f"resize: expected a positive size, got {height}x{width}")
-    sx, sy = width / sample.image.width, height / sample.image.height
-    image = sample.image.resize((width, height), resample=3)  # PIL bicubic
+    old_w, old_h = picture_size(sample)
+    sx, sy = width / old_w, height / old_h
+    image = sample.image.resize((width, height), resample=3) if sample.image is not None else None  # PIL bicubic
     boxes = sample.boxes * torch.tensor([sx, sy, sx, sy]) if sample.boxes is not None else None
     masks = _nearest(sample.masks, (height, width)) if sample.masks is not None else None
     semantic = _nearest(sample.semantic, (height, width)) if sample.semantic is not None else None
-    return sample.replace(image=image, boxes=boxes, masks=masks, semantic=semantic)
+    return sample.replace(image=image, boxes=boxes, masks=masks, semantic=semantic,
+                          frames=_frames(sample, lambda f: resize_frames(f, (height, width))))
 
 
 def letterbox_fit(width: float, height: float, size: tuple[int, int]) -> tuple[float, int, int]:
@@ -94,20 +118,21 @@ class Letterbox:
 
 def hflip(sample: Sample) -> Sample:
     """Mirror left-right; box x-coordinates become ``width - x``."""
-    width = sample.image.width
+    width = picture_size(sample)[0]
     boxes = None
     if sample.boxes is not None:
         boxes = sample.boxes.clone()
         boxes[:, [0, 2]] = width - sample.boxes[:, [2, 0]]
-    return sample.replace(image=TF.hflip(sample.image), boxes=boxes,
+    return sample.replace(image=TF.hflip(sample.image) if sample.image is not None else None, boxes=boxes,
+                          frames=_frames(sample, lambda f: f.flip(2)),
                           masks=sample.masks.flip(-1) if sample.masks is not None else None,
                           semantic=sample.semantic.flip(-1) if sample.semantic is not None else None)
 
 
 def crop(sample: Sample, top: int, left: int, height: int, width: int, min_box_size: float = 1.0) -> Sample:
     """Cut the window (top, left, height, width); boxes are shifted, clipped, and dropped when they left it."""
-    image = sample.image.crop((left, top, left + width, top + height))
-    out = sample.replace(image=image,
+    image = sample.image.crop((left, top, left + width, top + height)) if sample.image is not None else None
+    out = sample.replace(image=image, frames=_frames(sample, lambda f: f[:, top:top + height, left:left + width]),
                          masks=sample.masks[:, top:top + height, left:left + width] if sample.masks is not None
                          else None,
                          semantic=sample.semantic[top:top + height, left:left + width]
@@ -148,8 +173,7 @@ class RandomResizedCrop:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
 
     def __call__(self, sample: Sample, generator: torch.Generator) -> Sample:
-        top, left, h, w = random_crop_window(sample.image.width, sample.image.height, self.scale, self.ratio,
-                                             generator)
+        top, left, h, w = random_crop_window(*picture_size(sample), self.scale, self.ratio, generator)
         return resize(crop(sample, top, left, h, w), (self.size, self.size))
 
 
@@ -172,8 +196,9 @@ class ScaleJitter:
     scale: tuple[float, float] = (0.5, 2.0)
 
     def __call__(self, sample: Sample, generator: torch.Generator) -> Sample:
-        factor = uniform(generator, *self.scale) * self.target / max(sample.image.width, sample.image.height)
-        size = (max(1, round(sample.image.height * factor)), max(1, round(sample.image.width * factor)))
+        width, height = picture_size(sample)
+        factor = uniform(generator, *self.scale) * self.target / max(width, height)
+        size = (max(1, round(height * factor)), max(1, round(width * factor)))
         sample = resize(sample, size)
         h, w = min(size[0], self.target), min(size[1], self.target)
         top = int(torch.randint(0, size[0] - h + 1, (), generator=generator))
