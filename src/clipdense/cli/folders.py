@@ -48,7 +48,12 @@ def job_of(args: argparse.Namespace, root: str, out: Path):
 
     return FolderJob(root=root, out=out, pattern=args.glob, recursive=args.recursive,
                      batch_size=args.batch_size or DEFAULT_BATCH, progress=not args.no_progress,
-                     precision=getattr(args, "precision", "fp32"))
+                     precision=_torch_precision(args))
+
+
+def _torch_precision(args: argparse.Namespace) -> str:
+    """The autocast of a folder run: onnxruntime's graphs are fp32, so their torch-side arithmetic stays fp32."""
+    return "fp32" if getattr(args, "runtime", "torch") == "onnx" else getattr(args, "precision", "fp32")
 
 
 def report(command: str, summary, out: Path) -> int:
