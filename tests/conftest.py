@@ -17,6 +17,17 @@ os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="clipdense-tests-cache-")
 atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
+try:   # property-based tests (issue 32): a bounded number of examples from a fixed seed, the same on every run
+    from hypothesis import HealthCheck, settings as hypothesis_settings
+
+    hypothesis_settings.register_profile("clipdense", max_examples=30, derandomize=True, deadline=None, database=None,
+                                         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    hypothesis_settings.register_profile("thorough", parent=hypothesis_settings.get_profile("clipdense"),
+                                         max_examples=500)
+    hypothesis_settings.load_profile(os.environ.get("CLIPDENSE_HYPOTHESIS_PROFILE", "clipdense"))
+except ImportError:   # the dev extra is not installed: the property tests skip themselves
+    pass
+
 
 @pytest.fixture(scope="session")
 def tiny_bundle():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -15,11 +16,28 @@ from .errors import ConfigError
 T = TypeVar("T")
 
 
+def _finite(name: str, value: Any) -> Any:
+    """``value``, refused in one line when it is (or holds) a NaN or an infinity: no setting means one."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if any(isinstance(v, float) and not math.isfinite(v) for v in items):
+        raise ConfigError(f"config key '{name}': expected a finite number, got {value!r}")
+    return value
+
+
 def _coerce(name: str, value: Any, hint: Any) -> Any:
-    """Coerce YAML/CLI values to the field's declared scalar type, so '3' works for an int."""
+    """Coerce YAML/CLI values to the field's declared scalar type, so '3' works for an int; NaN and infinities
+    are refused."""
+    return _finite(name, _coerce_type(name, value, hint))
+
+
+def _coerce_type(name: str, value: Any, hint: Any) -> Any:
     if value is None:
         return None
     origin = getattr(hint, "__origin__", None)
+    if hint is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if hint is int and isinstance(value, float):
+        raise ConfigError(f"config key '{name}': expected int, got {value!r}")
     if hint in (int, float, str) and not isinstance(value, hint):
         try:
             return hint(value)
@@ -32,8 +50,20 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
             return False
         raise ConfigError(f"config key '{name}': expected a boolean, got {value!r}")
     if origin in (list, tuple) and isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if origin in (list, tuple) and isinstance(value, (list, tuple)):
+        return _coerce_items(name, value, getattr(hint, "__args__", ()))
     return value
+
+
+def _coerce_items(name: str, value: list | tuple, args: tuple) -> list:
+    """Items of a ``list[float]`` / ``tuple[float, float]`` field as numbers ('0.5,1' from a flag works too), the
+    tuple's length checked."""
+    fixed = [a for a in args if a is not Ellipsis]
+    if fixed and Ellipsis not in args and len(fixed) > 1 and len(value) != len(fixed):
+        raise ConfigError(f"config key '{name}': expected {len(fixed)} values, got {list(value)!r}")
+    kinds = fixed if len(fixed) == len(value) else fixed[:1] * len(value)
+    return [_coerce_type(name, item, kind) if kind in (int, float) else item for item, kind in zip(value, kinds)]
 
 
 def build_config(cls: type[T], yaml_path: str | os.PathLike | None = None,

@@ -25,7 +25,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained", default=None,
                         help="open_clip pretrained tag or a local weights file (.safetensors/.pt/.bin); without it "
                              "an architecture name has random weights")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--device", type=DEVICE, default=None,
+                        help="cpu, cuda, cuda:1 ... (default: cuda if available)")
 
 
 def add_cache_flag(parser: argparse.ArgumentParser) -> None:
@@ -85,8 +86,24 @@ def bounded(kind: type, low: float | None = None, high: float | None = None, wha
             raise argparse.ArgumentTypeError(f"expected {what} {limits}, got {text}")
         return value
     parse.__name__ = kind.__name__   # argparse names the type in its own messages
+    parse.bounds = (kind, low, high, low_open)   # type: ignore[attr-defined]  # read by the generated flag test
     return parse
 
+
+def device_name(text: str) -> str:
+    """An argparse ``type`` for --device: a name torch can parse (cpu, cuda, cuda:1, mps), refused in one line
+    before anything is loaded. Whether the device exists is checked when the model moves there."""
+    import torch
+
+    try:
+        torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a device such as cpu, cuda, cuda:1 or mps, got {text!r}") from None
+    return text
+
+
+device_name.bad_example = "no-such-device"   # type: ignore[attr-defined]  # read by the generated flag test
+DEVICE = device_name
 
 #: the argparse types the commands share
 PIXELS = bounded(int, 1, what="a size in pixels")
@@ -96,6 +113,8 @@ PROBABILITY = bounded(float, 0.0, 1.0, what="a probability")
 POSITIVE = bounded(float, 0.0, what="a number", low_open=True)
 SEED = bounded(int, 0, what="a seed")
 AMOUNT = bounded(int, 0, what="a count")
+PORT = bounded(int, 1, 65535, what="a port")
+SECONDS = bounded(float, 0.0, what="a duration in seconds", low_open=True)
 
 
 def check_templates(text: str, flag: str = "--templates") -> str:

@@ -9,7 +9,7 @@ from ..demo import DemoConfig, run_demo
 from ..demo.config import FLAGGED
 from ..demo.families import FAMILY_DEMOS, family_demo
 from ..errors import ConfigError
-from .common import STEPS
+from .common import DEVICE, STEPS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="pretrain a tiny CLIP here first instead of starting from the shipped weights")
     p.add_argument("--pretrain-steps", type=STEPS, default=None)
     p.add_argument("--distill-steps", type=STEPS, default=None)
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", type=DEVICE, default=None)
     p.add_argument("--config", default=None, metavar="FILE.yaml", help="DemoConfig keys as YAML")
     p.set_defaults(func=run)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..heads import read_head_info
 from ..models import load_model
-from .common import add_cache_flag, parse_class_list
+from .common import COUNT, DEVICE, PROBABILITY, add_cache_flag, check_out_file, parse_class_list
 from .folders import add_folder_flags, folder_out, is_folder_run, job_of, report
 
 
@@ -28,15 +28,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="picture with boxes (several images: IMAGE-STEM_boxes.png beside this path)")
     p.add_argument("--json", default=None, help="write detections as COCO results JSON (with --proposals: the "
                                                 "proposals as a COCO instances JSON)")
-    p.add_argument("--min-score", type=float, default=0.3, help="boxes drawn and written (default 0.3)")
+    p.add_argument("--min-score", type=PROBABILITY, default=0.3, help="boxes drawn and written (default 0.3)")
     p.add_argument("--proposals", action="store_true",
                    help="export the RPN's class-agnostic proposals of --data as COCO JSON instead")
     p.add_argument("--data", default=None, help="with --proposals: a world or coco:images=DIR,annotations=FILE")
-    p.add_argument("--split", default="train", help="with --proposals: the world's split (default train)")
-    p.add_argument("--top", type=int, default=20, help="with --proposals: proposals kept per image (default 20)")
+    p.add_argument("--split", default=None, help="with --proposals: the world's split (default train)")
+    p.add_argument("--top", type=COUNT, default=None, help="with --proposals: proposals kept per image (default 20)")
     p.add_argument("--model", default=None, help="backbone (default: the one the head records)")
     p.add_argument("--pretrained", default=None, help="backbone weights (default: the ones the head records)")
-    p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
+    p.add_argument("--device", type=DEVICE, default=None, help="cpu, cuda ... (default: cuda if available)")
     add_cache_flag(p)
     add_folder_flags(p)
     p.set_defaults(func=run_detect)
@@ -56,18 +56,27 @@ def run_detect(args: argparse.Namespace) -> int:
     if args.proposals:
         if not args.data or not args.json:
             raise ConfigError("--proposals needs --data (the images) and --json (where the proposals go)")
-    elif not args.images:
-        raise ConfigError("give one or more image files (or --proposals --data DATA)")
+    else:
+        given = [flag for flag, value in (("--data", args.data), ("--split", args.split), ("--top", args.top))
+                 if value is not None]
+        if given:
+            raise ConfigError(f"{' / '.join(given)}: only with --proposals (they choose the proposals' data)")
+        if not args.images:
+            raise ConfigError("give one or more image files (or --proposals --data DATA)")
     folder = not args.proposals and len(args.images) == 1 and is_folder_run(args.images[0], args)
     if not folder and any(getattr(args, name) for name in ("glob", "recursive", "batch_size")):
         raise ConfigError("--glob / --recursive / --batch-size: only with one folder of images")
     classes = parse_class_list(args.classes) if args.classes else None
+    if args.json:   # outputs are checked before anything is loaded or computed
+        check_out_file(args.json, "--json", (".json",))
+    if not folder and not args.proposals:
+        check_out_file(args.out, "--out", (".png", ".jpg", ".jpeg"))
     if folder:
         return _detect_folder(args, classes)
     bundle = _backbone(args)
     head = as_detector(args.head, bundle)
     if args.proposals:
-        payload = proposals_json(head, bundle, args.data, args.split, args.top)
+        payload = proposals_json(head, bundle, args.data, args.split or "train", args.top or 20)
         path = write_json(payload, args.json)
         print(f"wrote {len(payload['annotations'])} proposals of {len(payload['images'])} images to {path}")
         return 0

@@ -30,8 +30,9 @@ def _add_flag(parser: argparse.ArgumentParser, field: dataclasses.Field, dest: s
         parser.add_argument(field.metadata["flag"], dest=dest, default=None, action=argparse.BooleanOptionalAction,
                             help=help_text.replace("%", "%%"))
     else:
-        parser.add_argument(field.metadata["flag"], dest=dest, default=None, metavar=field.name.upper(),
-                            help=help_text.replace("%", "%%"))
+        action = parser.add_argument(field.metadata["flag"], dest=dest, default=None, metavar=field.name.upper(),
+                                     help=help_text.replace("%", "%%"))
+        action.option_field = field   # its declared bounds / choices, for the generated out-of-range flag test
 
 
 def _task_flags() -> list[tuple[str, dataclasses.Field]]:

@@ -8,7 +8,7 @@ import time
 
 from ..errors import ConfigError
 from ..models import DENSE_MODES
-from .common import add_cache_flag, check_templates, parse_class_list
+from .common import DEVICE, add_cache_flag, check_templates, parse_class_list
 
 FORMATS = ("onnx",)
 
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--templates", default="imagenet", help="prompt set or '{}' template of --classes")
     p.add_argument("--head", default=None, help="a segmentation head (file or run dir) trained on these weights")
     p.add_argument("--no-text", action="store_true", help="leave out the text tower (text.onnx)")
-    p.add_argument("--device", default="cpu", help="device the export traces on (default cpu)")
+    p.add_argument("--device", type=DEVICE, default="cpu", help="device the export traces on (default cpu)")
     add_cache_flag(p)
     p.set_defaults(func=run_export)
 

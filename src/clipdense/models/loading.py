@@ -136,6 +136,9 @@ def _load_open_clip(name: str, pretrained: str | None, tokenizer: str | os.PathL
 
 def _check_name(name: str) -> None:
     known = open_clip.list_models()
+    if name not in known and ("/" in name or os.sep in name or Path(name).suffix in WEIGHT_SUFFIXES + (".ckpt",)):
+        raise ModelLoadError(f"{name}: no such file or folder (a model is an open_clip name, a built-in tiny name, "
+                             "hf-hub:org/repo, or an existing weights file or run folder)")
     if name not in known:
         close = difflib.get_close_matches(name, known, n=3)
         hint = f"; did you mean {close}?" if close else "; see `clipdense info` for the list"

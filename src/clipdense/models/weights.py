@@ -100,6 +100,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a state dict from .safetensors or a torch file, without unpickling arbitrary objects."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelLoadError(f"{path}: a folder, expected a weights file ({', '.join(WEIGHT_SUFFIXES)}); a run "
+                             "folder or a model folder is given as the model, not as its pretrained weights")
     if not path.is_file():
         raise ModelLoadError(f"{path}: weights file not found")
     if path.suffix not in WEIGHT_SUFFIXES:

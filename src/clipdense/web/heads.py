@@ -17,7 +17,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import nn
 
-from ..errors import ClipDenseError
+from ..errors import ClipDenseError, ConfigError
 from ..heads import HEAD_FILE, HeadInfo, find_head_kind, known_head_kinds, read_head_info
 from .results import Analysis
 
@@ -142,9 +142,14 @@ def discover_heads(folders: Iterable[str | os.PathLike]) -> list[HeadChoice]:
         for path in _candidates(folder):
             try:
                 info = read_head_info(path)
-            except ClipDenseError:
+            except ClipDenseError as exc:
+                if folder.is_file():          # a file named on its own is refused, not counted as "0 heads found"
+                    raise ConfigError(f"--heads {folder}: not a head file ({' '.join(str(exc).split())})") from None
                 continue                      # a model file, a damaged head, another clipdense format
             use = use_for_kind(info.kind)
+            if use is None and folder.is_file():
+                raise ConfigError(f"--heads {folder}: a {info.kind} head, which the page cannot use (it shows "
+                                  f"{', '.join(available_uses())} heads)")
             if use is not None:
                 found.setdefault(path.resolve(), HeadChoice(path, info, use))
     return list(found.values())

@@ -230,10 +230,34 @@ class Detector(nn.Module):
         with self._evaluating():
             return self._detect(images, list(self.classes if classnames is None else classnames))
 
+    def _padded(self, images: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[tuple[int, int]]]:
+        """Images padded (bottom / right, zeros) so that the test-time resize leaves each side at least one stride
+        of the coarsest level: a 1 x 4000 strip would otherwise shrink to 0 rows. Also their padded sizes."""
+        c, padded = self.config, []
+        for image in images:
+            h, w = (int(s) for s in image.shape[-2:])
+            need = math.ceil(c.strides[-1] * max(h, w) / c.image_size)   # short side that resizes to one stride
+            if min(h, w) < need:
+                image = F.pad(image, (0, max(0, need - w), 0, max(0, need - h)))
+            padded.append(image)
+        return padded, [tuple(int(s) for s in image.shape[-2:]) for image in padded]
+
+    @staticmethod
+    def _clipped(results: list[dict[str, torch.Tensor]], images: Sequence[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Boxes clipped to the unpadded images."""
+        for result, image in zip(results, images):
+            h, w = image.shape[-2:]
+            result["boxes"][:, 0::2] = result["boxes"][:, 0::2].clamp(0, int(w))
+            result["boxes"][:, 1::2] = result["boxes"][:, 1::2].clamp(0, int(h))
+            if "masks" in result:   # pasted at the padded size
+                result["masks"] = result["masks"][..., :int(h), :int(w)]
+        return results
+
     def _detect(self, images: Sequence[torch.Tensor], names: list[str]) -> list[dict[str, torch.Tensor]]:
         text = self.text_embeddings(names)
         novel = torch.tensor([n not in self.classes for n in names], dtype=torch.bool)
-        originals = [tuple(int(s) for s in image.shape[-2:]) for image in images]
+        given = images
+        images, originals = self._padded(images)
         features = self.features(images)
         proposals, _ = self.rpn(features.images, features.pyramid)
         regions = self.regions(features, proposals)
@@ -247,18 +271,19 @@ class Detector(nn.Module):
             results.append(select_detections(boxes[start:end], scores[start:end], size, self.config.score_threshold,
                                              self.config.nms, self.config.detections))
             start = end
-        return self.transform.postprocess(results, features.images.image_sizes, originals)
+        return self._clipped(self.transform.postprocess(results, features.images.image_sizes, originals), given)
 
     @torch.no_grad()
     def propose(self, images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """The RPN's class-agnostic proposals per image (best first), in the given image's pixels."""
-        originals = [tuple(int(s) for s in image.shape[-2:]) for image in images]
+        given = images
+        images, originals = self._padded(images)
         with self._evaluating():
             features = self.features(images)
             proposals, _ = self.rpn(features.images, features.pyramid)
             resized = self.transform.postprocess([{"boxes": p} for p in proposals], features.images.image_sizes,
                                                  originals)
-        return [r["boxes"] for r in resized]
+        return [r["boxes"] for r in self._clipped(resized, given)]
 
     def train(self, mode: bool = True) -> "Detector":
         super().train(mode)
