@@ -257,7 +257,7 @@ def test_plan_skips_or_refuses_what_the_data_lacks(coco: dict[str, Path], ade: P
     with pytest.raises(DataError, match="'zeroshot' needs image_label"):
         plan_tasks(ade_spec(ade), "segmentation,zeroshot")
     with pytest.raises(ConfigError, match="--tasks"):
-        plan_tasks(ade_spec(ade), "segmentation,panoptic")
+        plan_tasks(ade_spec(ade), "segmentation,nonesuch")
     with pytest.raises(DataError, match="'detection' needs boxes"):
         plan_tasks(ade_spec(ade), "segmentation,detection", head="any.safetensors")
     with pytest.raises(ConfigError, match="--head"):

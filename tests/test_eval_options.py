@@ -89,7 +89,7 @@ def _cli(world: Path, *extra: str) -> int:
     (("--task-arg", "segmentation.window=abc"), "--task-arg segmentation.window 'abc': expected a size in pixels"),
     (("--task-arg", "regions.nope=1"), "--task-arg regions.nope: unknown option, expected one of: methods, crops, "
                                        "thing_expand"),
-    (("--task-arg", "panoptic.window=1"), "--task-arg panoptic.window: unknown task 'panoptic'"),
+    (("--task-arg", "nonesuch.window=1"), "--task-arg nonesuch.window: unknown task 'nonesuch'"),
     (("--task-arg", "window"), "--task-arg 'window': expected KEY=VALUE"),
     (("--window", "0"), "--window 0: expected a size in pixels >= 1"),
     (("--stride", "8"), "--stride 8: only used with --window"),

@@ -109,7 +109,7 @@ def classify_audio(bundle: Any, waveform: Waveform, classes: Sequence[str],
     text_side = bundle if head.clip is None else dataclasses.replace(bundle, model=head.clip)   # full regime
     classifier = text_classifier(text_side, list(classes), templates)
     logits = head.scales()[1].float() * features @ classifier.T.to(features.device)
-    return logits.softmax(dim=-1)[0].cpu()
+    return logits.float().softmax(dim=-1)[0].cpu()   # autocast's matmul is bf16
 
 
 def classify_audio_file(bundle: Any, path: str | os.PathLike, classes: Sequence[str],

@@ -85,7 +85,7 @@ def classify_batch(bundle: Any, images: ImagesLike, classes: ClassesLike,
             features = F.normalize(bundle.model.encode_image(tensor).float(), dim=-1)
             classifier = text_classifier(bundle, vocabulary, templates)
             # one row at a time: a (1, D) product is what ``classify`` computes (a (B, D) GEMM rounds otherwise)
-            probs = torch.cat([(scale * row[None] @ classifier.T).softmax(dim=-1) for row in features]).cpu()
+            probs = torch.cat([(scale * row[None] @ classifier.T).float().softmax(dim=-1) for row in features]).cpu()
         for index, row in zip(group, probs):
             out[index] = row
     return out   # type: ignore[return-value]

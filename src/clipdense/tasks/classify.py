@@ -45,7 +45,7 @@ def classify(bundle, image: ImageLike, classes: Sequence[str],
     features = F.normalize(bundle.model.encode_image(tensor).float(), dim=-1)
     classifier = text_classifier(bundle, classes, templates)
     logits = bundle.model.logit_scale.exp().float() * features @ classifier.T
-    return logits.softmax(dim=-1)[0].cpu()
+    return logits.float().softmax(dim=-1)[0].cpu()   # autocast's matmul is bf16
 
 
 def _classify_file(bundle, path: str | os.PathLike, classes: Sequence[str],

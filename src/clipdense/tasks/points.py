@@ -50,7 +50,7 @@ def classify_points(bundle: Any, points: Any, classes: Sequence[str], templates:
         raise ConfigError("classes: empty list")
     cloud = torch.from_numpy(check_points(points, "classify_points"))[None]
     logits = view_logits(bundle, encode_point_views(bundle, cloud, settings), classes, templates)
-    return combine_views(logits, view_weights).softmax(-1)[0].cpu()
+    return combine_views(logits, view_weights).float().softmax(-1)[0].cpu()
 
 
 def classify_point_file(bundle: Any, path: str | os.PathLike, classes: list[str],
