@@ -19,7 +19,7 @@ from ..errors import ConfigError
 #: so ``load_head`` reads every kind without its caller importing the package that defines it)
 PROVIDERS: list[str] = ["clipdense.heads.adapters", "clipdense.heads.detection", "clipdense.heads.segmentation",
                        "clipdense.heads.audio", "clipdense.heads.pointclip",
-                       "clipdense.heads.vqgan", "clipdense.heads.grounding"]
+                       "clipdense.heads.vqgan", "clipdense.heads.video", "clipdense.heads.grounding"]
 
 Builder = Callable[[Mapping[str, Any], Any, "list[str] | None"], nn.Module]
 

@@ -33,6 +33,8 @@ OBJECTIVES: dict[str, str] = {
     "tip-adapter-f": "fewshot:TipAdapterFObjective",
     "pointclip-adapter": "pointclip:PointClipAdapterObjective",
     "audioclip": "audioclip:AudioClipObjective",
+    "clip4clip": "clip4clip:Clip4ClipObjective",
+    "actionclip": "actionclip:ActionClipObjective",
     "vqgan": "vqgan:VQGANObjective",
     "glip": "glip:GLIPObjective",
     "mask2former": "mask2former:Mask2FormerObjective",

@@ -126,6 +126,17 @@ class Objective(nn.Module):
         return stack_collate(samples)
 
 
+#: a parameter attribute: the factor on the run's learning rate for this parameter (CLIP4Clip's ``coef_lr``)
+LR_SCALE = "clipdense_lr_scale"
+
+
+def scale_lr(module: nn.Module, factor: float) -> None:
+    """Train ``module``'s parameters at ``factor`` times the run's learning rate (the optimiser puts them in their
+    own groups; the factor applies through warm-up and decay alike)."""
+    for param in module.parameters():
+        setattr(param, LR_SCALE, float(factor))
+
+
 class ClipTraining(Objective):
     """An objective that trains (part of) the CLIP itself — its ``exported_model()`` — so the first blocks of its
     towers can be locked."""
@@ -135,4 +146,5 @@ class ClipTraining(Objective):
         lock_text_blocks(self.exported_model(), text_blocks)
 
 
-__all__ = ["ClipTraining", "DataInfo", "HeadExport", "Objective", "SampleTransform", "rank_and_world", "stack_collate"]
+__all__ = ["LR_SCALE", "ClipTraining", "DataInfo", "HeadExport", "Objective", "SampleTransform", "rank_and_world",
+           "scale_lr", "stack_collate"]

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..objectives.base import LR_SCALE
 
 
 def _no_decay(name: str, param: nn.Parameter) -> bool:
@@ -18,14 +19,17 @@ def _no_decay(name: str, param: nn.Parameter) -> bool:
 
 def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], lr: float, weight_decay: float,
                     betas: tuple[float, float], eps: float, device: torch.device) -> torch.optim.AdamW:
-    """AdamW over two groups (decay / no decay); fused on CUDA for speed."""
-    decay, no_decay = [], []
+    """AdamW over groups by decay / no decay and learning-rate factor (a parameter's ``LR_SCALE`` attribute, set by
+    ``objectives.base.scale_lr``; 1 for all but a few objectives); fused on CUDA for speed."""
+    grouped: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for name, param in named_params:
-        (no_decay if _no_decay(name, param) else decay).append(param)
-    if not decay and not no_decay:
+        grouped.setdefault((not _no_decay(name, param), getattr(param, LR_SCALE, 1.0)), []).append(param)
+    if not grouped:
         raise ConfigError("nothing to train: every parameter is frozen (check --lock-image-blocks / --lock-text-blocks)")
-    groups = [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
-    groups = [g for g in groups if g["params"]]
+    groups = []
+    for (decays, scale), params in sorted(grouped.items(), key=lambda item: (-item[0][1], item[0][0])):
+        group = {"params": params, "weight_decay": weight_decay if decays else 0.0}
+        groups.append(group if scale == 1.0 else {**group, "lr_scale": scale})
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=device.type == "cuda")
 
 
@@ -43,6 +47,6 @@ def lr_at(step: int, base_lr: float, warmup_steps: int, total_steps: int, min_lr
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Apply one learning rate to every group."""
+    """Apply the learning rate to every group (times the group's ``lr_scale``, where it has one)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
