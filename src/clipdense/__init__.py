@@ -15,6 +15,8 @@ from .tasks.audio import encode_audio, use_audio_tower
 from .tasks.search import search
 from .tasks.ground import ground
 from .tasks.panoptic import segment_panoptic
+from .tasks.video import classify_video, encode_video, search_videos
+from .data.video import FrameSampling, read_video, write_video
 from .data.audio import read_audio
 
 __version__ = "0.1.0"
@@ -24,6 +26,7 @@ __all__ = [
     "classify_batch", "detect_batch", "segment_batch",
     "ClipDenseError", "ConfigError", "DataError", "ImageLoadError", "ModelLoadError",
     "encode_audio", "use_audio_tower", "read_audio", "search", "ground",
+    "encode_video", "classify_video", "search_videos", "read_video", "write_video", "FrameSampling",
     "Drawing", "draw", "sketch", "read_svg", "write_svg", "write_png",
     "segment_panoptic",
 ]

@@ -8,6 +8,7 @@ from ..data.audio import AUDIO_SUFFIXES, read_audio
 from ..data.media import media_kind
 from ..errors import ConfigError
 from ..tasks import use_audio_tower
+from ..tasks.video import holds_videos
 from ..tasks.search import image_paths, search
 from .common import COUNT, add_cache_flag, add_model_args, check_folder, load_cli_model
 
@@ -37,7 +38,8 @@ def run_search(args: argparse.Namespace) -> int:
     if args.audio_tower and args.audio is None:
         raise ConfigError("--audio-tower: only with --audio (a sentence is embedded by the text tower)")
     folder = check_folder(args.folder, "DIR")
-    image_paths(folder)   # no images: refused before the model loads
+    if not holds_videos(folder):
+        image_paths(folder)   # no images: refused before the model loads (a folder of videos is searched as clips)
     query = args.query
     if args.audio is not None:
         if media_kind(args.audio) != "audio":

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 FILE_CLASSIFIERS: dict[str, str] = {
     "points": "points:classify_point_file",
     "audio": "audio:classify_audio_file",
+    "video": "video:classify_video_file",
 }
 
 

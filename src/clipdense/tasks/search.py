@@ -84,6 +84,9 @@ def search(bundle: Any, images: ImagesOrDir, query: Query, top: int | None = Non
     """
     if top is not None and top <= 0:
         raise ConfigError(f"top: {top}; expected a count >= 1")
+    from .video import holds_videos, search_videos
+    if holds_videos(images) and isinstance(query, str):   # clips: ranked by their meanP embedding
+        return search_videos(bundle, images, query, top)
     embedding, side = query_embedding(bundle, query)
     paths = image_paths(images)
     return [(paths[i], score) for i, score in rank(embedding, image_embeddings(side, paths), top)]
