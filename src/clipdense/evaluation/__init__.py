@@ -23,6 +23,7 @@ from .grounding import evaluate_grounding, phrase_recall   # registers grounding
 from . import audio as _audio   # registers audio-zeroshot, audio-retrieval, audio-linear-probe
 from .depth import depth_errors, depth_metrics   # registers depth, points-zeroshot
 from .panoptic import PanopticOptions, evaluate_panoptic   # registers panoptic (PQ, mIoU, mask AP)
+from . import video as _video   # registers video-retrieval, action
 from .report import json_ready, to_markdown, write_results
 from .runner import EvalPlan, build_settings, build_task_options, evaluate, plan_tasks
 
