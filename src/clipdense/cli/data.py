@@ -57,6 +57,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--grounding", action="store_true",
                        help="also write grounding data in OUT/grounding: each caption's noun phrases with their "
                             "boxes as modulated-detection COCO (GLIP/MDETR) and in the Flickr30k Entities layout")
+    synth.add_argument("--lvis", action="store_true",
+                       help="also write the long-tailed world in OUT/lvis: LVIS v1 JSON (rare / common / frequent "
+                            "classes by training-image count, federated negative and not-exhaustive labels), read "
+                            "with --data OUT/lvis/{train,val}.yaml")
+    synth.add_argument("--lvis-scenes", type=bounded(int, 200, 1_000_000, what="a number of scenes"), default=None,
+                       help="with --lvis: train scenes (default 600, at least 200 so that frequent classes exist; "
+                            "val gets a quarter)")
     synth.add_argument("--video", action="store_true",
                        help="also write the video world in OUT/video: clips of the shapes moving, growing, spinning "
                             "... alone or one after another, as MSR-VTT (videos/all/*.mp4, sentences JSON, 1k-A test "
@@ -82,6 +89,8 @@ def run_synth(args: argparse.Namespace) -> int:
         raise ConfigError("--depth-scenes: only with --depth (the depth world)")
     if (args.audio_snr is not None or args.audio_per_class is not None or args.audio_speech) and not args.audio:
         raise ConfigError("--audio-snr / --audio-per-class / --audio-speech: only with --audio (the sounding world)")
+    if args.lvis_scenes is not None and not args.lvis:
+        raise ConfigError("--lvis-scenes: only with --lvis (the long-tailed world)")
     if args.video_clips is not None and not args.video:
         raise ConfigError("--video-clips: only with --video (the video world)")
     check_world_folder(Path(cfg.out), args.overwrite)   # refused before the progress bar is drawn
@@ -95,6 +104,8 @@ def run_synth(args: argparse.Namespace) -> int:
         _synth_video(Path(cfg.out) / "video", cfg.seed, args.video_clips)
     if args.audio:
         _synth_audio(Path(cfg.out), args.audio_snr, args.audio_per_class, args.audio_speech)
+    if args.lvis:
+        _synth_lvis(Path(cfg.out), cfg, args.lvis_scenes)
     if args.grounding:
         _synth_grounding(Path(cfg.out), cfg.train + cfg.val)
     print(f"wrote {summary.images['train']} train + {summary.images['val']} val scenes "
@@ -126,6 +137,19 @@ def _synth_audio(world: Path, snr: float | None, per_class: int | None, speech: 
         counts = write_sounds(world, sound, progress=bar.update)
     print(f"wrote {counts['train']} train + {counts['val']} val scene sounds and {counts['esc50']} single-object "
           f"sounds (ESC-50 layout) to {world / 'audio'} ({sound.sample_rate} Hz, {sound.snr_db:g} dB SNR)")
+
+
+def _synth_lvis(world: Path, cfg: SynthConfig, scenes: int | None) -> None:
+    """The long-tailed world beside the image world (LVIS v1 JSON; its own progress bar and summary line)."""
+    from ..data.world.lvis import LvisWorldConfig, scaled_config, write_lvis_world
+
+    lcfg = LvisWorldConfig() if scenes is None else scaled_config(scenes)
+    with tqdm(total=lcfg.train + lcfg.val, unit="img", desc="synth lvis", dynamic_ncols=True) as bar:
+        summary = write_lvis_world(world / "lvis", cfg, lcfg, progress=bar.update)
+    buckets = summary["buckets"]
+    print(f"wrote {summary['images']['train']} train + {summary['images']['val']} val long-tailed scenes "
+          f"({buckets['r']} rare, {buckets['c']} common, {buckets['f']} frequent classes; LVIS v1 JSON) to "
+          f"{world / 'lvis'}")
 
 
 def _synth_video(out: Path, seed: int, clips: int | None) -> None:

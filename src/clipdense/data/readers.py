@@ -15,6 +15,7 @@ from .formats.imagetext import ImageTextDataset
 from .formats.coco import CocoPanopticRegions, CocoRegions
 from .formats.modelnet import DEFAULT_POINTS, ModelNetPoints
 from .formats.nyudepth import DepthFolder
+from .formats.lvis import LvisRegions
 from .formats.audio import SoundTriplets, open_esc50, open_urbansound
 from .formats.video import KineticsClips, MsrvttClips
 from .formats.grounding import Flickr30kEntities, ModulatedCoco
@@ -112,6 +113,11 @@ def _open_kinetics(spec: DataSpec, split: str, needs: frozenset, skips: SkipCoun
     return KineticsClips(spec.get("root"), split, _sampling(spec), skip_counter=skips)
 
 
+def _open_lvis(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter, **_: object) -> LvisRegions:
+    return LvisRegions(spec.get("images"), spec.get("annotations"), with_masks="masks" in needs,
+                       skip_counter=skips)
+
+
 def _open_depth(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter, **_: object) -> DepthFolder:
     return DepthFolder(spec.get("images"), spec.get("depths"), skip_counter=skips)
 
@@ -129,6 +135,7 @@ READERS: dict[str, ReaderKind] = {
     "wds": ReaderKind(frozenset({"caption"}), _open_imagetext, streaming=True),
     "coco": ReaderKind(frozenset({"boxes", "labels", "masks"}), _open_coco),
     "coco-panoptic": ReaderKind(frozenset({"boxes", "labels", "masks"}), _open_panoptic),
+    "lvis": ReaderKind(frozenset({"boxes", "labels", "masks", "federated"}), _open_lvis),
     "semseg": ReaderKind(frozenset({"semantic"}), _open_semseg),
     "imagefolder": ReaderKind(frozenset({"image_label"}), _open_imagefolder),
     "modelnet": ReaderKind(frozenset({"points", "image_label"}), _open_modelnet, images=False),
@@ -208,7 +215,7 @@ class DataInfo:
         spec: the parsed ``--data``.
         classes: the reader's class names in label order (None: the data names no classes).
         isthing: thing (True) or stuff (False) per class (None: the format does not say; all things).
-        novel: classes the data itself holds out of training (a world's novel things).
+        novel: classes the data itself holds out of training (a world's novel things, LVIS's rare classes).
     """
 
     spec: DataSpec | None = None
@@ -228,7 +235,7 @@ def _describe(spec: DataSpec, reader: object, world: World | None) -> DataInfo:
     isthing = getattr(reader, "isthing", None)
     return DataInfo(spec, None if classes is None else tuple(str(c) for c in classes),
                     None if isthing is None else tuple(bool(t) for t in isthing),
-                    tuple(world.novel_things) if world is not None else ())
+                    tuple(world.novel_things) if world is not None else tuple(getattr(reader, "held_out", ())))
 
 
 def open_data(spec: DataSpec | str, needs: Iterable[str] = (), split: str = "train",

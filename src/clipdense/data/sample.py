@@ -15,11 +15,12 @@ from PIL import Image
 
 if TYPE_CHECKING:
     from .audio import Waveform
+    from .federated import Federated
     from .phrases import Phrases
 
 #: Optional annotation fields, in the order error messages list them.
 FIELDS: tuple[str, ...] = ("caption", "boxes", "labels", "masks", "semantic", "image_label", "points", "audio",
-                            "depth", "frames", "phrases")
+                            "depth", "frames", "phrases", "federated")
 FIELD_DOCS: dict[str, str] = {
     "caption": "a caption string",
     "boxes": "boxes (N, 4) float xyxy pixels",
@@ -31,6 +32,7 @@ FIELD_DOCS: dict[str, str] = {
     "depth": "a metric depth map (H, W) float metres, 0 where unknown",
     "frames": "video frames (T, H, W, 3) uint8 RGB, sampled by the reader (image None for video data)",
     "audio": "a sound: mono waveform (T,) float in [-1, 1] + its sample rate (image None for sound-only data)",
+    "federated": "LVIS federated labels: classes verified absent and classes not exhaustively boxed",
     "phrases": "grounded phrases: a caption's character spans and the phrase of each box (data.phrases.Phrases)",
 }
 
@@ -57,6 +59,8 @@ class Sample:
             rate); ``image`` is None for video data, ``caption`` / ``image_label`` the clip's.
         phrases: a ``clipdense.data.phrases.Phrases``: the caption's grounded phrases (character spans) and, per
             row of ``boxes``, the phrase it belongs to (grounding data: modulated COCO, Flickr30k Entities).
+        federated: a ``clipdense.data.federated.Federated``: LVIS's classes verified absent from the image and
+            those whose instances are not all boxed (every other class without a box is unknown there).
         ignore_index: the unlabelled value of ``semantic``.
     """
 
@@ -73,6 +77,7 @@ class Sample:
     depth: torch.Tensor | None = None
     frames: torch.Tensor | None = None
     phrases: "Phrases | None" = None
+    federated: "Federated | None" = None
     ignore_index: int = 255
 
     def fields(self) -> frozenset[str]:

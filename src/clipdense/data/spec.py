@@ -6,6 +6,7 @@ Accepted forms:
   ``shard.tar`` / ``'shards-{000..009}.tar'`` / a folder of ``.tar`` shards (WebDataset);
 - ``coco:images=DIR,annotations=instances.json[,stuff=stuff.json]`` (COCO instances, optional COCO-Stuff);
 - ``coco-panoptic:images=DIR,annotations=panoptic.json,masks=PNG_DIR``;
+- ``lvis:images=DIR,annotations=lvis_v1_val.json`` (LVIS v1; DIR holds train2017/ and val2017/);
 - ``semseg:images=DIR,labels=DIR,classes=names.txt[,ignore_index=255,reduce_zero_label=true]``
   (the ADE20K / VOC / Context layout);
 - ``imagefolder:root=DIR`` (root/<class name>/<image>);
@@ -33,6 +34,7 @@ FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "wds": (("path",), ()),
     "coco": (("images", "annotations"), ("stuff",)),
     "coco-panoptic": (("images", "annotations", "masks"), ()),
+    "lvis": (("images", "annotations"), ()),
     "semseg": (("images", "labels", "classes"), ("ignore_index", "reduce_zero_label")),
     "imagefolder": (("root",), ()),
     "modelnet": (("root",), ("num_points",)),

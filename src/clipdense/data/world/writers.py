@@ -28,7 +28,7 @@ IGNORE_INDEX = 255
 SPLITS = ("train", "val")
 #: everything write_world puts in a world folder (what --overwrite removes first, and nothing else)
 WORLD_PARTS = ("train", "val", "shards", "annotations", "semseg", "classify", "train.csv", "val.csv",
-               "world.json", "README.md", "config.yaml", "audio", "grounding")
+               "world.json", "README.md", "config.yaml", "audio", "lvis", "grounding")
 
 
 @dataclass
