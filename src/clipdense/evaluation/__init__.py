@@ -23,6 +23,7 @@ from .grounding import evaluate_grounding, phrase_recall   # registers grounding
 from . import audio as _audio   # registers audio-zeroshot, audio-retrieval, audio-linear-probe
 from .depth import depth_errors, depth_metrics   # registers depth, points-zeroshot
 from .panoptic import PanopticOptions, evaluate_panoptic   # registers panoptic (PQ, mIoU, mask AP)
+from .lvis_ap import evaluate_lvis, lvis_ap   # registers lvis (LVIS's federated AP, the lvis API)
 from . import video as _video   # registers video-retrieval, action
 from .report import json_ready, to_markdown, write_results
 from .runner import EvalPlan, build_settings, build_task_options, evaluate, plan_tasks
@@ -31,7 +32,7 @@ __all__ = [
     "EVAL_TASKS", "EvalContext", "EvalData", "EvalPlan", "EvalSettings", "EvalTask", "Feed", "NoOptions",
     "REGION_METHODS", "RegionBatch", "RegionEncoders", "RegionMethod", "RegionOptions", "SegmentationOptions",
     "add_task", "box_ap", "build_options", "build_settings", "build_task_options", "evaluate", "evaluate_detector",
-    "PanopticOptions", "evaluate_panoptic",
+    "evaluate_lvis", "lvis_ap", "PanopticOptions", "evaluate_panoptic",
     "json_ready", "metrics", "open_eval_data", "option", "parse_task_args", "plan_tasks", "region_classification",
     "register_region_method", "register_task", "resolve_modes", "resolve_region_methods", "resolve_tasks",
     "retrieval", "segmentation_both", "segmentation_with_background", "semantic_segmentation", "to_markdown",
