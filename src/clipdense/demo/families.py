@@ -19,6 +19,7 @@ FAMILY_DEMOS: dict[str, str] = {
     "draw": "draw:run_draw_demo",
     "audio": "audio:run_audio_demo",
     "3d": "threed:run_3d_demo",
+    "panoptic": "panoptic:run_panoptic_demo",
     "grounding": "grounding:run_grounding_demo",
 }
 
