@@ -44,6 +44,18 @@ def stages(out: Path, sizes: dict[str, int]) -> list[tuple[str, str, Path]]:
                               f"--objective-arg fusion={fusion}", run / "metrics.jsonl"),
             (f"eval {name}", f"clipdense eval {MODEL} --data {val} --tasks grounding --head {run} --device cpu "
                              f"--out {out / (name + '.json')} --no-progress", out / (name + ".json"))]
+    # detection: the grounding-trained head on boxes it never saw (zero-shot transfer), and a head trained on the
+    # world's detection data as prompts over its base classes (the OV-COCO protocol's split)
+    detection = out / "glip-detection"
+    out_stages += [
+        ("detect glip-fusion", f"clipdense eval {MODEL} --data {world} --tasks detection --head {out / 'glip-fusion'} "
+                               f"--device cpu --out {out / 'glip-fusion-detection.json'} --no-progress",
+         out / "glip-fusion-detection.json"),
+        ("train glip-detection", f"clipdense train --objective glip {MODEL} --data {world} --out {detection} {train} "
+                                 "--objective-arg data=detection", detection / "metrics.jsonl"),
+        ("detect glip-detection", f"clipdense eval {MODEL} --data {world} --tasks detection --head {detection} "
+                                  f"--device cpu --out {out / 'glip-detection-detection.json'} --no-progress",
+         out / "glip-detection-detection.json")]
     return out_stages
 
 
@@ -59,6 +71,16 @@ def table(out: Path, record: dict) -> str:
         lines.append(f"| {label} | {task['any']['R@1']:.1f} | {task['any']['R@5']:.1f} | {task['any']['R@10']:.1f} | "
                      f"{task['merged']['R@1']:.1f} | {seconds.get('train ' + key, 0):.0f} | "
                      f"{seconds.get('eval ' + key, 0):.0f} |")
+    lines += ["", "| GLIP head trained on | AP50 novel | AP50 base | AP50 all | AP all | train s |", "|---|---|---|---|---|---|"]
+    for key, label in (("glip-fusion", "grounding captions only (zero-shot transfer; every class unseen)"),
+                       ("glip-detection", "detection prompts over the base classes")):
+        path = out / f"{key}-detection.json"
+        if path.is_file():
+            task = json.loads(path.read_text())["tasks"]["detection"]
+            ap50 = task["AP50"]
+            cells = [ap50["novel"], ap50["base"], ap50["all"], task["AP"]["all"]]
+            lines.append(f"| {label} | " + " | ".join("–" if v is None or v != v else f"{v:.1f}" for v in cells) +
+                         f" | {seconds.get('train ' + key, 0):.0f} |")
     return "\n".join(lines)
 
 

@@ -125,7 +125,7 @@ def build_app(settings: PageSettings) -> gr.Blocks:
     """The page (not started: ``serve`` launches it)."""
     analyser = Analyser(settings.heads, settings.device, settings.max_side, settings.text_cache)
     analyse, redraw = make_handlers(analyser)
-    detectors = any(choice.use.name == "detection" for choice in settings.heads)
+    detectors = any(choice.use.name in ("detection", "grounding") for choice in settings.heads)
     head_choices = [(NO_HEAD, NO_HEAD)] + [(choice.label, str(choice.path)) for choice in settings.heads]
     # uploads and drawn pictures are deleted an hour after they were made (checked hourly)
     with gr.Blocks(title="clipdense", analytics_enabled=False, delete_cache=(3600, 3600)) as app:
@@ -137,7 +137,8 @@ def build_app(settings: PageSettings) -> gr.Blocks:
                 photo = gr.File(label="photo", type="filepath", elem_id="photo")
                 classes = gr.Textbox(label="class names", placeholder="red circle, blue star, sky, grass",
                                      elem_id="classes")
-                heatmap_prompt = gr.Textbox(label="heatmap of (a prompt; empty: the first class)",
+                heatmap_prompt = gr.Textbox(label="heatmap of (a prompt; empty: the first class) — with a grounding head: "
+                                                  "the sentence whose phrases are boxed",
                                             elem_id="heatmap-prompt")
                 with gr.Accordion("model", open=False):
                     model = gr.Textbox(settings.model, label="model", elem_id="model")

@@ -75,12 +75,29 @@ def _classify_with(bundle: Any, head: nn.Module, analysis: Analysis) -> Analysis
     return replace(analysis, ranking=dict(zip(analysis.classes, probs.tolist())))
 
 
+@torch.no_grad()
+def _ground_with(bundle: Any, head: nn.Module, analysis: Analysis) -> Analysis:
+    """A GLIP head grounds the prompt field's sentence: each noun phrase's best boxes, in the phrase's colour and
+    labelled with its words, replace the segmentation on the overlay."""
+    from ..tasks.detect import Detections
+    from ..tasks.ground import ground, keep_best
+    found = keep_best(ground(bundle, TF.to_tensor(analysis.image), analysis.heatmap_prompt, head=head), top=2)
+    boxes = [p.boxes for p in found.phrases]
+    labels = [torch.full((len(p.boxes),), i, dtype=torch.long) for i, p in enumerate(found.phrases)]
+    detections = Detections(torch.cat(boxes), torch.cat([p.scores for p in found.phrases]), torch.cat(labels),
+                            [p.text for p in found.phrases])
+    note = f"grounded the sentence {found.sentence!r}: phrases " + ", ".join(p.text for p in found.phrases)
+    return replace(analysis, probabilities=None, detections=detections, notes=(*analysis.notes, note))
+
+
 HEAD_USES: list[HeadUse] = [
     HeadUse("segmentation", _is("clipdense.heads.segmentation", "SegmentationHead"), _segment_with),
     # a panoptic mask generator on the page: its queries' semantic inference (the same segment_logits interface)
     HeadUse("panoptic segmentation", _is("clipdense.heads.segmentation", "PanopticHead"), _segment_with),
     HeadUse("detection", _is("clipdense.heads.detection", "Detector"), _detect_with),
     HeadUse("classification", _is("clipdense.heads.adapters", "Adapter"), _classify_with),
+    # a GLIP head grounds the sentence typed as the heatmap prompt (its phrases' boxes in their colours)
+    HeadUse("grounding", _is("clipdense.heads.grounding", "GLIPHead"), _ground_with),
 ]
 
 

@@ -226,10 +226,12 @@ class GLIPHead(nn.Module):
         ``texts[i]``): boxes in the given image's pixels, scores, labels = phrase index."""
         ids = self.tokenize(texts)
         phrase_tokens = [token_spans(self.bundle.tokenizer, t, s) for t, s in zip(texts, spans)]
-        scores, pred = self.phrase_scores(images, ids, phrase_tokens)
-        results = [self.select(self.decode(pred, i), scores[i], pred.image_sizes[i]) for i in range(len(images))]
-        originals = [tuple(int(s) for s in image.shape[-2:]) for image in images]
-        return self.transform.postprocess(results, pred.image_sizes, originals)
+        with self._evaluating():     # the transform maps boxes back to the given image only in eval mode
+            scores, pred = self.phrase_scores(images, ids, phrase_tokens)
+            results = [self.select(self.decode(pred, i), scores[i], pred.image_sizes[i])
+                       for i in range(len(images))]
+            originals = [tuple(int(s) for s in image.shape[-2:]) for image in images]
+            return self.transform.postprocess(results, pred.image_sizes, originals)
 
     @torch.no_grad()
     def detect(self, images: Sequence[torch.Tensor], classnames: Sequence[str] | None = None
