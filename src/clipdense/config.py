@@ -148,6 +148,25 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def atomic_save_picture(picture: Any, path: str | os.PathLike) -> Path:
+    """Save a PIL image atomically (encoded in memory, then ``atomic_write_bytes``), in the format its suffix
+    names, so an interrupted or failed save never leaves half a picture where the user looks for it."""
+    import io
+
+    from PIL import Image
+
+    path = Path(path)
+    kind = Image.registered_extensions().get(path.suffix.lower())
+    if kind is None:
+        raise ConfigError(f"{path}: expected a picture file (.png, .jpg, ...), got suffix {path.suffix!r}")
+    if kind == "JPEG" and picture.mode not in ("RGB", "L", "CMYK"):
+        picture = picture.convert("RGB")   # JPEG holds no alpha
+    buffer = io.BytesIO()
+    picture.save(buffer, format=kind)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
 def save_config(config: Any, path: str | os.PathLike) -> None:
     """Write the resolved configuration as YAML (atomically)."""
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False)

@@ -142,15 +142,18 @@ def check_folder(path: str, flag: str) -> Path:
 
 
 def check_out_file(path: str, flag: str = "--out", suffixes: Sequence[str] = ()) -> Path:
-    """An output file path: not a folder, its parent not a file, with one of ``suffixes`` when given."""
+    """An output file path: not a folder, no file among its ancestors, writable, with one of ``suffixes`` when
+    given (``cli.outputs`` checks the folders and the files written beside it)."""
+    from .outputs import blocker, check_beside
+
     out = Path(path)
     if out.is_dir():
         raise ConfigError(f"{flag} {out}: is a folder, expected a file path")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"{flag} {out}: {parent} is a file, not a folder")
-            break
+    why = blocker(out)
+    if why:
+        raise ConfigError(f"{flag} {out}: {why}")
+    if out.exists():
+        check_beside(flag, out, [out])   # an existing file this user cannot replace
     if suffixes and out.suffix.lower() not in suffixes:
         raise ConfigError(f"{flag} {out}: expected a file ending in {' or '.join(suffixes)}")
     return out

@@ -11,6 +11,7 @@ from ..errors import ConfigError
 from ..data.world.scenes import SynthConfig
 from ..data.world.writers import check_world_folder, total_images, write_world
 from .common import AMOUNT, COUNT, PIXELS, SEED, bounded
+from .outputs import check_out_folder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -93,7 +94,8 @@ def run_synth(args: argparse.Namespace) -> int:
         raise ConfigError("--lvis-scenes: only with --lvis (the long-tailed world)")
     if args.video_clips is not None and not args.video:
         raise ConfigError("--video-clips: only with --video (the video world)")
-    check_world_folder(Path(cfg.out), args.overwrite)   # refused before the progress bar is drawn
+    check_out_folder(cfg.out, "--out", "a folder for the world")   # refused before the progress bar is drawn
+    check_world_folder(Path(cfg.out), args.overwrite)
     with tqdm(total=total_images(cfg), unit="img", desc="synth", dynamic_ncols=True) as bar:
         summary = write_world(cfg, progress=bar.update, overwrite=args.overwrite)
     if args.points:

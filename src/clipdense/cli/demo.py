@@ -10,6 +10,7 @@ from ..demo.config import FLAGGED
 from ..demo.families import FAMILY_DEMOS, family_demo
 from ..errors import ConfigError
 from .common import DEVICE, STEPS
+from .outputs import check_out_folder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,8 +38,7 @@ def run(args: argparse.Namespace) -> int:
         return run_family(args)
     flags = ("quick",) + FLAGGED   # the report's Command line names the same settings
     config = build_config(DemoConfig, args.config, {name: getattr(args, name) for name in flags})
-    if Path(config.out).exists() and not Path(config.out).is_dir():
-        raise ConfigError(f"--out {config.out}: is a file, expected a folder for the demo")
+    check_out_folder(config.out, "--out", "a folder for the demo")
     if args.from_scratch:
         config.pretrained = None
     run_demo(config)
@@ -54,7 +54,6 @@ def run_family(args: argparse.Namespace) -> int:
     if given:
         raise ConfigError(f"{' '.join(given)}: a main-demo flag; `clipdense demo {args.family}` takes --out only")
     out = Path(args.out or f"runs/demo-{args.family}")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is a file, expected a folder for the demo")
+    check_out_folder(out, "--out", "a folder for the demo")
     print(f"report: {demo(out, print)}")
     return 0

@@ -32,7 +32,6 @@ def run_depth(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     metres = depth(bundle, image, DepthClipConfig(temperature=args.temperature, mode=args.mode,
                                                   short_side=args.short_side))
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_depth_png(out, metres.numpy())
     print(f"depth of {args.image} ({image.width}x{image.height}) in {time.perf_counter() - start:.2f}s: "
           f"{float(metres.min()):.2f} to {float(metres.max()):.2f} m, median {float(metres.median()):.2f} m")

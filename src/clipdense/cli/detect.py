@@ -9,10 +9,12 @@ import argparse
 import time
 from pathlib import Path
 
+from ..config import atomic_save_picture
 from ..errors import ConfigError
 from ..heads import read_head_info
 from ..models import load_model
 from .common import COUNT, DEVICE, PROBABILITY, add_cache_flag, check_out_file, parse_class_list
+from .outputs import check_beside
 from .folders import add_folder_flags, folder_out, is_folder_run, job_of, report
 
 
@@ -70,7 +72,8 @@ def run_detect(args: argparse.Namespace) -> int:
     if args.json:   # outputs are checked before anything is loaded or computed
         check_out_file(args.json, "--json", (".json",))
     if not folder and not args.proposals:
-        check_out_file(args.out, "--out", (".png", ".jpg", ".jpeg"))
+        out = check_out_file(args.out, "--out", (".png", ".jpg", ".jpeg"))
+        check_beside("--out", out, _pictures(args.images, out))   # one picture per image, none the same file
     if folder:
         return _detect_folder(args, classes)
     bundle = _backbone(args)
@@ -80,17 +83,12 @@ def run_detect(args: argparse.Namespace) -> int:
         path = write_json(payload, args.json)
         print(f"wrote {len(payload['annotations'])} proposals of {len(payload['images'])} images to {path}")
         return 0
-    results, out = [], Path(args.out)
-    for name in args.images:
-        if Path(name).is_dir():
-            raise ConfigError(f"{name}: a folder; give it alone with --out OUTDIR for a folder run")
-    for index, name in enumerate(args.images):
+    results = []
+    for index, (name, picture) in enumerate(zip(args.images, _pictures(args.images, Path(args.out)))):
         image = open_image(name)
         start = time.perf_counter()
         found = detect(bundle, image, classes, head=head, min_score=args.min_score)
-        picture = out if len(args.images) == 1 else out.with_name(f"{Path(name).stem}_{out.name}")
-        picture.parent.mkdir(parents=True, exist_ok=True)
-        draw_detections(image, found).save(picture)
+        atomic_save_picture(draw_detections(image, found), picture)
         summary = ", ".join(f"{n} {s:.2f}" for n, s in zip(found.names, found.scores.tolist())) or "nothing"
         print(f"{name}: {summary} ({time.perf_counter() - start:.2f}s) -> {picture}")
         results += [{**r, "file_name": name, "category_name": found.classes[r["category_id"] - 1]}
@@ -99,6 +97,15 @@ def run_detect(args: argparse.Namespace) -> int:
         print(f"wrote {len(results)} detections (COCO results; category_id = 1 + class index) to "
               f"{write_json(results, args.json)}")
     return 0
+
+
+def _pictures(images: list[str], out: Path) -> list[Path]:
+    """The picture of each image: OUT for one image, IMAGE-STEM_OUT-NAME beside OUT for several (a folder among
+    several images is refused: a folder run takes it alone)."""
+    for name in images:
+        if Path(name).is_dir():
+            raise ConfigError(f"{name}: a folder; give it alone with --out OUTDIR for a folder run")
+    return [out] if len(images) == 1 else [out.with_name(f"{Path(name).stem}_{out.name}") for name in images]
 
 
 def _detect_folder(args: argparse.Namespace, classes: list[str] | None) -> int:

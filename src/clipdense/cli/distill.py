@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 
 from ..errors import ConfigError
 from ..objectives.clipself import ClipSelfOptions, write_ensemble
@@ -11,7 +12,8 @@ from ..train.config import TrainConfig
 from ..train.run import run_training
 from .periodic import world_evaluator
 from .common import AMOUNT, PIXELS, add_config_flags, bounded
-from .train import add_training_flags, report, resolve_config
+from .outputs import check_beside
+from .train import add_training_flags, check_run_out, report, resolve_config
 
 METHODS = {"clipself": ClipSelfOptions}
 #: every numeric option is a size, count or weight (none is negative); lists are sizes in pixels
@@ -56,6 +58,10 @@ def resolve_distill_config(args: argparse.Namespace) -> TrainConfig:
 
 def run_distill(args: argparse.Namespace) -> int:
     config = resolve_distill_config(args)
+    check_run_out(config)
+    if args.ensemble is not None:
+        run = Path(config.out or config.resume or ".")
+        check_beside("--ensemble", args.ensemble, [run / "ensemble.safetensors"])
     result = run_training(config, make_evaluator=world_evaluator(config))
     report("distilled", config, result)
     if args.ensemble is not None:

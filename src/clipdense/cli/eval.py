@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from .common import add_cache_flag, add_model_args, check_out_file, check_templates, load_cli_model, \
     parse_key_values, warn
+from .outputs import check_beside
 
 #: where the command differs from the library's defaults: a person at a terminal sees progress bars
 CLI_DEFAULTS: dict[str, Any] = {"show_progress": True}
@@ -110,7 +111,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..evaluation import build_task_options, evaluate, plan_tasks, to_markdown, write_results
 
     if args.out is not None:
-        check_out_file(args.out, suffixes=(".json",))   # the Markdown goes beside it as .md
+        out = check_out_file(args.out, suffixes=(".json",))
+        check_beside("--out", out, [out, out.with_suffix(".md")])   # the Markdown goes beside it
     settings, raw, label = eval_options(args)
     check_templates(settings.templates)
     plan = plan_tasks(args.data, args.tasks, settings.split, args.head)   # before loading a model

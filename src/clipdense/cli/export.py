@@ -9,6 +9,7 @@ import time
 from ..errors import ConfigError
 from ..models import DENSE_MODES
 from .common import DEVICE, add_cache_flag, check_templates, parse_class_list
+from .outputs import check_out_folder
 
 FORMATS = ("onnx",)
 
@@ -48,6 +49,7 @@ def run_export(args: argparse.Namespace) -> int:
     from ..tasks.export import export_onnx
     from ..tasks.segment import resolve_head
 
+    check_out_folder(args.out, "--out", "a folder for the graphs")
     modes = parse_modes(args.modes)
     classes = parse_class_list(args.classes) if args.classes is not None else None
     check_templates(args.templates)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from .common import COUNT
+from .outputs import check_out_folder
 
 FOLDER_FLAGS = ("glob", "recursive", "batch_size", "no_progress")
 
@@ -35,10 +36,7 @@ def folder_out(args: argparse.Namespace, default: str | None) -> Path:
     """The OUTDIR of a folder run: --out given (not the single-image default) and not a file."""
     if args.out is None or args.out == default:
         raise ConfigError("--out: a folder run needs --out OUTDIR (where its outputs go)")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is a file, expected a folder for a folder run")
-    return out
+    return check_out_folder(args.out, "--out", "a folder for a folder run")
 
 
 def job_of(args: argparse.Namespace, root: str, out: Path):

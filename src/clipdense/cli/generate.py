@@ -18,6 +18,7 @@ from tqdm import tqdm
 from ..data.images import open_image
 from ..errors import ConfigError
 from .common import COUNT, PIXELS, SEED, STEPS, add_model_args, check_out_file, load_cli_model
+from .outputs import check_beside
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -114,6 +115,7 @@ def run_draw(args: argparse.Namespace) -> int:
 
     prompt = _check_prompt(args.prompt)
     out = check_out_file(args.out, suffixes=(".svg",))
+    check_beside("--out", out, [out, out.with_suffix(".png")])
     options = _draw_options(args)
     vqgan = load_vqgan(args.vqgan) if args.method == "vqgan" else None   # a bad file fails before the model loads
     bundle = load_cli_model(args)
@@ -136,6 +138,7 @@ def run_sketch(args: argparse.Namespace) -> int:
     from ..models import tower_facts
 
     out = check_out_file(args.out, suffixes=(".svg",))
+    check_beside("--out", out, [out, out.with_suffix(".png")])
     layers = _parse_layers(args.layers)
     photo = open_image(args.photo)
     options = SketchOptions(canvas=args.canvas, init=args.init, layers=layers, seeds=args.seeds, seed=args.seed,

@@ -9,9 +9,9 @@ import json
 import time
 from pathlib import Path
 
-from ..config import atomic_write_bytes
+from ..config import atomic_save_picture, atomic_write_bytes
 from ..errors import ConfigError
-from .common import COUNT, PROBABILITY, check_out_file
+from .common import COUNT, DEVICE, PROBABILITY, check_out_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=COUNT, default=3, help="boxes kept per phrase (default 3)")
     p.add_argument("--model", default=None, help="backbone (default: the one the head records)")
     p.add_argument("--pretrained", default=None, help="backbone weights (default: the ones the head records)")
-    p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
+    p.add_argument("--device", type=DEVICE, default=None, help="cpu, cuda ... (default: cuda if available)")
     p.set_defaults(func=run_ground)
 
 
@@ -47,7 +47,7 @@ def run_ground(args: argparse.Namespace) -> int:
     head = as_grounder(args.head, bundle)
     start = time.perf_counter()
     found = keep_best(ground(bundle, image, args.sentence, head=head), args.min_score, args.top)
-    draw_grounding(image, found).save(args.out)
+    atomic_save_picture(draw_grounding(image, found), args.out)
     summary = "; ".join(f"{p.text}: " + (", ".join(f"{s:.2f}" for s in p.scores.tolist()) or "nothing")
                         for p in found.phrases)
     print(f"{args.image}: {summary} ({time.perf_counter() - start:.2f}s) -> {args.out}")

@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import Any
 
+from ..config import atomic_save_picture, atomic_write_bytes
 from ..data.images import open_image
 from ..data.media import media_kind
 from ..errors import ConfigError
@@ -18,6 +20,7 @@ from ..tasks.overlay import label_png, overlay
 from ..tasks.segment import resolve_head
 from .common import COUNT, PIXELS, PROBABILITY, add_cache_flag, add_model_args, check_out_file, check_templates, \
     load_cli_model, parse_class_list
+from .outputs import check_beside
 from .folders import add_folder_flags, folder_out, is_folder_run, job_of, report
 from .runtime import add_runtime_flags, check_runtime, inference_precision
 
@@ -87,6 +90,7 @@ def run_segment(args: argparse.Namespace) -> int:
         return _segment_folder(args, exported)
     classes = parse_class_list(args.classes)
     out = check_out_file(args.out, suffixes=OVERLAY_SUFFIXES)
+    check_beside("--out", out, [out, *_beside(out, args.panoptic)])   # every file it writes, before any work
     if not args.head:
         check_templates(args.templates)
     image = open_image(args.image)
@@ -109,9 +113,15 @@ def run_segment(args: argparse.Namespace) -> int:
     return _write_segmentation(args, image, labels, classes, out, time.perf_counter() - start, bundle)
 
 
+def _beside(out: Path, panoptic: bool) -> list[Path]:
+    """The files `segment IMAGE --out OUT` writes beside OUT (the groups only with a GroupViT model)."""
+    if panoptic:
+        return [out.with_name(out.stem + "_panoptic.png"), out.with_name(out.stem + "_panoptic.json")]
+    return [out.with_name(out.stem + "_labels.png"), out.with_name(out.stem + "_groups.png")]
+
+
 def _segment_panoptic(args: argparse.Namespace, image: Any, classes: list[str], out: Any) -> int:
     """`clipdense segment IMAGE --head RUN --panoptic`: overlay with outlines, COCO panoptic PNG + JSON."""
-    from ..config import atomic_write_bytes
     from ..tasks.panoptic import panoptic_json, panoptic_picture, panoptic_png, segment_panoptic
 
     if not args.panoptic or not args.head:
@@ -123,10 +133,9 @@ def _segment_panoptic(args: argparse.Namespace, image: Any, classes: list[str], 
     with inference_precision(bundle.device, args.precision):
         result = segment_panoptic(bundle, image, classes, args.head, stuff)
     elapsed = time.perf_counter() - start
-    out.parent.mkdir(parents=True, exist_ok=True)
-    panoptic_picture(image, result).save(out)
-    png, doc = out.with_name(out.stem + "_panoptic.png"), out.with_name(out.stem + "_panoptic.json")
-    panoptic_png(result).save(png)
+    png, doc = _beside(out, True)
+    atomic_save_picture(panoptic_picture(image, result), out)
+    atomic_save_picture(panoptic_png(result), png)
     doc_json = panoptic_json(result, png.name)
     atomic_write_bytes(doc, (json.dumps(doc_json, indent=1) + "\n").encode())
     things = sum(s.isthing for s in result.segments)
@@ -139,17 +148,15 @@ def _segment_panoptic(args: argparse.Namespace, image: Any, classes: list[str], 
 def _write_segmentation(args: argparse.Namespace, image: Any, labels: Any, classes: list[str], out: Any,
                         elapsed: float, bundle: Any) -> int:
     """The overlay, the raw label PNG (and a GroupViT model's groups) and the summary line."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    overlay(image, labels, classes).save(out)
-    raw = out.with_name(out.stem + "_labels.png")
-    label_png(labels).save(raw)
+    raw, groups = _beside(out, False)
+    atomic_save_picture(overlay(image, labels, classes), out)
+    atomic_save_picture(label_png(labels), raw)
     counts = {classes[c]: int((labels == c).sum()) for c in range(len(classes))}
     share = ", ".join(f"{name} {100 * n / labels.numel():.1f}%" for name, n in counts.items() if n)
     print(f"segmented {args.image} ({image.width}x{image.height}) in {elapsed:.2f}s: {share}")
     print(f"wrote {out} and {raw}")
     if bundle is not None and segmenter_of(bundle.model) is not None:   # GroupViT-like: the groups per stage
-        groups = out.with_name(out.stem + "_groups.png")
-        groups_picture(bundle, image, args.short_side).save(groups)
+        atomic_save_picture(groups_picture(bundle, image, args.short_side), groups)
         print(f"wrote {groups} (the groups of each stage)")
     return 0
 

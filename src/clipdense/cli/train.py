@@ -14,6 +14,7 @@ from ..train.config import TrainConfig
 from ..train.run import run_training
 from .periodic import world_evaluator
 from .common import add_config_flags, parse_key_values
+from .outputs import check_out_folder
 
 #: the TrainConfig fields every training command takes as flags (--objective is train's own; distill has --method)
 FLAGS = tuple(f.name for f in dataclasses.fields(TrainConfig)
@@ -87,8 +88,15 @@ def report(verb: str, config: TrainConfig, result: Any) -> None:
               f"{Path(result.run_dir) / SKIP_LOG}")
 
 
+def check_run_out(config: TrainConfig) -> None:
+    """The run folder (--out, or the resumed run) makeable before the engine opens data or loads a model."""
+    if config.out:
+        check_out_folder(config.out, "--out", "a run folder")
+
+
 def run_train(args: argparse.Namespace) -> int:
     config = resolve_config(args)
+    check_run_out(config)
     result = run_training(config, make_evaluator=world_evaluator(config))
     report("trained", config, result)
     return 0

@@ -171,11 +171,11 @@ def to_image(picture: torch.Tensor) -> Image.Image:
 
 def write_png(drawing: Drawing, path: str | os.PathLike, samples: int = DEFAULT_SAMPLES, scale: int = 1) -> Path:
     """Render the drawing (``scale`` times larger: vectors stay sharp) and save it as PNG."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from ..config import atomic_save_picture
+
     with torch.no_grad():
-        to_image(render(scaled(drawing, scale) if scale != 1 else drawing, samples)).save(out)
-    return out
+        return atomic_save_picture(to_image(render(scaled(drawing, scale) if scale != 1 else drawing, samples)),
+                                   path)
 
 
 def scaled(drawing: Drawing, factor: float) -> Drawing:

@@ -46,9 +46,11 @@ def read_depth_png(path: str | os.PathLike) -> np.ndarray:
 
 
 def write_depth_png(path: str | os.PathLike, metres: np.ndarray) -> None:
-    """Metres -> 16-bit PNG in millimetres (rounded, clipped to 65.535 m)."""
+    """Metres -> 16-bit PNG in millimetres (rounded, clipped to 65.535 m), written atomically."""
+    from ...config import atomic_save_picture
+
     mm = np.clip(np.round(np.asarray(metres, dtype=np.float64) * 1000), 0, 65535).astype(np.uint16)
-    Image.fromarray(mm).save(path)
+    atomic_save_picture(Image.fromarray(mm), path)
 
 
 class DepthFolder(SkippingDataset):
