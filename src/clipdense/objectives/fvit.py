@@ -25,7 +25,7 @@ from ..data.transforms import Compose, RandomHFlip, ScaleJitter, keep_boxes
 from ..errors import ConfigError, DataError
 from ..heads.detection import DetectorConfig, FViTDetector
 from ..heads.detection.detector import Detector
-from .base import DataInfo, HeadExport, Objective
+from .base import DataInfo, HeadExport, Objective, stack_collate
 
 
 @dataclass
@@ -99,12 +99,14 @@ class DetectionTransform:
         return Compose(ops + [ScaleJitter(self.image_size, tuple(self.options.jitter))])
 
     def trained_only(self, sample: Sample) -> Sample:
-        """Labels as 1 + column; boxes of classes that never train (novel, stuff, unused) dropped."""
+        """Labels as 1 + column; boxes of classes that never train (novel, stuff, unused) dropped. Instance masks
+        stay (moved by the geometry) only for a head with a mask branch."""
         columns = self.vocabulary.columns
         labels = columns[sample.labels] if sample.labels is not None and len(sample.labels) else \
             torch.zeros(0, dtype=torch.long)
         boxes = sample.boxes.reshape(-1, 4).float() if sample.boxes is not None else torch.zeros(0, 4)
-        kept = sample.replace(boxes=boxes, labels=labels, masks=None, semantic=None)
+        masks = sample.masks if self.options.mask_head else None
+        kept = sample.replace(boxes=boxes, labels=labels, masks=masks, semantic=None)
         return keep_boxes(kept, labels > 0)
 
     def pack(self, sample: Sample) -> dict[str, torch.Tensor]:
@@ -115,7 +117,12 @@ class DetectionTransform:
         boxes, labels = torch.zeros(capacity, 4), torch.full((capacity,), -1, dtype=torch.long)
         count = min(len(sample.boxes), capacity)
         boxes[:count], labels[:count] = sample.boxes[:count], sample.labels[:count]
-        return {"image": image, "size": torch.tensor(pixels.shape[1:]), "boxes": boxes, "labels": labels}
+        out = {"image": image, "size": torch.tensor(pixels.shape[1:]), "boxes": boxes, "labels": labels}
+        if self.options.mask_head:   # (count, S, S): as many as boxes, so the batch keeps them as a list
+            masks = torch.zeros(count, size, size, dtype=torch.bool)
+            masks[:, :pixels.shape[1], :pixels.shape[2]] = sample.masks[:count]
+            out["masks"] = masks
+        return out
 
     def __call__(self, sample: Sample, generator: torch.Generator) -> dict[str, torch.Tensor]:
         return self.pack(self.geometry()(self.trained_only(sample), generator))
@@ -127,7 +134,18 @@ def batch_targets(batch: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], l
     images = [image[:, :h, :w] for image, (h, w) in zip(batch["image"], sizes)]
     targets = [{"boxes": boxes[labels > 0], "labels": labels[labels > 0]}
                for boxes, labels in zip(batch["boxes"], batch["labels"])]
+    for target, labels, masks, (h, w) in zip(targets, batch["labels"], batch.get("masks", ()), sizes):
+        target["masks"] = masks[labels[: len(masks)] > 0][:, :h, :w]
     return images, targets
+
+
+def detection_collate(samples: Sequence[dict[str, torch.Tensor]]) -> dict[str, Any]:
+    """``stack_collate``, except instance masks (one (n_i, S, S) tensor per image) stay a list."""
+    masks = [s["masks"] for s in samples] if "masks" in samples[0] else None
+    batch: dict[str, Any] = stack_collate([{k: v for k, v in s.items() if k != "masks"} for s in samples])
+    if masks is not None:
+        batch["masks"] = masks
+    return batch
 
 
 class DetectionObjective(Objective):
@@ -135,6 +153,14 @@ class DetectionObjective(Objective):
 
     needs: ClassVar[frozenset[str]] = frozenset({"boxes", "labels"})
     detector_class: ClassVar[type[Detector]] = Detector
+
+    @classmethod
+    def required_fields(cls, options: Any) -> frozenset[str]:
+        """Boxes and labels; instance masks too for a head with a mask branch (``mask_head=true``)."""
+        return cls.needs | ({"masks"} if getattr(options, "mask_head", False) else set())
+
+    def collate(self, samples: Sequence[dict[str, torch.Tensor]]) -> dict[str, Any]:
+        return detection_collate(samples)
 
     def __init__(self, bundle: Any, options: Any = None, info: DataInfo | None = None, total_steps: int = 1) -> None:
         super().__init__()

@@ -135,6 +135,8 @@ class ViLDObjective(DetectionObjective):
         o = self.options
         if o.regions < 1 or not o.crop_scales or min(o.crop_scales) <= 0 or o.image_weight < 0:
             raise ConfigError("regions must be >= 1, crop_scales positive and image_weight >= 0")
+        if o.mask_head:
+            raise ConfigError("mask_head: only F-ViT trains a mask branch (--objective fvit); ViLD is box-only here")
         self.total_steps = total_steps
         self.teacher_size, self.mean, self.std = model_image_stats(model)
         self.proposals = read_proposals(o.proposals) if o.proposals else None

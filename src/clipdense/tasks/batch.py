@@ -109,6 +109,5 @@ def detect_batch(bundle: Any, images: ImagesLike, classes: ClassesLike | None = 
         vocabulary = list(names[group[0]])
         found = detector.detect([tensors[i].to(bundle.device) for i in group], vocabulary)
         for index, result in zip(group, found):
-            out[index] = Detections(result["boxes"].cpu(), result["scores"].cpu(), result["labels"].cpu(),
-                                    vocabulary).above(min_score)
+            out[index] = Detections.of(result, vocabulary).above(min_score)
     return out   # type: ignore[return-value]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageDraw
@@ -31,12 +32,20 @@ from .overlay import palette
 
 @dataclass
 class Detections:
-    """One image's detections, best first: boxes (K, 4) xyxy pixels, scores (K,), labels (K,) into ``classes``."""
+    """One image's detections, best first: boxes (K, 4) xyxy pixels, scores (K,), labels (K,) into ``classes``,
+    and instance masks (K, H, W) bool when the head has a mask branch (F-ViT with ``mask_head``)."""
 
     boxes: torch.Tensor
     scores: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
+    masks: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, result: dict[str, torch.Tensor], classes: Sequence[str]) -> "Detections":
+        """From a detector head's result dict (masks, when present, binarised at 0.5)."""
+        masks = (result["masks"][:, 0] >= 0.5).cpu() if "masks" in result else None
+        return cls(result["boxes"].cpu(), result["scores"].cpu(), result["labels"].cpu(), list(classes), masks)
 
     @property
     def names(self) -> list[str]:
@@ -45,7 +54,8 @@ class Detections:
     def above(self, min_score: float) -> "Detections":
         """Only the detections scoring at least ``min_score``."""
         keep = self.scores >= min_score
-        return Detections(self.boxes[keep], self.scores[keep], self.labels[keep], self.classes)
+        return Detections(self.boxes[keep], self.scores[keep], self.labels[keep], self.classes,
+                          None if self.masks is None else self.masks[keep])
 
     def to_coco(self, image_id: int, category_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
         """COCO results entries (bbox as x, y, w, h); category ids default to 1 + class index."""
@@ -96,17 +106,22 @@ def detect(bundle: Any, image: ImageLike | Sequence[ImageLike], classes: Sequenc
     names = list(detector.classes if classes is None else classes)
     many = isinstance(image, (list, tuple))
     batch = [pixels(i).to(bundle.device) for i in (image if many else [image])]
-    found = [Detections(r["boxes"].cpu(), r["scores"].cpu(), r["labels"].cpu(), names).above(min_score)
-             for r in detector.detect(batch, names)]
+    found = [Detections.of(r, names).above(min_score) for r in detector.detect(batch, names)]
     return found if many else found[0]
 
 
 def draw_detections(image: ImageLike, detections: Detections, width: int = 2) -> Image.Image:
-    """The image with each box outlined in its class colour and labelled 'name score'."""
+    """The image with each instance mask (if any) tinted and each box outlined in its class colour, labelled
+    'name score'."""
     canvas = as_pil(image) if not isinstance(image, torch.Tensor) else TF.to_pil_image(image)
-    canvas = canvas.copy()
-    draw = ImageDraw.Draw(canvas)
+    canvas = canvas.copy().convert("RGB")
     colours = palette(max(len(detections.classes), 1))
+    if detections.masks is not None and len(detections.masks):
+        pixels_ = np.asarray(canvas, dtype=np.float32)
+        for mask, label in zip(detections.masks.numpy()[::-1], detections.labels.tolist()[::-1]):  # best on top
+            pixels_[mask] = 0.55 * pixels_[mask] + 0.45 * np.asarray(colours[label], dtype=np.float32)
+        canvas = Image.fromarray(pixels_.round().clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
     for box, score, label in zip(detections.boxes.tolist(), detections.scores.tolist(), detections.labels.tolist()):
         colour = tuple(int(v) for v in colours[label])
         draw.rectangle(box, outline=colour, width=width)

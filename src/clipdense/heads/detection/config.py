@@ -32,6 +32,8 @@ class DetectorConfig:
         alpha / beta: ensemble exponents of the second score for base / novel classes.
         clip_temperature: softmax temperature of the frozen CLIP's region score (0 = the model's logit scale).
         novel: the protocol's novel classes known at training (evaluation reports them apart).
+        mask_head: add Mask R-CNN's mask branch (torchvision's ``MaskRCNNHeads`` + ``MaskRCNNPredictor``, RoIAlign
+            14x14 on the pyramid, 28x28 masks), class-agnostic as in F-ViT / F-VLM so it segments novel classes too.
     """
 
     taps: list[int] = field(default_factory=list)
@@ -62,6 +64,7 @@ class DetectorConfig:
     score_threshold: float = 0.01
     templates: str = "imagenet"
     novel: list[str] = field(default_factory=list)
+    mask_head: bool = False
     embed_dim: int = 0
     width: int = 0
     patch_size: int = 0

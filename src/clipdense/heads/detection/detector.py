@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
-from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.roi_heads import RoIHeads, maskrcnn_loss
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
@@ -96,15 +97,25 @@ def _rpn(config: DetectorConfig) -> RegionProposalNetwork:
         post_nms_top_n={"training": config.rpn_post_nms_train, "testing": config.rpn_post_nms_test})
 
 
-def _roi_heads(config: DetectorConfig, image_branch: bool) -> RoIHeads:
-    pool = MultiScaleRoIAlign([str(i) for i in range(len(config.strides))], output_size=7, sampling_ratio=2,
+def _roi_pool(config: DetectorConfig, size: int) -> MultiScaleRoIAlign:
+    return MultiScaleRoIAlign([str(i) for i in range(len(config.strides))], output_size=size, sampling_ratio=2,
                               canonical_scale=config.roi_canonical_scale, canonical_level=config.roi_canonical_level)
+
+
+def _roi_heads(config: DetectorConfig, image_branch: bool) -> RoIHeads:
+    pool = _roi_pool(config, 7)
     head = FastRCNNConvFCHead((config.fpn_channels, 7, 7), [config.head_channels] * config.head_convs,
                               [config.fc_channels], norm_layer=group_norm)
     predictor = RegionEmbedding(config.fc_channels, config.embed_dim, image_branch)
+    masks: dict[str, nn.Module] = {}
+    if config.mask_head:   # Mask R-CNN's branch, one class-agnostic mask per region (any class name at test time)
+        masks = {"mask_roi_pool": _roi_pool(config, 14),
+                 "mask_head": MaskRCNNHeads(config.fpn_channels, [config.head_channels] * 4, 1, norm_layer=group_norm),
+                 "mask_predictor": MaskRCNNPredictor(config.head_channels, config.head_channels, 1)}
     return RoIHeads(pool, head, predictor, fg_iou_thresh=0.5, bg_iou_thresh=0.5,
                     batch_size_per_image=config.roi_batch, positive_fraction=0.25, bbox_reg_weights=None,
-                    score_thresh=config.score_threshold, nms_thresh=config.nms, detections_per_img=config.detections)
+                    score_thresh=config.score_threshold, nms_thresh=config.nms, detections_per_img=config.detections,
+                    **masks)
 
 
 class Detector(nn.Module):
@@ -171,6 +182,27 @@ class Detector(nn.Module):
         pooled = self.roi_heads.box_roi_pool(features.pyramid, proposals, features.images.image_sizes)
         return self.roi_heads.box_predictor(self.roi_heads.box_head(pooled))
 
+    @property
+    def has_masks(self) -> bool:
+        """Whether the head has the mask branch (``config.mask_head``)."""
+        return bool(self.config.mask_head)
+
+    def mask_logits(self, features: Features, boxes: list[torch.Tensor]) -> torch.Tensor:
+        """(N, 1, 28, 28) class-agnostic mask logits of ``boxes`` (per image, in the transformed image's pixels)."""
+        pooled = self.roi_heads.mask_roi_pool(features.pyramid, boxes, features.images.image_sizes)
+        return self.roi_heads.mask_predictor(self.roi_heads.mask_head(pooled))
+
+    def mask_loss(self, features: Features, proposals: list[torch.Tensor], matched: list[torch.Tensor],
+                  labels: list[torch.Tensor]) -> torch.Tensor:
+        """Mask R-CNN's per-pixel BCE on the positive RoIs against each matched box's mask (torchvision's
+        ``maskrcnn_loss``; every region is scored by the one class-agnostic channel)."""
+        positive = [torch.nonzero(image_labels > 0).flatten() for image_labels in labels]
+        boxes = [p[k] for p, k in zip(proposals, positive)]
+        masks = [t["masks"] for t in features.targets]
+        indices = [m[k] for m, k in zip(matched, positive)]
+        agnostic = [torch.zeros(len(m), dtype=torch.long, device=m.device) for m in masks]   # the one channel
+        return maskrcnn_loss(self.mask_logits(features, boxes), boxes, masks, agnostic, indices)
+
     def class_logits(self, embedding: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """(N, 1 + C): temperature x cosine against [background; classes] (background is column 0, as
         torchvision's RoI heads expect)."""
@@ -193,9 +225,10 @@ class Detector(nn.Module):
         """
         features = self.features(images, targets)
         proposals, rpn_losses = self.rpn(features.images, features.pyramid, features.targets)
-        proposals, _, labels, regression = self.roi_heads.select_training_samples(proposals, features.targets)
+        proposals, matched, image_labels, regression = self.roi_heads.select_training_samples(proposals,
+                                                                                              features.targets)
         regions = self.regions(features, proposals)
-        labels, regression = torch.cat(labels), torch.cat(regression)
+        labels, regression = torch.cat(image_labels), torch.cat(regression)
         keep = torch.cat([torch.zeros(1, dtype=torch.long, device=labels.device),
                           1 + torch.nonzero(trained.to(labels.device)).flatten()])
         position = torch.full((1 + len(text),), -100, dtype=torch.long, device=labels.device)
@@ -208,8 +241,10 @@ class Detector(nn.Module):
         positive = labels > 0
         box = F.smooth_l1_loss(regions.deltas[positive], regression[positive], beta=BOX_LOSS_BETA,
                                reduction="sum") / count
-        return TrainingStep({"loss_classifier": classification, "loss_box_reg": box, **rpn_losses}, features,
-                            proposals, regions)
+        losses = {"loss_classifier": classification, "loss_box_reg": box, **rpn_losses}
+        if self.has_masks and all("masks" in t for t in features.targets):
+            losses["loss_mask"] = self.mask_loss(features, proposals, matched, image_labels)
+        return TrainingStep(losses, features, proposals, regions)
 
     # ------------------------------------------------------------------------------ inference
     @contextlib.contextmanager
@@ -271,6 +306,10 @@ class Detector(nn.Module):
             results.append(select_detections(boxes[start:end], scores[start:end], size, self.config.score_threshold,
                                              self.config.nms, self.config.detections))
             start = end
+        if self.has_masks:   # (K, 1, 28, 28) probabilities, pasted into each image by the transform's postprocess
+            found = self.mask_logits(features, [r["boxes"] for r in results]).sigmoid()
+            for result, part in zip(results, found.split([len(r["boxes"]) for r in results])):
+                result["masks"] = part
         return self._clipped(self.transform.postprocess(results, features.images.image_sizes, originals), given)
 
     @torch.no_grad()
