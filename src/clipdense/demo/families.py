@@ -18,6 +18,7 @@ FamilyDemo = Callable[[Path, Callable[[str], None]], Path]
 FAMILY_DEMOS: dict[str, str] = {
     "draw": "draw:run_draw_demo",
     "audio": "audio:run_audio_demo",
+    "video": "video:run_video_demo",
     "3d": "threed:run_3d_demo",
     "panoptic": "panoptic:run_panoptic_demo",
     "grounding": "grounding:run_grounding_demo",
