@@ -1,5 +1,6 @@
 """PQ / SQ / RQ (evaluation/panoptic_quality.py) equal torchmetrics' PanopticQuality on random panoptic maps (void,
-unknown classes, stuff instances merged, several images), and a hand-made case."""
+unknown classes, stuff instances merged, several images) under its protocol; hand-made cases, where panopticapi's
+protocol (the default) and torchmetrics' differ on unpredicted pixels; the option is checked in one line."""
 from __future__ import annotations
 
 import math
@@ -9,6 +10,8 @@ import pytest
 import torch
 from torchmetrics.detection import PanopticQuality as Reference
 
+from clipdense.errors import ConfigError
+from clipdense.evaluation import build_task_options, parse_task_args
 from clipdense.evaluation.panoptic_quality import PanopticQuality
 
 THINGS, STUFF, UNKNOWN = [0, 1, 2], [3, 4], 9
@@ -47,7 +50,7 @@ def test_pq_equals_torchmetrics_on_random_maps(seed: int) -> None:
                           return_per_class=True)
     per_class = reference(preds, target).reshape(-1, 3).double().numpy()    # (classes, [pq, sq, rq])
     overall = Reference(THINGS, STUFF, allow_unknown_preds_category=True, return_sq_and_rq=True)(preds, target)
-    ours = PanopticQuality([True, True, True, False, False])
+    ours = PanopticQuality([True, True, True, False, False], "torchmetrics")
     for p, t in zip(preds, target):
         ours.update(*_segments(p), *_segments(t))
     pq, sq, rq, occurs = ours.per_class()
@@ -68,3 +71,38 @@ def test_pq_of_a_hand_made_case() -> None:
     assert result["pq_st"] == 0 and result["rq_st"] == 0    # IoU 0.5 is no match: one FP, one FN
     assert result["pq"] == pytest.approx(100 * 8 / 12 / 2)
     assert math.isnan(PanopticQuality([True]).compute()["pq"])
+
+
+def test_a_missed_thing_is_a_false_negative_for_panopticapi_only() -> None:
+    gt = np.array([[1, 1, 2, 2]] * 4)                       # thing 0 (8 px) | stuff 1 (8 px)
+    pred = np.array([[0, 0, 2, 2]] * 4)                     # the thing left void, the stuff exact
+    found = {}
+    for protocol in ("panopticapi", "torchmetrics"):
+        metric = PanopticQuality([True, False], protocol)
+        metric.update(pred, {2: 1}, gt, {1: 0, 2: 1})
+        found[protocol] = metric.compute()
+    assert found["panopticapi"]["pq_th"] == 0 and found["panopticapi"]["pq"] == 50    # one FN: PQ (0 + 100) / 2
+    assert math.isnan(found["torchmetrics"]["pq_th"]) and found["torchmetrics"]["pq"] == 100
+    maps = lambda ids, cats: torch.tensor(np.stack([np.vectorize(cats.get)(ids), ids], -1))[None]  # noqa: E731
+    reference = Reference([0], [1], allow_unknown_preds_category=True)
+    assert reference(maps(pred, {0: UNKNOWN, 2: 1}), maps(gt, {1: 0, 2: 1})).item() == pytest.approx(1.0)
+
+
+def test_unpredicted_pixels_stay_in_the_union_for_panopticapi() -> None:
+    gt = np.array([[1, 1, 2, 2]] * 4)
+    pred = np.array([[1, 1, 2, 2]] * 3 + [[0, 0, 2, 2]])    # the thing's last row (2 px) unpredicted
+    sq = {}
+    for protocol in ("panopticapi", "torchmetrics"):
+        metric = PanopticQuality([True, False], protocol)
+        metric.update(pred, {1: 0, 2: 1}, gt, {1: 0, 2: 1})
+        sq[protocol] = metric.compute()["sq_th"]
+    assert sq["panopticapi"] == pytest.approx(100 * 6 / 8) and sq["torchmetrics"] == pytest.approx(100.0)
+
+
+def test_bad_protocol_is_one_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        build_task_options([], parse_task_args({"panoptic.protocol": "coco"}), lambda t, k: f"--task-arg {t}.{k}")
+    assert str(info.value) == ("--task-arg panoptic.protocol 'coco': unknown ['coco'], expected one of panopticapi, "
+                               "torchmetrics")
+    with pytest.raises(ValueError, match="PQ protocol 'coco'"):
+        PanopticQuality([True], "coco")

@@ -28,7 +28,7 @@ from .context import EvalContext
 from .inputs import load_or_skip
 from .metrics import confusion_matrix, mean_iou
 from .options import option
-from .panoptic_quality import PanopticQuality
+from .panoptic_quality import PROTOCOLS, PanopticQuality
 from .registry import register_task
 
 
@@ -44,6 +44,9 @@ class PanopticOptions:
     clip: str | None = option(None, "the CLIP whose mask-pooled score enters the ensemble: a model spec or run "
                               "folder load_model reads (e.g. a CLIPSelf run); default: the head's frozen backbone",
                               what="a model spec")
+    protocol: str = option("panopticapi", "how PQ counts unpredicted pixels: panopticapi (COCO's, as detectron2 / "
+                           "ODISE report: a missed segment is a false negative) or torchmetrics (a segment left "
+                           "mostly unpredicted is not)", choices=tuple(PROTOCOLS))
 
 
 def ground_truth(sample: Sample, shape: tuple[int, int]) -> tuple[torch.Tensor, dict[int, int]]:
@@ -123,7 +126,7 @@ def evaluate_panoptic(head: Any, reader: Any, options: PanopticOptions | None = 
     config.alpha = saved[0] if options.alpha is None else float(options.alpha)
     config.beta = saved[1] if options.beta is None else float(options.beta)
     flags = torch.tensor(isthing)
-    quality = PanopticQuality(isthing)
+    quality = PanopticQuality(isthing, options.protocol)
     confmat = torch.zeros(len(classes), len(classes), dtype=torch.long)
     images, truth, results = [], [], []
     try:
@@ -152,7 +155,7 @@ def evaluate_panoptic(head: Any, reader: Any, options: PanopticOptions | None = 
             "miou": round(100 * mean_iou(confmat), 2), "mask_ap": mask_ap(images, truth, results, classes),
             "per_class_pq": {c: round(float(100 * v), 2) for c, v, o in zip(classes, pq, occurs) if o},
             "num_images": len(images), "classes": classes, "unseen": [c for c, s in zip(classes, seen) if not s],
-            "alpha": options.alpha if options.alpha is not None else saved[0],
+            "protocol": options.protocol, "alpha": options.alpha if options.alpha is not None else saved[0],
             "beta": options.beta if options.beta is not None else saved[1]}
 
 
@@ -163,7 +166,7 @@ def panoptic_report(result: dict[str, Any]) -> list[str]:
     return ["| PQ | SQ | RQ | PQ things | PQ stuff | PQ seen | PQ unseen | mIoU | mask AP |",
             "|---|---|---|---|---|---|---|---|---|", f"| {cells} |", "",
             f"{result['num_images']} images; unseen classes: {', '.join(result['unseen']) or 'none'}; "
-            f"ensemble alpha {result['alpha']}, beta {result['beta']}."]
+            f"ensemble alpha {result['alpha']}, beta {result['beta']}; PQ counted as {result['protocol']}."]
 
 
 @register_task("panoptic", needs={"boxes", "labels", "masks"}, summary="PQ / SQ / RQ (things, stuff, seen, unseen), "

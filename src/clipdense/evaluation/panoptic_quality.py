@@ -2,11 +2,15 @@
 
 A predicted and a ground-truth segment of the same class match when their IoU exceeds 0.5 (so matches are unique);
 SQ is the mean IoU of the matches, RQ = TP / (TP + FP / 2 + FN / 2). Stuff segments of one class in one image are
-one segment. Void (pixels without a segment, or of a class outside the vocabulary) follows torchmetrics'
-``PanopticQuality`` exactly, which the tests check on random maps: a segment's void pixels on the other side leave
-the union, an unmatched prediction that is mostly (> 0.5) ground-truth void is no false positive, and an unmatched
-ground-truth segment that is mostly unpredicted is no false negative (panopticapi counts the latter, and keeps a
-prediction's unlabelled pixels in the union).
+one segment. Void (pixels without a segment, or of a class outside the vocabulary) follows one of two protocols:
+
+- ``panopticapi`` (the default; COCO's panopticapi, which detectron2, Mask2Former and ODISE report): a prediction's
+  pixels over ground-truth void leave its area in the union and an unmatched prediction that is mostly (> 0.5)
+  ground-truth void is no false positive; every unmatched ground-truth segment is a false negative, and the pixels
+  of a ground-truth segment that were left unpredicted stay in the union.
+- ``torchmetrics`` (``PanopticQuality`` of torchmetrics, equal on random maps in the tests): the same, except that
+  unpredicted pixels also leave the union and an unmatched ground-truth segment that is mostly unpredicted is no
+  false negative - so a model that leaves an object void is not charged for missing it.
 """
 from __future__ import annotations
 
@@ -17,6 +21,18 @@ import numpy as np
 import torch
 
 VOID = -1
+
+
+@dataclass(frozen=True)
+class VoidRule:
+    """How unpredicted (void) pixels count; see the module's docstring."""
+
+    unpredicted_leave_union: bool
+    unpredicted_excuse_fn: bool
+
+
+#: PQ's void protocols by name
+PROTOCOLS: dict[str, VoidRule] = {"panopticapi": VoidRule(False, False), "torchmetrics": VoidRule(True, True)}
 
 
 def _colours(ids: np.ndarray, labels: Mapping[int, int], isthing: Sequence[bool]) -> np.ndarray:
@@ -40,15 +56,21 @@ class PanopticQuality:
 
     Args:
         isthing: thing (True) or stuff (False) per class index.
+        protocol: a name in ``PROTOCOLS``: how void pixels count.
     """
 
     isthing: Sequence[bool]
+    protocol: str = "panopticapi"
+    rule: VoidRule = field(init=False)
     iou: np.ndarray = field(init=False)
     tp: np.ndarray = field(init=False)
     fp: np.ndarray = field(init=False)
     fn: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"PQ protocol {self.protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+        self.rule = PROTOCOLS[self.protocol]
         self.isthing = [bool(t) for t in self.isthing]
         count = len(self.isthing)
         self.iou = np.zeros(count)
@@ -68,7 +90,8 @@ class PanopticQuality:
         for (p, g), area in inter.items():
             if p == VOID or g == VOID or p >> 32 != g >> 32:
                 continue
-            union = pred_area[p] - inter.get((p, VOID), 0) + gt_area[g] - inter.get((VOID, g), 0) - area
+            unpredicted = inter.get((VOID, g), 0) if self.rule.unpredicted_leave_union else 0
+            union = pred_area[p] - inter.get((p, VOID), 0) + gt_area[g] - unpredicted - area
             iou = area / union
             if iou > 0.5:
                 matched_pred.add(p)
@@ -76,7 +99,7 @@ class PanopticQuality:
                 self.iou[g >> 32] += iou
                 self.tp[g >> 32] += 1
         for g in set(gt_area) - matched_gt - {VOID}:
-            if inter.get((VOID, g), 0) / gt_area[g] <= 0.5:
+            if not self.rule.unpredicted_excuse_fn or inter.get((VOID, g), 0) / gt_area[g] <= 0.5:
                 self.fn[g >> 32] += 1
         for p in set(pred_area) - matched_pred - {VOID}:
             if inter.get((p, VOID), 0) / pred_area[p] <= 0.5:
