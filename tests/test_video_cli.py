@@ -56,6 +56,15 @@ def test_bad_videos_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) 
         assert expected in _one_line(capsys)
 
 
+def test_frame_count_flag_is_checked(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "msrvtt"
+    root.mkdir()
+    for frames in ("0", "-2"):
+        assert main(["eval", "--model", "tiny-vit-t8", "--device", "cpu", "--tasks", "video-retrieval",
+                     "--data", f"msrvtt:root={root},frames={frames}"]) == 2
+        assert "frames" in _one_line(capsys)
+
+
 def test_classify_and_search_clips_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from clipdense.data.world.video import VideoWorldConfig, retrieval_clip
     cfg = VideoWorldConfig(frames=4, size=64)

@@ -102,13 +102,35 @@ def test_coef_lr_puts_clip_parameters_in_their_own_groups() -> None:
     assert by_param[id(head.weight)] == 0.5 and by_param[id(head.bias)] == 0.5
 
 
-def test_tight_head_scores_every_pair(tiny_bundle) -> None:
-    objective = build_objective("clip4clip", tiny_bundle, {"head": "tightTransf", "layers": 1, "clip": "frozen"},
+def test_tight_head_scores_every_pair(bundle) -> None:
+    # a fresh model: clip=frozen switches its gradients off
+    objective = build_objective("clip4clip", bundle, {"head": "tightTransf", "layers": 1, "clip": "frozen"},
                                 DataInfo())
-    batch = {"video": torch.randn(3, 4, 3, 64, 64), "text": tiny_bundle.tokenizer(["a", "b c", "d e f"])}
+    batch = {"video": torch.randn(3, 4, 3, 64, 64), "text": bundle.tokenizer(["a", "b c", "d e f"])}
     assert objective.logits(batch).shape == (3, 3)
-    with pytest.raises(ConfigError, match="head=mean"):
-        build_objective("clip4clip", tiny_bundle, {"head": "mean"}, DataInfo())
+    with torch.no_grad():   # pair (i, j) depends on text i and clip j alone: scoring one pair gives the same cell
+        one = objective.logits({"video": batch["video"][2:3], "text": batch["text"][1:2]})
+        assert torch.allclose(one[0, 0], objective.logits(batch)[1, 2], atol=1e-5)
+
+
+@pytest.mark.parametrize(("name", "args", "named"), [
+    ("clip4clip", {"head": "mean"}, "head=mean"),
+    ("clip4clip", {"coef_lr": 0.0}, "coef_lr=0.0"),
+    ("clip4clip", {"clip": "thawed"}, "clip=thawed"),
+    ("clip4clip", {"layers": 0}, "layers"),
+    ("clip4clip", {"max_frames": 1}, "max_frames"),
+    ("actionclip", {"fusion": "tightTransf"}, "fusion=tightTransf"),
+    ("actionclip", {"templates": "kinetics"}, "templates=kinetics"),
+    ("actionclip", {"coef_lr": 2.0}, "coef_lr=2.0"),
+])
+def test_bad_objective_args_are_named(tiny_bundle, name: str, args: dict, named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        build_objective(name, tiny_bundle, args, DataInfo(classes=("grows", "spins")))
+
+
+def test_actionclip_needs_class_names(tiny_bundle) -> None:
+    with pytest.raises(ConfigError, match="class names"):
+        build_objective("actionclip", tiny_bundle, {}, DataInfo())
 
 
 def test_classify_and_search_clips(tiny_bundle, tmp_path: Path) -> None:
