@@ -124,7 +124,7 @@ def test_files_that_are_not_heads_say_what_they_are(bundle: cd.models.Bundle, tm
 
 def test_load_model_refuses_a_head_file(toy_file: tuple[ToyHead, Path]) -> None:
     _, path = toy_file
-    with pytest.raises(ModelLoadError, match="a clipdense 'head' file, not a model"):
+    with pytest.raises(ModelLoadError, match="a test/toy head file, not a model; expected CLIP weights"):
         cd.load_model(str(path), device="cpu")
 
 

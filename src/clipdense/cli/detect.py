@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..config import atomic_save_picture
 from ..errors import ConfigError
-from ..heads import read_head_info
+from ..heads.expect import expect_head
 from ..models import load_model
 from .common import COUNT, DEVICE, PROBABILITY, add_cache_flag, check_out_file, parse_class_list
 from .outputs import check_beside
@@ -44,8 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_detect)
 
 
-def _backbone(args: argparse.Namespace):
-    info = read_head_info(args.head)
+def _backbone(args: argparse.Namespace, role: str = "detector"):
+    """The backbone --head was trained on (or --model/--pretrained), after the head's kind is checked."""
+    info = expect_head(args.head, role, "--head")
     if args.model is None:
         return load_model(info.backbone.name, info.backbone.pretrained, args.device)
     return load_model(args.model, args.pretrained, args.device)

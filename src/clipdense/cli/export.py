@@ -7,6 +7,7 @@ import argparse
 import time
 
 from ..errors import ConfigError
+from ..heads.expect import expect_head
 from ..models import DENSE_MODES
 from .common import DEVICE, add_cache_flag, check_templates, parse_class_list
 from .outputs import check_out_folder
@@ -53,6 +54,8 @@ def run_export(args: argparse.Namespace) -> int:
     modes = parse_modes(args.modes)
     classes = parse_class_list(args.classes) if args.classes is not None else None
     check_templates(args.templates)
+    if args.head:
+        expect_head(args.head, "segmenter", "--head")   # its kind, before the model loads
     bundle = load_model(args.model, args.pretrained, args.device)
     head = resolve_head(bundle, args.head) if args.head else None
     start = time.perf_counter()

@@ -66,7 +66,7 @@ def run_ground(args: argparse.Namespace) -> int:
     if args.json:
         check_out_file(args.json, "--json", (".json",))
     image = open_image(args.image)
-    bundle = _backbone(args)
+    bundle = _backbone(args, "grounder")
     head = as_grounder(args.head, bundle)
     start = time.perf_counter()
     found = keep_best(ground(bundle, image, args.sentence, head=head), args.min_score, args.top)
@@ -95,7 +95,7 @@ def run_pseudo_label(args: argparse.Namespace) -> int:
     parse_as("--pseudo-label", args.pseudo_label)    # missing data is refused before the model loads
     if args.gold:
         parse_as("--gold", args.gold)
-    bundle = _backbone(args)
+    bundle = _backbone(args, "grounder")
     start = time.perf_counter()
     report = pseudo_label(bundle, args.head, args.pseudo_label, out,
                           0.5 if args.min_score is None else args.min_score, args.top, args.gold, args.limit,

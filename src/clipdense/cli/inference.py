@@ -15,6 +15,7 @@ from ..models import DENSE_MODES
 from ..models.segmenters import segmenter_of
 from ..tasks import classify, segment, use_audio_tower
 from ..heads.adapters import load_adapter
+from ..heads.expect import expect_head
 from ..tasks.groups import groups_picture
 from ..tasks.overlay import label_png, overlay
 from ..tasks.segment import resolve_head
@@ -91,6 +92,8 @@ def run_segment(args: argparse.Namespace) -> int:
     classes = parse_class_list(args.classes)
     out = check_out_file(args.out, suffixes=OVERLAY_SUFFIXES)
     check_beside("--out", out, [out, *_beside(out, args.panoptic)])   # every file it writes, before any work
+    if args.head and exported is None:   # the head's kind, before the backbone loads
+        expect_head(args.head, "panoptic" if args.panoptic else "segmenter", "--head")
     if not args.head:
         check_templates(args.templates)
     image = open_image(args.image)
@@ -168,6 +171,8 @@ def _segment_folder(args: argparse.Namespace, exported: Any = None) -> int:
 
     classes = parse_class_list(args.classes)
     out = folder_out(args, "overlay.png")
+    if args.head and exported is None:
+        expect_head(args.head, "segmenter", "--head")
     if not args.head:
         check_templates(args.templates)
     settings = SegmentSettings(classes, args.mode, args.templates, args.short_side, args.window,
@@ -193,6 +198,8 @@ def _classify_folder(args: argparse.Namespace, exported: Any = None) -> int:
         parse_class_list(args.classes)
         check_templates(args.templates)
     out = folder_out(args, None)
+    if args.adapter and exported is None:
+        expect_head(args.adapter, "adapter", "--adapter")
     if exported is not None:
         task = OnnxClassifyFolder(exported, parse_class_list(args.classes), args.templates, args.top)
         return report("classify", run_folder(job_of(args, args.image, out), task), out)
@@ -225,6 +232,9 @@ def run_classify(args: argparse.Namespace) -> int:
     image = open_image(args.image) if media_kind(args.image) == "image" else args.image
     if args.audio_tower and media_kind(args.image) != "audio":
         raise ConfigError(f"--audio-tower: classifies sounds; {args.image} is a {media_kind(args.image)} file")
+    if args.adapter or args.audio_tower:   # the artefact's kind, before the backbone loads
+        expect_head(args.adapter or args.audio_tower, "adapter" if args.adapter else "audio",
+                    "--adapter" if args.adapter else "--audio-tower")
     bundle = load_cli_model(args)
     if args.audio_tower:
         use_audio_tower(bundle, args.audio_tower)

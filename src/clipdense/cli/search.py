@@ -7,6 +7,7 @@ import json
 from ..data.audio import AUDIO_SUFFIXES, read_audio
 from ..data.media import media_kind
 from ..errors import ConfigError
+from ..heads.expect import expect_head
 from ..tasks import use_audio_tower
 from ..tasks.video import holds_videos
 from ..tasks.search import image_paths, search
@@ -45,6 +46,8 @@ def run_search(args: argparse.Namespace) -> int:
         if media_kind(args.audio) != "audio":
             raise ConfigError(f"--audio {args.audio}: not a sound file (expected {', '.join(AUDIO_SUFFIXES)})")
         query = read_audio(args.audio)
+    if args.audio_tower:   # its kind, before the backbone loads
+        expect_head(args.audio_tower, "audio", "--audio-tower")
     bundle = load_cli_model(args)
     if args.audio_tower:
         use_audio_tower(bundle, args.audio_tower)

@@ -71,7 +71,7 @@ def _read_clips(reader: Any) -> tuple[list, list, torch.Tensor]:
     return sounds, labels, torch.tensor(getattr(reader, "folds", [1] * len(labels)))
 
 
-@register_task("audio-zeroshot", needs={"audio", "image_label"}, options=AudioZeroShotOptions,
+@register_task("audio-zeroshot", head_role="audio", needs={"audio", "image_label"}, options=AudioZeroShotOptions,
                summary="zero-shot sound classification with text prompts, per fold and mean (ESC-50, UrbanSound8K)")
 def run_audio_zeroshot(ctx: EvalContext, reader: Any, options: AudioZeroShotOptions) -> tuple[dict, int]:
     head = _head(ctx)
@@ -130,7 +130,7 @@ class AudioProbeOptions:
                                               "training fold)", low=0.0)
 
 
-@register_task("audio-linear-probe", needs={"audio", "image_label"}, options=AudioProbeOptions,
+@register_task("audio-linear-probe", head_role="audio", needs={"audio", "image_label"}, options=AudioProbeOptions,
                summary="supervised sound classification: a linear probe on the frozen audio tower, trained on the "
                        "other folds, tested on each fold (ESC-50 / UrbanSound8K protocol)")
 def run_audio_linear_probe(ctx: EvalContext, reader: Any, options: AudioProbeOptions) -> tuple[dict, int]:
@@ -149,7 +149,7 @@ def cross_recall(a: Tensor, b: Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[s
     return recall_at_k(a @ b.T, torch.arange(len(b)), ks)
 
 
-@register_task("audio-retrieval", needs={"audio", "caption"}, options=AudioZeroShotOptions,
+@register_task("audio-retrieval", head_role="audio", needs={"audio", "caption"}, options=AudioZeroShotOptions,
                summary="sound <-> image and sound <-> text recall@1/5/10 on image-sound-text triplets")
 @torch.no_grad()
 def run_audio_retrieval(ctx: EvalContext, reader: Any, options: AudioZeroShotOptions) -> tuple[dict, int]:

@@ -19,7 +19,7 @@ from ..tasks.points_fewshot import point_features
 from .context import EvalContext
 from .inputs import sample_batches
 from .options import option
-from .registry import register_task
+from .registry import NO_HEAD, register_task
 
 
 def depth_errors(pred: Tensor, target: Tensor) -> dict[str, float]:
@@ -55,6 +55,7 @@ class DepthOptions:
 
 
 @register_task("depth", needs={"depth"}, summary="DepthCLIP: AbsRel, RMSE, log10, delta<1.25^k (NYU-style depth)",
+               head_role=NO_HEAD,
                options=DepthOptions)
 def run_depth(ctx: EvalContext, reader, options: DepthOptions) -> tuple[dict, int]:
     """Training-free depth of each image in each dense mode against its metric depth map."""
@@ -82,7 +83,7 @@ class PointsOptions:
     templates: str = option("pointclip", "prompt set of the class names (pointclip, pointclip-v2, or any set)")
 
 
-@register_task("points-zeroshot", needs={"points", "image_label"},
+@register_task("points-zeroshot", head_role=NO_HEAD, needs={"points", "image_label"},
                summary="PointCLIP zero-shot top-1 on point clouds (ModelNet layouts), 6 views, equal weights",
                options=PointsOptions)
 def run_points_zeroshot(ctx: EvalContext, reader: ModelNetPoints, options: PointsOptions) -> tuple[dict, int]:

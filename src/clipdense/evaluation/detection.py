@@ -133,7 +133,7 @@ def detection_report(result: dict[str, Any]) -> list[str]:
 
 @register_task("detection", needs={"boxes", "labels"}, summary="box AP50 novel / base / all of a detector head "
                "(--head, from `clipdense train --objective fvit|vild`)", report=detection_report,
-               needs_head=True)
+               needs_head=True, head_role="detector")
 def detection_task(ctx: EvalContext, reader: Any, options: NoOptions) -> tuple[dict, int]:
     """The registered task: the context's detector head on the reader's images."""
     from ..tasks.detect import as_detector

@@ -91,7 +91,7 @@ def grounding_report(result: dict[str, Any]) -> list[str]:
 
 @register_task("grounding", needs={"boxes", "phrases", "image"}, summary="phrase grounding R@1/5/10, ANY- and "
                "MERGED-box (Flickr30k Entities protocol) of a GLIP head (--head)", report=grounding_report,
-               needs_head=True)
+               needs_head=True, head_role="grounder")
 def grounding_task(ctx: EvalContext, reader: Any, options: NoOptions) -> tuple[dict, int]:
     """The registered task: the context's GLIP head on the reader's (image, sentence) pairs."""
     from ..tasks.ground import as_grounder

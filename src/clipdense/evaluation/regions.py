@@ -21,7 +21,7 @@ from .context import EvalContext
 from .inputs import Batches, resize_short_side, sample_batches
 from .options import option
 from .region_methods import RegionBatch, RegionEncoders, region_method_names, resolve_region_methods
-from .registry import register_task
+from .registry import NO_HEAD, register_task
 
 if TYPE_CHECKING:
     from ..data import CocoRegions
@@ -136,7 +136,7 @@ def region_batches(reader: CocoRegions, to_tensor: Callable, short_side: int | N
     return sample_batches(reader, batch_size, skips, collate)
 
 
-@register_task("regions", needs={"boxes", "labels", "masks"}, options=RegionOptions,
+@register_task("regions", head_role=NO_HEAD, needs={"boxes", "labels", "masks"}, options=RegionOptions,
                summary="CLIPSelf's region classification (rois / crops / maskpool, things / stuff)")
 def run_regions(ctx: EvalContext, reader: CocoRegions, options: RegionOptions) -> tuple[dict, int]:
     """Methods that do not read the dense map (crops) run once; the others once per dense mode.

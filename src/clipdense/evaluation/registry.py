@@ -43,6 +43,9 @@ class EvalTask:
         needs_head: the task evaluates a trained head (``--head``), not the bare model: without one it is
             left out of 'all' with a note, and refused when named.
         options: the dataclass of its own options (fields made by ``options.option``); ``run`` gets an instance.
+        head_role: the kind of ``--head`` it uses (a role of ``heads.expect.ROLES``), ``NO_HEAD`` when it uses
+            none; checked before any model loads, so a head no task can use is refused instead of ignored
+            (undeclared, "": not checked).
     """
 
     name: str
@@ -52,6 +55,7 @@ class EvalTask:
     report: Callable[[dict], list[str]] | None = None
     needs_head: bool = False
     options: type = NoOptions
+    head_role: str = ""
 
     def build_options(self, values: Any = None, label: Callable[[str], str] | None = None) -> Any:
         """This task's options from a mapping (or an instance, re-checked), each value checked as declared."""
@@ -66,6 +70,9 @@ class EvalTask:
         """('task.key', 'type, default: help') per option, for ``--help``."""
         return describe(self.options, f"{self.name}.")
 
+
+#: ``head_role`` of a task that evaluates the bare model and uses no head
+NO_HEAD = "none"
 
 #: name -> task, in registration order (the order ``--tasks all`` runs them).
 EVAL_TASKS: dict[str, EvalTask] = {}
@@ -89,11 +96,12 @@ def add_task(task: EvalTask) -> EvalTask:
 
 def register_task(name: str, needs: Iterable[str], summary: str = "",
                   report: Callable[[dict], list[str]] | None = None,
-                  needs_head: bool = False, options: type = NoOptions) -> Callable[[TaskFn], TaskFn]:
+                  needs_head: bool = False, options: type = NoOptions,
+                  head_role: str = "") -> Callable[[TaskFn], TaskFn]:
     """Decorator: register the decorated function as task ``name`` needing the Sample fields ``needs``, with
-    its options declared by the dataclass ``options``."""
+    its options declared by the dataclass ``options`` and the kind of head it uses by ``head_role``."""
     def wrap(run: TaskFn) -> TaskFn:
-        add_task(EvalTask(name, frozenset(needs), run, summary, report, needs_head, options))
+        add_task(EvalTask(name, frozenset(needs), run, summary, report, needs_head, options, head_role))
         return run
     return wrap
 

@@ -12,7 +12,7 @@ from . import metrics
 from .common import ImageEncoder, TextEncoder, encode_in_batches, normalize, progress
 from .inputs import Batches, load_or_skip
 from .context import EvalContext
-from .registry import NoOptions, register_task
+from .registry import NO_HEAD, NoOptions, register_task
 
 if TYPE_CHECKING:
     from ..data import ImageTextDataset
@@ -64,7 +64,8 @@ def retrieval(encode_image: ImageEncoder, encode_text: TextEncoder,
     }
 
 
-@register_task("retrieval", needs={"caption"}, summary="image<->text recall@1/5/10 (open_clip CSV, shards)")
+@register_task("retrieval", needs={"caption"}, summary="image<->text recall@1/5/10 (open_clip CSV, shards)",
+               head_role=NO_HEAD)
 def run_retrieval(ctx: EvalContext, reader: ImageTextDataset, options: NoOptions) -> tuple[dict, int]:
     """Recall@k over the reader's pairs at the model's own preprocessing; a CSV's rows are grouped by image."""
     batches = _csv_batches(ctx, reader) if reader.format == "csv" else _stream_batches(ctx, reader)

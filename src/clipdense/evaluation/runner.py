@@ -60,10 +60,37 @@ def plan_tasks(data: str | os.PathLike | DataSpec, tasks: str | Sequence[str] = 
             raise DataError(problem)
         else:
             skipped[task.name] = eval_data.lacks(task)
+    if head is not None and isinstance(head, (str, os.PathLike)):
+        runnable = _fitting_head(head, runnable, skipped, explicit)
     if not runnable:
         raise DataError(f"--data {eval_data.spec} has {describe_fields(eval_data.fields())}: no evaluation task "
                         "can run on it (" + "; ".join(f"{name} {why}" for name, why in skipped.items()) + ")")
     return EvalPlan(eval_data, runnable, skipped)
+
+
+def _fitting_head(head: str | os.PathLike, runnable: list[EvalTask], skipped: dict[str, str],
+                  explicit: bool) -> list[EvalTask]:
+    """The tasks left once ``--head``'s kind is known (read from its header, before any model loads): a task that
+    needs another kind is refused when named, else left out with a note; a head that no task uses is refused
+    rather than silently ignored."""
+    from ..heads.expect import ROLES, read_any_head
+
+    kind = read_any_head(head, "--head", "a trained head").kind
+    keep = []
+    for task in runnable:
+        role = ROLES.get(task.head_role)
+        if role is None or role.fits(kind) or not task.needs_head:
+            keep.append(task)   # undeclared or fitting; a task that may use a head runs without another kind
+        elif explicit:
+            raise ConfigError(role.refusal(f"--head {head}", kind) + f" (for --tasks {task.name})")
+        else:
+            skipped[task.name] = f"needs {role.what}, --head is a {kind} head"
+    users = [t for t in keep if t.head_role == "" or (t.head_role in ROLES and ROLES[t.head_role].fits(kind))]
+    if keep and not users:
+        wanted = sorted({f"{ROLES[t.head_role].what} ({t.name})" for t in EVAL_TASKS.values() if t.head_role in ROLES})
+        raise ConfigError(f"--head {head}: a {kind} head, and no task run on this data uses one; expected "
+                          + ", ".join(wanted))
+    return keep
 
 
 def build_settings(settings: EvalSettings | None = None, overrides: Mapping[str, Any] | None = None,

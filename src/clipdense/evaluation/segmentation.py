@@ -288,7 +288,7 @@ def _segmenter_entry(ctx: EvalContext, reader: SemSegFolder, split: tuple[list[i
     return _with_score(entry, "class probability of the pixel's segment")
 
 
-@register_task("segmentation", needs={"semantic"}, options=SegmentationOptions,
+@register_task("segmentation", head_role="semantic", needs={"semantic"}, options=SegmentationOptions,
                summary="zero-shot mIoU over every class, and things-only with a background threshold; with a "
                        "segmentation --head (Cat-Seg, LSeg) also the head, and seen / unseen mIoU")
 def run_segmentation(ctx: EvalContext, reader: SemSegFolder, options: SegmentationOptions) -> tuple[dict, int]:

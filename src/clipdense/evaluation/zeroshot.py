@@ -13,7 +13,7 @@ from . import metrics
 from .common import ImageEncoder, normalize, progress
 from .inputs import sample_batches
 from .context import EvalContext
-from .registry import NoOptions, register_task
+from .registry import NO_HEAD, NoOptions, register_task
 
 if TYPE_CHECKING:
     from ..data import ImageFolderDataset
@@ -65,7 +65,8 @@ def _scores(logits: Tensor, labels: Tensor, ks: Sequence[int]) -> dict:
     return out
 
 
-@register_task("zeroshot", needs={IMAGE, "image_label"}, summary="top-1 / top-5 on labelled images (ImageFolder)")
+@register_task("zeroshot", needs={IMAGE, "image_label"}, summary="top-1 / top-5 on labelled images (ImageFolder)",
+               head_role=NO_HEAD)
 def run_zeroshot(ctx: EvalContext, reader: ImageFolderDataset, options: NoOptions) -> tuple[dict, int]:
     """Every image of the reader against a classifier over its class names, at the model's own preprocessing."""
     def collate(samples: list[Sample]) -> list[tuple[Tensor, Tensor]]:

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from ..errors import ConfigError, ModelLoadError
-from ..heads import find_head_kind, read_head_info
+from ..heads import find_head_kind
+from ..heads.expect import expect_head
 from ..heads.vqgan import KIND
 from ..models import Bundle
 from ..models.registry import WEIGHTS_DIR
@@ -46,9 +47,7 @@ def load_vqgan(path: str | os.PathLike | None = None, device: str | torch.device
     if path is None and not source.is_file():
         raise ModelLoadError(f"{source}: the shipped VQGAN is missing from this install; train one with "
                              "`clipdense train --objective vqgan` and pass its run dir or head file")
-    info = read_head_info(source)
-    if info.kind != KIND:
-        raise ModelLoadError(f"{info.path}: a {info.kind} head, not a VQGAN ({KIND})")
+    info = expect_head(source, "vqgan", "vqgan")
     kind = find_head_kind(KIND)
     assert kind is not None
     model = kind.build(info.config, None, None)

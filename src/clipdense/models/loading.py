@@ -153,6 +153,8 @@ def _load_named(name: str, pretrained: str | None, tokenizer: str | os.PathLike 
     if pretrained is None:
         return _load_open_clip(name, None, tokenizer)
     if Path(pretrained).suffix in WEIGHT_SUFFIXES or Path(pretrained).exists():
+        if Path(pretrained).suffix == ".safetensors" and Path(pretrained).is_file():
+            refuse_non_model(Path(pretrained), read_metadata(Path(pretrained)))   # a head is not weights
         return _load_file_into(name, Path(pretrained), tokenizer=tokenizer)
     shipped = shipped_weights()
     if (name, pretrained) in shipped:
@@ -224,9 +226,7 @@ def _load_path(path: Path, pretrained: str | os.PathLike | None,
                              "pass the model name and the file: --model NAME --pretrained FILE")
     metadata = read_metadata(path)
     name = metadata.get(META_MODEL_NAME)
-    if not name and metadata.get(META_FORMAT):
-        raise ModelLoadError(f"{path}: a clipdense '{metadata[META_FORMAT]}' file, not a model (a head loads with "
-                             "load_head(path, bundle) on the backbone it was trained on)")
+    refuse_non_model(path, metadata)
     if not name:
         raise ModelLoadError(f"{path}: no '{META_MODEL_NAME}' metadata (not written by clipdense); "
                              "pass the model name and the file: --model NAME --pretrained FILE")
@@ -252,6 +252,17 @@ def _added_by_training(name: str, stored: dict[str, Any] | None) -> dict[str, An
     return {}
 
 
+def refuse_non_model(path: Path, metadata: dict[str, str]) -> None:
+    """A clipdense file that is not a model's weights (a head, an adapter, a VQGAN) refused in one line naming
+    its kind and what was expected, instead of a list of missing keys."""
+    if metadata.get(META_MODEL_NAME) or not metadata.get(META_FORMAT):
+        return
+    kind = metadata.get("clipdense.head.kind")
+    what = f"a {kind} head file" if kind else f"a clipdense '{metadata[META_FORMAT]}' file"
+    raise ModelLoadError(f"{path}: {what}, not a model; expected CLIP weights (a head loads with --head / --adapter "
+                         "/ load_head(path, bundle) on the backbone it was trained on)")
+
+
 def latest_run_weights(run_dir: Path) -> Path:
     """The newest ``checkpoints/step-*/model.safetensors`` of a run (or a ``model.safetensors`` in the dir)."""
     steps = sorted((run_dir / "checkpoints").glob("step-*/model.safetensors"))
@@ -259,6 +270,9 @@ def latest_run_weights(run_dir: Path) -> Path:
         return steps[-1]
     if (run_dir / "model.safetensors").is_file():
         return run_dir / "model.safetensors"
+    if any((run_dir / "checkpoints").glob("step-*/head.safetensors")):
+        raise ModelLoadError(f"{run_dir}: a run folder that trained a head, not a model; expected CLIP weights (the "
+                             "head loads with --head / --adapter on the backbone it was trained on)")
     raise ModelLoadError(f"{run_dir}: not a clipdense run dir (no checkpoints/step-*/model.safetensors)")
 
 

@@ -22,7 +22,6 @@ import torch.nn.functional as F
 
 from ..data.audio import Waveform, conform, read_audio
 from ..errors import ConfigError
-from ..heads import load_head
 from ..heads.audio import AudioHead
 from ..models.registry import WEIGHTS_DIR
 from ..models.text import Template, text_classifier
@@ -42,9 +41,9 @@ def shipped_audio_tower(bundle: Any) -> Path | None:
 def use_audio_tower(bundle: Any, head: str | os.PathLike | AudioHead) -> AudioHead:
     """Attach an audio tower (a head file, a run dir, or a loaded ``AudioHead``) to ``bundle`` for the audio tasks;
     a file trained beside other weights is refused in one line."""
-    loaded = head if isinstance(head, AudioHead) else load_head(head, bundle)
-    if not isinstance(loaded, AudioHead):
-        raise ConfigError(f"{head}: a {type(loaded).__name__} head, expected an audio tower (audio/audioclip)")
+    from ..heads.expect import load_expected
+
+    loaded = load_expected(head, bundle, "audio", "audio tower")
     _attached[bundle.model] = loaded.to(bundle.device).eval()
     return loaded
 

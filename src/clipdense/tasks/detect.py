@@ -22,10 +22,8 @@ from PIL import Image, ImageDraw
 
 from ..config import atomic_write_bytes
 from ..data.readers import open_reader
-from ..errors import ConfigError, ImageLoadError, ModelLoadError
-from ..heads import kind_of, load_head
+from ..errors import ConfigError, ImageLoadError
 from ..heads.detection import Detector
-from ..heads.grounding import GLIPHead
 from .images import ImageLike, as_pil
 from .overlay import palette
 
@@ -71,11 +69,9 @@ class Detections:
 def as_detector(head: Detector | str | os.PathLike, bundle: Any) -> Detector:
     """A loaded detector head (a path is loaded on ``bundle``; another head kind is refused). A GLIP head detects
     too: the class names become its prompts."""
-    loaded = head if isinstance(head, torch.nn.Module) else load_head(head, bundle)
-    if not isinstance(loaded, (Detector, GLIPHead)):
-        raise ModelLoadError(f"{head}: a {kind_of(loaded).name} head, not a detector (train one with "
-                             "`clipdense train --objective fvit|vild`)")
-    return loaded
+    from ..heads.expect import load_expected
+
+    return load_expected(head, bundle, "detector")   # type: ignore[return-value]
 
 
 def pixels(image: ImageLike) -> torch.Tensor:

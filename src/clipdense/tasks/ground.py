@@ -21,8 +21,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image, ImageDraw
 
 from ..data.phrases import Span, check_spans, noun_phrase_spans
-from ..errors import ConfigError, ModelLoadError
-from ..heads import kind_of, load_head
+from ..errors import ConfigError
 from ..heads.grounding import GLIPHead
 from ..heads.grounding.prompting import prompt_chunks as chunk_prompts
 from .detect import Detections, pixels
@@ -57,11 +56,9 @@ class Grounding:
 
 def as_grounder(head: GLIPHead | str | os.PathLike, bundle: Any) -> GLIPHead:
     """A loaded GLIP head (a path is loaded on ``bundle``, which refuses another backbone); other kinds refused."""
-    loaded = head if isinstance(head, torch.nn.Module) else load_head(head, bundle)
-    if not isinstance(loaded, GLIPHead):
-        raise ModelLoadError(f"{head}: a {kind_of(loaded).name} head, not a grounding head (train one with "
-                             "`clipdense train --objective glip`)")
-    return loaded
+    from ..heads.expect import load_expected
+
+    return load_expected(head, bundle, "grounder")   # type: ignore[return-value]
 
 
 def sentence_spans(sentence: str, spans: Sequence[Sequence[Span]] | None = None) -> tuple[tuple[Span, ...], ...]:

@@ -17,8 +17,7 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from ..errors import ConfigError, ModelLoadError
-from ..heads import kind_of, load_head
+from ..errors import ConfigError
 from ..heads.segmentation import PanopticHead, PanopticResult
 from .images import ImageLike, as_pil, one_image
 from .overlay import overlay
@@ -26,11 +25,9 @@ from .overlay import overlay
 
 def as_panoptic_head(head: Any, bundle: Any) -> PanopticHead:
     """A loaded panoptic head (a path is loaded on ``bundle``; another head kind is refused)."""
-    loaded = head if isinstance(head, torch.nn.Module) else load_head(head, bundle)
-    if not isinstance(loaded, PanopticHead):
-        raise ModelLoadError(f"{head}: a {kind_of(loaded).name} head, not a panoptic one (train one with "
-                             "`clipdense train --objective mask2former`)")
-    return loaded
+    from ..heads.expect import load_expected
+
+    return load_expected(head, bundle, "panoptic")   # type: ignore[return-value]
 
 
 def _pixels(image: ImageLike) -> torch.Tensor:

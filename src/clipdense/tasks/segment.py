@@ -2,14 +2,12 @@
 trained head (Cat-Seg, LSeg: ``head=``), whole-image or sliding-window, at any size."""
 from __future__ import annotations
 
-import os
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
-from ..heads import HEAD_KINDS, load_head
 from ..models.dense import encode_dense
 from ..models.segmenters import segmenter_of
 from ..models.text import Template, text_classifier
@@ -98,15 +96,9 @@ def labels_from_logits(logits: torch.Tensor, logit_scale: float = SEG_LOGIT_SCAL
 
 def resolve_head(bundle, head: object) -> torch.nn.Module:
     """A trained segmentation head: a loaded one, or a head file / run dir loaded onto ``bundle``."""
-    from ..heads.segmentation import PanopticHead, SegmentationHead
+    from ..heads.expect import load_expected
 
-    if isinstance(head, (str, os.PathLike)):
-        head = load_head(head, bundle)
-    if not isinstance(head, (SegmentationHead, PanopticHead)):   # a panoptic head: its semantic inference
-        kinds = {kind.module_type: kind.name for kind in HEAD_KINDS.values()}
-        raise ConfigError(f"head: a {kinds.get(type(head), type(head).__name__)} cannot segment (segmentation "
-                          "heads: segmenter/catseg, segmenter/lseg, segmenter/panoptic)")
-    return head
+    return load_expected(head, bundle, "segmenter")   # a panoptic head segments by its semantic inference
 
 
 @torch.no_grad()

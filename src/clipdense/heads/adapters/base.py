@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...config import build_config
-from ...errors import ClipDenseError, ConfigError, ModelLoadError
+from ...errors import ClipDenseError, ConfigError
 from ...models.text import text_classifier
-from ..io import load_head, save_head
-from ..registry import HeadKind, kind_of, register_head_kind
+from ..io import save_head
+from ..registry import HeadKind, register_head_kind
 
 #: every few-shot method by its explicit name, filled as the classes are defined (``Adapter.__init_subclass__``)
 ADAPTERS: dict[str, type["Adapter"]] = {}
@@ -166,7 +166,6 @@ def save_adapter(adapter: Adapter, path: str | os.PathLike) -> Path:
 
 def load_adapter(path: str | os.PathLike, bundle: Any) -> Adapter:
     """The adapter head at ``path`` rebuilt on ``bundle`` (which must hold the weights it was trained on)."""
-    head = load_head(path, bundle)
-    if not isinstance(head, Adapter):
-        raise ModelLoadError(f"{path}: a {kind_of(head).name} head, not a few-shot adapter")
-    return head
+    from ..expect import load_expected
+
+    return load_expected(path, bundle, "adapter", "adapter")   # type: ignore[return-value]
