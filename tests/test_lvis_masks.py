@@ -104,6 +104,23 @@ def test_draw_detections_tints_masks():
     assert found.above(0.95).masks.shape == (0, 10, 20)
 
 
+def test_coco_results_carry_each_masks_rle():
+    """detect --json / to_coco: with masks, each entry's segmentation decodes (pycocotools) back to its mask."""
+    from pycocotools import mask as mask_utils
+    masks = torch.zeros(2, 10, 20, dtype=torch.bool)
+    masks[0, 6:9, 1:4] = True
+    masks[1, 0:2, 10:20] = True
+    found = Detections(torch.tensor([[1.0, 6.0, 4.0, 9.0], [10.0, 0.0, 20.0, 2.0]]), torch.tensor([0.9, 0.5]),
+                       torch.tensor([0, 1]), ["a", "b"], masks)
+    entries = found.to_coco(7)
+    assert [e["category_id"] for e in entries] == [1, 2] and entries[0]["bbox"] == [1.0, 6.0, 3.0, 3.0]
+    for entry, mask in zip(entries, masks):
+        assert isinstance(entry["segmentation"]["counts"], str)
+        rle = {**entry["segmentation"], "counts": entry["segmentation"]["counts"].encode()}
+        assert (mask_utils.decode(rle).astype(bool) == mask.numpy()).all()
+    assert "segmentation" not in Detections(found.boxes, found.scores, found.labels, ["a", "b"]).to_coco(7)[0]
+
+
 def test_vild_refuses_a_mask_head(bundle):
     with pytest.raises(ConfigError, match="mask_head"):
         build_objective("vild", bundle, {**TINY, "mask_head": True}, INFO)

@@ -56,14 +56,26 @@ class Detections:
                           None if self.masks is None else self.masks[keep])
 
     def to_coco(self, image_id: int, category_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
-        """COCO results entries (bbox as x, y, w, h); category ids default to 1 + class index."""
+        """COCO results entries (bbox as x, y, w, h); category ids default to 1 + class index. With instance masks,
+        each entry also carries its ``segmentation`` as compressed RLE (counts a str), as detectron2 writes
+        instance-segmentation results, so ``loadRes`` / LVISResults score them as segm."""
         out = []
-        for box, score, label in zip(self.boxes.tolist(), self.scores.tolist(), self.labels.tolist()):
+        for k, (box, score, label) in enumerate(zip(self.boxes.tolist(), self.scores.tolist(), self.labels.tolist())):
             category = category_ids[label] if category_ids is not None else label + 1
-            out.append({"image_id": int(image_id), "category_id": int(category), "score": round(float(score), 5),
-                        "bbox": [round(box[0], 2), round(box[1], 2), round(box[2] - box[0], 2),
-                                 round(box[3] - box[1], 2)]})
+            entry = {"image_id": int(image_id), "category_id": int(category), "score": round(float(score), 5),
+                     "bbox": [round(box[0], 2), round(box[1], 2), round(box[2] - box[0], 2), round(box[3] - box[1], 2)]}
+            if self.masks is not None:
+                entry["segmentation"] = mask_rle(self.masks[k])
+            out.append(entry)
         return out
+
+
+def mask_rle(mask: torch.Tensor) -> dict[str, Any]:
+    """(H, W) bool mask -> COCO compressed RLE with ``counts`` as an ASCII str (JSON-ready; pycocotools)."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.cpu().numpy().astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
 
 def as_detector(head: Detector | str | os.PathLike, bundle: Any) -> Detector:
