@@ -1,4 +1,5 @@
-"""GLIP: grounding and detection as one task (Li et al. 2022), as a head on a frozen CLIP.
+"""GLIP: grounding and detection as one task (Li et al. 2022), as a head on a frozen CLIP; ``glipv2`` adds
+GLIPv2's inter-image region-word contrastive loss (Zhang et al. 2022) with ``inter_weight``.
 
 ``clipdense train --objective glip --data WORLD_OR_MODULATED_COCO``: every sample is a prompt and boxes tied to its
 tokens. ``data=grounding`` (default) reads grounding data (``phrases``: modulated-COCO, Flickr30k Entities, a world
@@ -167,6 +168,28 @@ class GLIPObjective(Objective):
                 "logit_scale": self.head.log_scale.detach().exp()}
 
 
+@dataclass
+class GLIPv2Options(GLIPOptions):
+    """GLIP's options plus the weight of GLIPv2's inter-image region-word contrastive loss."""
+
+    inter_weight: float = 1.0
+
+
+class GLIPv2Objective(GLIPObjective):
+    """GLIPv2's localization pre-training on a frozen CLIP: GLIP's losses + the inter-image region-word contrastive
+    loss (every region against every prompt of the batch, before fusion; other images' phrases as negatives). The
+    head is a GLIP head like ``glip``'s: grounding, detection and evaluation use it unchanged."""
+
+    name: ClassVar[str] = "glipv2"
+    Options: ClassVar[type] = GLIPv2Options
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        images, targets = glip_targets(batch)
+        losses = self.head.losses(images, batch["ids"], targets, inter_weight=self.options.inter_weight)
+        return {"loss": sum(losses.values()), **{k: v.detach() for k, v in losses.items()},
+                "logit_scale": self.head.log_scale.detach().exp()}
+
+
 def check_options(options: GLIPOptions) -> None:
     """One line for an option out of range (before any model is built)."""
     if options.data not in DATA_KINDS:
@@ -175,6 +198,9 @@ def check_options(options: GLIPOptions) -> None:
         raise ConfigError(f"jitter {options.jitter}: expected [low, high] with 0 < low <= high")
     if options.max_boxes < 1 or options.negatives < 0:
         raise ConfigError("max_boxes must be >= 1 and negatives >= 0")
+    if isinstance(options, GLIPv2Options) and options.inter_weight < 0:
+        raise ConfigError(f"inter_weight {options.inter_weight}: expected a weight >= 0")
 
 
-__all__ = ["GLIPObjective", "GLIPOptions", "GLIPTransform", "Phrases", "glip_targets"]
+__all__ = ["GLIPObjective", "GLIPOptions", "GLIPTransform", "GLIPv2Objective", "GLIPv2Options", "Phrases",
+           "glip_targets"]

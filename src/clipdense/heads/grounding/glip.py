@@ -37,7 +37,8 @@ from ...models.text_tokens import encode_text_tokens, text_context
 from ..detection.pyramid import ViTPyramid
 from .config import GLIPConfig, resolve_glip_config
 from .fusion import fusion_stack
-from .loss import box_losses, location_boxes, match_locations, token_focal_loss
+from .loss import (box_losses, inter_image_logits, inter_image_targets, location_boxes, match_locations,
+                   token_focal_loss)
 from .prompting import prompt_chunks
 
 
@@ -148,12 +149,14 @@ class GLIPHead(nn.Module):
         return self.predict(levels, text, mask, list(image_list.image_sizes)), targets
 
     # ------------------------------------------------------------------------------ training
-    def losses(self, images: Sequence[torch.Tensor], ids: torch.Tensor, targets: list[dict[str, torch.Tensor]]
-               ) -> dict[str, torch.Tensor]:
+    def losses(self, images: Sequence[torch.Tensor], ids: torch.Tensor, targets: list[dict[str, torch.Tensor]],
+               inter_weight: float = 0.0) -> dict[str, torch.Tensor]:
         """Token focal loss, GIoU and centerness on a batch. ``targets[i]``: ``boxes`` (K, 4) in the image's pixels
-        and ``positive`` (K, L) its boxes' positive-map rows over ``ids[i]``'s tokens."""
-        pred, targets = self(images, ids, targets)
-        mask = ids.to(pred.logits.device) != 0
+        and ``positive`` (K, L) its boxes' positive-map rows over ``ids[i]``'s tokens. ``inter_weight`` > 0 adds
+        GLIPv2's inter-image region-word contrastive loss (``loss_inter``) with that weight."""
+        levels, image_list, targets = self.image_levels(images, targets)
+        text, mask = self.encode_text(ids)
+        pred = self.predict(levels, text, mask, list(image_list.image_sizes))
         cls_targets = torch.zeros_like(pred.logits)
         matched_pred, matched_boxes, matched_centerness, matched_anchors = [], [], [], []
         for i, target in enumerate(targets):
@@ -171,7 +174,21 @@ class GLIPHead(nn.Module):
                                  self.config.focal_alpha, self.config.focal_gamma)
         giou, centerness = box_losses(torch.cat(matched_pred), torch.cat(matched_boxes),
                                       torch.cat(matched_centerness), torch.cat(matched_anchors))
-        return {"loss_align": focal / count, "loss_giou": giou / count, "loss_centerness": centerness / count}
+        out = {"loss_align": focal / count, "loss_giou": giou / count, "loss_centerness": centerness / count}
+        if inter_weight > 0:
+            goal = inter_image_targets(ids.to(mask.device), cls_targets, [t["positive"] for t in targets])
+            out["loss_inter"] = inter_weight * self.inter_image_loss(levels, text, mask, goal) / count
+        return out
+
+    def inter_image_loss(self, levels: list[torch.Tensor], text: torch.Tensor, mask: torch.Tensor,
+                         goal: torch.Tensor) -> torch.Tensor:
+        """Summed focal loss of every region of the batch against every prompt's real tokens (``goal`` from
+        ``inter_image_targets``), on the pre-fusion features with the alignment head's projections."""
+        regions = torch.cat([self.region(lv).flatten(2) for lv in levels], dim=2).transpose(1, 2)
+        bias = self.token_bias(text).squeeze(-1) + self.bias0
+        logits = inter_image_logits(regions, self.token(text), bias, self.log_scale.exp().clamp(max=100))
+        return token_focal_loss(logits, goal, mask[None, None].expand_as(logits), self.config.focal_alpha,
+                                self.config.focal_gamma)
 
     # ------------------------------------------------------------------------------ inference
     @contextlib.contextmanager

@@ -9,6 +9,9 @@
   tokens only, summed and divided by the number of matched locations (GLIP eq. 2's token-level form).
 - Box loss: GIoU of the decoded boxes of matched locations; centerness: BCE against FCOS's
   sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b)); both divided by the matched count.
+- GLIPv2's inter-image region-word contrastive loss (Zhang et al. 2022): the same focal loss over every region of
+  the batch against every prompt's tokens, computed on the features before deep fusion (fused features belong to
+  one image-text pair); other images' phrases are negatives unless they are the same words.
 """
 from __future__ import annotations
 
@@ -83,3 +86,31 @@ def box_losses(pred: torch.Tensor, target: torch.Tensor, centerness: torch.Tenso
     bce = F.binary_cross_entropy_with_logits(centerness.float(), centerness_target(anchors, target),
                                              reduction="sum")
     return giou, bce
+
+
+# ------------------------------------------------------------------ GLIPv2's inter-image region-word contrastive loss
+def inter_image_logits(regions: torch.Tensor, tokens: torch.Tensor, bias: torch.Tensor, scale: torch.Tensor | float
+                       ) -> torch.Tensor:
+    """(B, N, B, L) ``scale * cos(region n of image i, token t of prompt j) + bias[j, t]``: every region of the batch
+    against every prompt's tokens (``regions`` (B, N, D), ``tokens`` (B, L, D), ``bias`` (B, L))."""
+    cosine = torch.einsum("bnd,cld->bncl", F.normalize(regions, dim=-1), F.normalize(tokens, dim=-1))
+    return scale * cosine + bias[None, None]
+
+
+def inter_image_targets(ids: torch.Tensor, own: torch.Tensor, positives: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(B, N, B, L) targets of ``inter_image_logits``: a region's own prompt row is ``own`` (B, N, L) (its box's
+    positive-map row); in another image's prompt, the tokens of a boxed phrase with the same token ids as the region's
+    phrase are positive (the same words name the same thing), every other token negative.
+    ``positives[j]``: (K_j, L) the positive rows of image j's boxes."""
+    batch, count, length = own.shape
+    out = torch.zeros(batch, count, batch, length, dtype=own.dtype, device=own.device)
+    rows_by_key = [{tuple(ids[j][row > 0].tolist()): row for row in positives[j].to(own.device)}
+                   for j in range(batch)]
+    for i in range(batch):
+        out[i, :, i] = own[i]
+        for n in torch.nonzero(own[i].sum(-1) > 0).flatten().tolist():
+            key = tuple(ids[i][own[i, n] > 0].tolist())
+            for j in range(batch):
+                if j != i and key in rows_by_key[j]:
+                    out[i, n, j] = rows_by_key[j][key].to(out.dtype)
+    return out
