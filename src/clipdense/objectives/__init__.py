@@ -37,6 +37,7 @@ OBJECTIVES: dict[str, str] = {
     "actionclip": "actionclip:ActionClipObjective",
     "vqgan": "vqgan:VQGANObjective",
     "glip": "glip:GLIPObjective",
+    "glipv2": "glip:GLIPv2Objective",
     "mask2former": "mask2former:Mask2FormerObjective",
 }
 
