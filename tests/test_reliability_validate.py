@@ -201,3 +201,108 @@ def test_depth_map_of_another_size_is_skipped_and_counted(tmp_path):
     samples = list(DepthFolder(tmp_path / "im", tmp_path / "d", skip_counter=skips))
     assert [s.key for s in samples] == ["a"] and skips.count == 2
     assert any("depth map 4x3 does not match its image 5x3" in e for e in skips.examples)
+
+
+# --- the newer readers through the same layer (grounding spans, sounds, shapes) ---------------------------------
+
+def _grounding_file(tmp_path, annotations, caption="a red circle left of two blue stars"):
+    (tmp_path / "images").mkdir(exist_ok=True)
+    Image.new("RGB", (40, 30)).save(tmp_path / "images" / "a.png")
+    doc = {"images": [{"id": 7, "file_name": "a.png", "width": 40, "height": 30, "caption": caption}],
+           "annotations": [{"id": i + 1, "image_id": 7, **a} if isinstance(a, dict) else a
+                           for i, a in enumerate(annotations)],
+           "categories": [{"id": 1, "name": "object"}]}
+    (tmp_path / "g.json").write_text(json.dumps(doc))
+    return tmp_path / "g.json"
+
+
+def test_grounding_annotations_are_dropped_counted_and_named(tmp_path):
+    from clipdense.data.formats.grounding import ModulatedCoco
+
+    path = _grounding_file(tmp_path, [
+        {"bbox": [1, 2, 10, 5], "tokens_positive": [[0, 12]], "phrase_ids": 0},      # kept
+        {"bbox": [5, 5, 4, 4], "tokens_positive": [[21, 99]], "phrase_ids": 1},      # span beyond the 35 characters
+        {"bbox": "no", "tokens_positive": [[21, 35]], "phrase_ids": 1},              # malformed bbox
+        {"bbox": [5, 5, 4, 4], "tokens_positive": [], "phrase_ids": 1},              # no span
+        ["not", "a", "dict"],
+        {"bbox": [39.5, 3, 4, 4], "tokens_positive": [[0, 12]], "phrase_ids": 0},    # half a pixel once clipped
+        {"bbox": [50, 3, 4, 4], "tokens_positive": [[0, 12]], "phrase_ids": 0}])     # outside the 40x30 image
+    skips = SkipCounter()
+    reader = ModulatedCoco(tmp_path / "images", path, skip_counter=skips)
+    assert skips.count == 4   # at open: the span, the bbox, the empty span list, the non-dict
+    sample = reader[0]
+    assert sample.boxes.tolist() == [[1, 2, 11, 7]] and sample.phrases.box_phrase.tolist() == [0]
+    assert skips.count == 6   # and the two boxes of the sample, each named with its reason
+    text = "\n".join(skips.examples)
+    assert "annotation 2: span [21, 99] is outside the caption (35 characters" in text
+    assert "annotation 3: expected 'bbox' [x, y, w, h]; dropped" in text and "annotation 4: tokens_positive []" in text
+    assert "box is thinner than its minimum size once clipped ([39.5, 3, 43.5, 7] in a 40x30 image, minimum 1 px)" \
+        in text and "box lies outside its image ([50, 3, 54, 7] in a 40x30 image)" in text
+
+
+def test_a_grounding_file_with_nothing_usable_is_one_line(tmp_path):
+    from clipdense.data.formats.grounding import ModulatedCoco
+
+    path = _grounding_file(tmp_path, [{"bbox": [1, 2, 3, 4], "tokens_positive": [[30, 40]]},
+                                      {"bbox": [1, 2, 3, 4], "tokens_positive": [["a", 2]]}], caption="a cat")
+    with pytest.raises(DataError) as info:
+        ModulatedCoco(tmp_path / "images", path)
+    assert str(info.value) == (f"no usable box in {path}: of 2, 1 is malformed, 1 has a phrase span outside its "
+                               "caption; first: annotation 1: span [30, 40] is outside the caption (5 characters: "
+                               "'a cat')")
+
+
+def _esc50(root, rows):
+    (root / "meta").mkdir(parents=True)
+    (root / "meta" / "esc50.csv").write_text("filename,fold,target,category\n" + "".join(f"{r}\n" for r in rows))
+    return root
+
+
+def test_sound_metadata_rows_are_dropped_counted_and_named(tmp_path):
+    from clipdense.data.formats.audio import open_esc50
+
+    root = _esc50(tmp_path / "esc", ["1-a.wav,1,0,dog", "1-b.wav,1,x,dog", "1-c.wav,0,1,rain", ",2,1,rain",
+                                     "1-d.wav,2,1,rain"])
+    skips = SkipCounter()
+    reader = open_esc50(root, skip_counter=skips)
+    assert [c.path.name for c in reader.clips] == ["1-a.wav", "1-d.wav"] and reader.classes == ["dog", "rain"]
+    assert skips.count == 3 and reader.skips is skips
+    assert any("line 3: target 'x' is not an integer; row dropped" in e for e in skips.examples)
+    assert any("line 4: fold 0 is below 1; row dropped" in e for e in skips.examples)
+    bad = _esc50(tmp_path / "bad", ["a.wav,x,0,dog", "b.wav,1,-3,dog"])
+    with pytest.raises(DataError, match=r"every row in .*esc50.csv is malformed \(2 of 2\); nothing usable is left; "
+                                        r"first: .*fold 'x' is not an integer"):
+        open_esc50(bad)
+
+
+def test_a_sound_with_non_finite_samples_is_a_named_skip(tmp_path):
+    import soundfile as sf
+
+    from clipdense.data.audio import read_audio
+
+    samples = np.zeros(800, np.float32)
+    samples[[3, 9]] = [np.nan, np.inf]
+    sf.write(str(tmp_path / "n.wav"), samples, 8000, subtype="FLOAT")
+    with pytest.raises(ImageLoadError, match=r"n.wav: sound with 2 non-finite sample\(s\) of 800"):
+        read_audio(tmp_path / "n.wav")
+
+
+def test_shapes_of_unknown_classes_and_broken_files_are_named_skips(tmp_path):
+    from clipdense.data.formats.modelnet import ModelNetPoints
+
+    root = tmp_path / "mn"
+    (root / "cup").mkdir(parents=True)
+    (root / "m_shape_names.txt").write_text("cup\n")
+    (root / "m_train.txt").write_text("cup_0001\nchair_0001\ncup_0002\n")
+    (root / "cup" / "cup_0001.txt").write_text("0,0,0\n1,0,0\n")
+    (root / "cup" / "cup_0002.txt").write_text("0,0,nan\n1,0,0\n")
+    skips = SkipCounter()
+    reader = ModelNetPoints(root, "train", skip_counter=skips)
+    assert len(reader) == 2 and skips.count == 1
+    assert "shape chair_0001 of class 'chair', not in m_shape_names.txt; dropped" in skips.examples[0]
+    assert reader[0].points.shape == (2, 3)
+    with pytest.raises(ImageLoadError, match=r"cup_0002.txt: the point cloud holds NaN or infinite coordinates"):
+        reader[1]   # a skip (counted by every caller), not the end of a run
+    (root / "m_train.txt").write_text("chair_0001\n")
+    with pytest.raises(DataError, match=r"every shape in .*m_train.txt has a category not in the class list"):
+        ModelNetPoints(root, "train")

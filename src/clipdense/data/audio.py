@@ -19,6 +19,7 @@ import torch
 from ..errors import DataError
 from .images import load_error
 from .media import register_media
+from .validate import finite_signal
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 register_media("audio", AUDIO_SUFFIXES)
@@ -63,6 +64,7 @@ def read_audio(path: str | os.PathLike, max_seconds: float = MAX_SECONDS) -> Wav
     except (RuntimeError, sf.LibsndfileError, OSError, ValueError) as exc:   # ImageLoadError is none of these
         reason = "no such file" if not path.exists() else "not a readable sound file (WAV, FLAC or OGG expected)"
         raise load_error(str(path), reason) from exc
+    finite_signal(data, str(path))   # a float WAV can hold NaN / inf: a named skip, not a NaN loss later
     return Waveform(torch.from_numpy(np.ascontiguousarray(data.mean(axis=1))), int(rate))
 
 
@@ -75,6 +77,7 @@ def decode_audio(data: bytes, name: str = "<bytes>") -> Waveform:
         raise load_error(name, "not a readable sound file") from exc
     if samples.shape[0] == 0:
         raise load_error(name, "empty sound (0 samples)")
+    finite_signal(samples, name)
     return Waveform(torch.from_numpy(np.ascontiguousarray(samples.mean(axis=1))), int(rate))
 
 

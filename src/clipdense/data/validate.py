@@ -34,10 +34,11 @@ from .images import load_error
 from .skips import SkipCounter
 
 #: why a box is dropped (the keys of ``BoxDrops.reasons``), in the order messages list them
-OUTSIDE, EMPTY, NONFINITE, UNKNOWN_CLASS, MALFORMED = (
+OUTSIDE, EMPTY, NONFINITE, UNKNOWN_CLASS, MALFORMED, THIN, SPAN_OUTSIDE = (
     "lies outside its image", "has zero or negative size", "has a non-finite coordinate",
-    "has a category not in the class list", "is malformed")
-DROP_REASONS: tuple[str, ...] = (OUTSIDE, EMPTY, NONFINITE, UNKNOWN_CLASS, MALFORMED)
+    "has a category not in the class list", "is malformed", "is thinner than its minimum size once clipped",
+    "has a phrase span outside its caption")
+DROP_REASONS: tuple[str, ...] = (OUTSIDE, EMPTY, NONFINITE, UNKNOWN_CLASS, MALFORMED, THIN, SPAN_OUTSIDE)
 
 
 def skip_error(where: str, reason: str) -> ImageLoadError:
@@ -56,6 +57,11 @@ class BoxDrops:
 
     total: int = 0
     reasons: Counter = field(default_factory=Counter)
+    first: str = ""   # the first drop's message (the refusal quotes it)
+
+    def drop(self, reason: str, message: str) -> None:
+        self.reasons[reason] += 1
+        self.first = self.first or message
 
     @property
     def dropped(self) -> int:
@@ -64,6 +70,7 @@ class BoxDrops:
     def merge(self, other: "BoxDrops") -> None:
         self.total += other.total
         self.reasons.update(other.reasons)
+        self.first = self.first or other.first
 
 
 def box_problem(box: Sequence[float], width: float | None, height: float | None) -> str | None:
@@ -82,12 +89,13 @@ def box_problem(box: Sequence[float], width: float | None, height: float | None)
 
 
 def clean_boxes(boxes: torch.Tensor, labels: torch.Tensor, num_classes: int, width: int, height: int,
-                where: str, skips: SkipCounter | None = None,
-                masks: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, BoxDrops]:
+                where: str, skips: SkipCounter | None = None, masks: torch.Tensor | None = None,
+                min_size: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, BoxDrops]:
     """Boxes (N, 4) xyxy clipped to the image, without those that cannot be used; labels and masks follow.
 
     A box is dropped when it is non-finite, has no area, lies wholly outside the image (no area once clipped),
-    or its label is not in ``[0, num_classes)``; each drop is named in ``skips`` as ``where`` + the box.
+    is thinner than ``min_size`` pixels once clipped, or its label is not in ``[0, num_classes)``; each drop is
+    named in ``skips`` as ``where`` + the box.
     """
     boxes = boxes.reshape(-1, 4).to(torch.float32)
     labels = labels.reshape(-1).to(torch.long)
@@ -105,26 +113,34 @@ def clean_boxes(boxes: torch.Tensor, labels: torch.Tensor, num_classes: int, wid
             problem = UNKNOWN_CLASS
         if problem is None and box_problem(clipped[i].tolist(), None, None) is not None:
             problem = OUTSIDE   # touches the image on an edge only: no area inside it
+        x0, y0, x1, y1 = clipped[i].tolist()
+        if problem is None and min(x1 - x0, y1 - y0) < min_size:
+            problem = THIN
         if problem is None:
             keep.append(i)
             continue
-        drops.reasons[problem] += 1
         detail = f"class index {label} of {num_classes}" if problem == UNKNOWN_CLASS else \
-            f"[{', '.join(f'{v:g}' for v in box)}] in a {width}x{height} image"
+            f"[{', '.join(f'{v:g}' for v in box)}] in a {width}x{height} image" + \
+            (f", minimum {min_size:g} px" if problem == THIN else "")
+        drops.drop(problem, f"box {problem} ({detail})")
         _note(skips, where, f"box {problem} ({detail}); dropped")
     index = torch.tensor(keep, dtype=torch.long)
     return clipped[index], labels[index], None if masks is None else masks[index], drops
 
 
-def require_usable(drops: BoxDrops, what: str) -> None:
-    """Refuse in one line when every box of ``what`` was dropped (DataError naming the reason(s))."""
+def require_usable(drops: BoxDrops, what: str, noun: str = "box") -> None:
+    """Refuse in one line when every box (or ``noun``: row, shape) of ``what`` was dropped (DataError naming the
+    reason(s) and the first drop)."""
     if drops.total == 0 or drops.dropped < drops.total:
         return
+    example = f"; first: {drops.first}" if drops.first else ""
     if len(drops.reasons) == 1:
         reason = next(iter(drops.reasons))
-        raise DataError(f"every box in {what} {reason} ({drops.total} of {drops.total}); nothing usable is left")
-    parts = ", ".join(f"{drops.reasons[r]} {r}" for r in DROP_REASONS if drops.reasons[r])
-    raise DataError(f"no usable box in {what}: of {drops.total}, {parts}")
+        raise DataError(f"every {noun} in {what} {reason} ({drops.total} of {drops.total}); nothing usable is left"
+                        + example)
+    parts = ", ".join(f"{drops.reasons[r]} {r}" for r in (*DROP_REASONS, *sorted(set(drops.reasons) -
+                                                                               set(DROP_REASONS))) if drops.reasons[r])
+    raise DataError(f"no usable {noun} in {what}: of {drops.total}, {parts}{example}")
 
 
 def check_size(array_hw: tuple[int, ...], width: int, height: int, where: str, what: str = "mask") -> None:
@@ -168,6 +184,46 @@ def probe_label_maps(maps: Sequence[np.ndarray], num_classes: int, ignore_index:
     if maps and not usable and largest >= 0:
         raise DataError(f"every class id in {what} lies beyond the {num_classes} classes (ids up to {largest}); "
                         "expected ids 0..{0} (a wrong class-name file, or reduce_zero_label?)".format(num_classes - 1))
+
+
+def as_skip(error: DataError, where: str) -> ImageLoadError:
+    """A DataError about one sample's file as a counted, named skip (an ImageLoadError passes as it is): one broken
+    mesh or sound among thousands is skipped like a corrupt image, not the end of a run."""
+    if isinstance(error, ImageLoadError):
+        return error
+    text = str(error)
+    return skip_error(where, text[len(where) + 2:] if text.startswith(f"{where}: ") else text)
+
+
+def finite_signal(samples: np.ndarray, where: str, what: str = "sound") -> np.ndarray:
+    """``samples`` when every value is finite, else a skip naming how many are not (a float WAV can hold NaN)."""
+    bad = int((~np.isfinite(samples)).sum())
+    if bad:
+        raise skip_error(where, f"{what} with {bad} non-finite sample(s) of {samples.size}")
+    return samples
+
+
+def span_problem(text: str, span: Any) -> str | None:
+    """Why ``span`` is not a character span [start, end) of ``text`` (None: it is)."""
+    if not isinstance(span, (list, tuple)) or len(span) != 2 or \
+            not all(isinstance(v, int) and not isinstance(v, bool) for v in span):
+        return f"span {span!r}: expected [start, end] integers"
+    start, end = span
+    if not 0 <= start < end <= len(text):
+        return f"span [{start}, {end}] is outside the caption ({len(text)} characters: {text!r})"
+    return None
+
+
+def phrase_spans(text: str, spans: Any) -> tuple[tuple[tuple[int, int], ...] | None, str | None]:
+    """(the spans of one phrase as tuples, None) when each lies within ``text``, else (None, why): a grounding
+    annotation whose phrase points outside its caption is dropped and named by its reader, never trusted."""
+    if not isinstance(spans, (list, tuple)) or not spans:
+        return None, f"tokens_positive {spans!r}: expected a non-empty list of [start, end] spans"
+    for span in spans:
+        why = span_problem(text, span)
+        if why is not None:
+            return None, why
+    return tuple((int(s), int(e)) for s, e in spans), None
 
 
 # --- COCO documents ---------------------------------------------------------------------------------------------
@@ -265,8 +321,8 @@ def coco_document(path: str | os.PathLike, *, segments: bool = False,
         if problem is None:
             kept.append(ann)
             continue
-        drops.reasons[problem[0]] += 1
         ident = ann.get("id", n) if isinstance(ann, dict) else n
+        drops.drop(problem[0], f"annotation {ident}: {problem[1]}")
         _note(skips, f"{path} (annotation {ident})", f"{problem[1]}; dropped")
     return {**doc, "images": list(images.values()), "categories": list(categories.values()),
             "annotations": kept}, drops

@@ -8,7 +8,9 @@
 
 Class names come from the metadata (category / class), underscores read as spaces so prompts read naturally
 ("chirping_birds" -> "chirping birds"); labels are the file's own target / classID, so numbers match the papers'.
-A corrupt or unreadable sound is skipped, named and counted like a corrupt image.
+A corrupt or unreadable sound is skipped, named and counted like a corrupt image; a metadata row whose fold or
+class id is not a non-negative integer (fold >= 1) or that names no file is dropped and named the same way (the
+validation layer's rule), and a file with no usable row is refused in one line.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from ..audio import read_audio, wav_bytes
 from ..images import open_image
 from ..sample import Sample
 from ..skips import SkipCounter, SkippingDataset
+from ..validate import MALFORMED, BoxDrops, require_usable, skip_error
 
 ESC50_COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
 US8K_COLUMNS = ("slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class")
@@ -50,11 +53,30 @@ def _read_csv(path: Path, columns: Sequence[str], layout: str) -> list[dict[str,
         return list(reader)
 
 
-def _int(row: dict[str, str], key: str, path: Path, line: int) -> int:
+def _int(row: dict[str, str], key: str, path: Path, line: int, low: int = 0) -> int:
     try:
-        return int(row[key])
+        value = int(row[key])
     except (TypeError, ValueError) as exc:
         raise DataError(f"{path}: line {line}: {key} {row[key]!r} is not an integer") from exc
+    if value < low:
+        raise DataError(f"{path}: line {line}: {key} {value} is below {low}")
+    return value
+
+
+def _clip_rows(rows: list[dict[str, str]], meta: Path, parse, skips: SkipCounter | None) -> list[tuple]:
+    """``parse(row, line)`` of each metadata row; a row it refuses (DataError) is dropped and named in ``skips``,
+    and a file left with no row is refused in one line."""
+    out, drops = [], BoxDrops()
+    for i, row in enumerate(rows):
+        drops.total += 1
+        try:
+            out.append((parse(row, i + 2), row))
+        except DataError as error:
+            drops.drop(MALFORMED, str(error))
+            if skips is not None:
+                skips.add(skip_error(f"{meta}: line {i + 2}", f"{str(error).rpartition(': ')[2]}; row dropped"))
+    require_usable(drops, str(meta), "row")
+    return out
 
 
 def _classes(pairs: Iterable[tuple[int, str]], path: Path) -> list[str]:
@@ -107,10 +129,16 @@ def open_esc50(root: str | os.PathLike, folds: Iterable[int] | None = None,
     root = Path(root)
     meta = root / "meta" / "esc50.csv"
     rows = _read_csv(meta, ESC50_COLUMNS[:4], "ESC-50")
-    clips = [SoundClip(root / "audio" / r["filename"], _int(r, "fold", meta, i + 2), _int(r, "target", meta, i + 2))
-             for i, r in enumerate(rows)]
-    classes = _classes(((c.label, r["category"]) for c, r in zip(clips, rows)), meta)
-    return SoundClips(clips, classes, folds, skip_counter)
+    skips = skip_counter if skip_counter is not None else SkipCounter()
+
+    def parse(r: dict[str, str], line: int) -> SoundClip:
+        if not (r["filename"] or "").strip():
+            raise DataError(f"{meta}: line {line}: no filename")
+        return SoundClip(root / "audio" / r["filename"], _int(r, "fold", meta, line, 1),
+                         _int(r, "target", meta, line))
+    kept = _clip_rows(rows, meta, parse, skips)
+    classes = _classes(((c.label, r["category"] or "") for c, r in kept), meta)
+    return SoundClips([c for c, _ in kept], classes, folds, skips)
 
 
 def open_urbansound(root: str | os.PathLike, folds: Iterable[int] | None = None,
@@ -119,13 +147,16 @@ def open_urbansound(root: str | os.PathLike, folds: Iterable[int] | None = None,
     root = Path(root)
     meta = root / "metadata" / "UrbanSound8K.csv"
     rows = _read_csv(meta, ("slice_file_name", "fold", "classID", "class"), "UrbanSound8K")
-    clips = []
-    for i, r in enumerate(rows):
-        fold = _int(r, "fold", meta, i + 2)
-        clips.append(SoundClip(root / "audio" / f"fold{fold}" / r["slice_file_name"], fold,
-                               _int(r, "classID", meta, i + 2)))
-    classes = _classes(((c.label, r["class"]) for c, r in zip(clips, rows)), meta)
-    return SoundClips(clips, classes, folds, skip_counter)
+    skips = skip_counter if skip_counter is not None else SkipCounter()
+
+    def parse(r: dict[str, str], line: int) -> SoundClip:
+        if not (r["slice_file_name"] or "").strip():
+            raise DataError(f"{meta}: line {line}: no slice_file_name")
+        fold = _int(r, "fold", meta, line, 1)
+        return SoundClip(root / "audio" / f"fold{fold}" / r["slice_file_name"], fold, _int(r, "classID", meta, line))
+    kept = _clip_rows(rows, meta, parse, skips)
+    classes = _classes(((c.label, r["class"] or "") for c, r in kept), meta)
+    return SoundClips([c for c, _ in kept], classes, folds, skips)
 
 
 def _csv_bytes(header: Sequence[str], rows: Iterable[Sequence[object]]) -> bytes:

@@ -12,8 +12,9 @@ Flickr30k Entities: ``Sentences/ID.txt`` (one sentence a line, phrases marked ``
 one ``Sample``; the mentions of one entity in a sentence form one phrase with several spans (MDETR's grouping);
 entities without a box (``<nobndbox>``, scene, entity 0) are left out.
 
-Boxes are clipped to the image and those left thinner than a pixel are dropped and counted in the skip log
-(the readers' own check: the shared annotation validation does not exist yet).
+Annotations go through the shared validation layer (``data/validate.py``): one whose bbox is malformed or whose
+phrase span lies outside its caption is dropped and named in the skip log (a file where nothing usable is left is
+refused in one line); boxes are clipped to the image and those left thinner than a pixel are dropped and named.
 """
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ import torch
 from ...config import atomic_write_bytes
 from ...errors import DataError
 from ..images import open_image
-from ..phrases import Phrases, Span, check_spans, clip_boxes
+from ..phrases import Phrases, Span
 from ..sample import Sample
 from ..skips import SkipCounter, SkippingDataset
+from ..validate import MALFORMED, SPAN_OUTSIDE, BoxDrops, clean_boxes, phrase_spans, require_usable, skip_error
 
 ENTITY = re.compile(r"\[/EN#(\d+)/(\S+) ([^\]]*)\]")
 
@@ -62,12 +64,10 @@ def _sample(image_dir: Path, record: GroundedImage, key: str, where: str, skips:
     rows = [(box, phrase) for phrase, boxes in enumerate(record.boxes) for box in boxes]
     boxes = torch.tensor([b for b, _ in rows], dtype=torch.float32).reshape(-1, 4)
     box_phrase = torch.tensor([p for _, p in rows], dtype=torch.long)
-    keep = clip_boxes(boxes, image.width, image.height)
-    if not bool(keep.all()):
-        skips.add(f"{where}: {int((~keep).sum())} box(es) of {record.file_name} outside the image or thinner than "
-                  "a pixel, dropped")
-    phrases = Phrases(record.caption, tuple(tuple(s) for s in record.spans), box_phrase[keep])
-    return Sample(image=image, key=key, caption=record.caption, boxes=boxes[keep], phrases=phrases)
+    boxes, box_phrase, _, _ = clean_boxes(boxes, box_phrase, len(record.spans), image.width, image.height,
+                                          f"{where} ({record.file_name})", skips, min_size=1.0)
+    phrases = Phrases(record.caption, tuple(tuple(s) for s in record.spans), box_phrase)
+    return Sample(image=image, key=key, caption=record.caption, boxes=boxes, phrases=phrases)
 
 
 def _load_json(path: Path) -> dict[str, Any]:
@@ -82,8 +82,22 @@ def _load_json(path: Path) -> dict[str, Any]:
         raise DataError(f"{path}: not a modulated-COCO JSON ({exc})") from exc
 
 
-def _grouped(path: Path, image: dict[str, Any], anns: list[dict[str, Any]]) -> GroundedImage:
-    """One image's annotations as phrases (grouped by ``phrase_ids``, else by identical spans)."""
+def _annotation(ann: dict[str, Any], caption: str) -> tuple[tuple[list[float], tuple[Span, ...]] | None, str, str]:
+    """(xyxy box, its phrase's spans) of one modulated-COCO annotation, or (None, reason key, why) to drop it."""
+    try:
+        x, y, w, h = (float(v) for v in ann["bbox"])
+    except (KeyError, TypeError, ValueError):
+        return None, MALFORMED, "expected 'bbox' [x, y, w, h]"
+    spans, why = phrase_spans(caption, ann.get("tokens_positive"))
+    if spans is None:
+        return None, SPAN_OUTSIDE if "outside" in (why or "") else MALFORMED, why or ""
+    return ([x, y, x + w, y + h], spans), "", ""
+
+
+def _grouped(path: Path, image: dict[str, Any], anns: list[dict[str, Any]], skips: SkipCounter,
+             drops: BoxDrops) -> GroundedImage:
+    """One image's annotations as phrases (grouped by ``phrase_ids``, else by identical spans); an annotation with
+    a malformed bbox or a span outside the caption is dropped, counted in ``drops`` and named in ``skips``."""
     where = f"{path} (image {image.get('id')})"
     caption = image.get("caption")
     if not isinstance(caption, str) or not caption.strip():
@@ -92,19 +106,19 @@ def _grouped(path: Path, image: dict[str, Any], anns: list[dict[str, Any]]) -> G
     spans: list[list[Span]] = []
     boxes: list[list[list[float]]] = []
     for ann in anns:
-        try:
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            positive = ann["tokens_positive"]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"{where}: annotation {ann.get('id')}: expected 'bbox' [x, y, w, h] and "
-                            f"'tokens_positive' ({exc.__class__.__name__}: {exc})") from exc
-        checked = check_spans(caption, [positive], f"{where}: annotation {ann.get('id')}")[0]
-        key = ("id", json.dumps(ann["phrase_ids"])) if "phrase_ids" in ann else ("spans", checked)
+        drops.total += 1
+        found, reason, why = _annotation(ann, caption)
+        if found is None:
+            drops.drop(reason, f"annotation {ann.get('id')}: {why}")
+            skips.add(skip_error(f"{where}: annotation {ann.get('id')}", f"{why}; dropped"))
+            continue
+        box, checked = found
+        key = ("id", json.dumps(ann.get("phrase_ids"))) if "phrase_ids" in ann else ("spans", checked)
         if key not in groups:
             groups[key] = len(spans)
             spans.append(list(checked))
             boxes.append([])
-        boxes[groups[key]].append([x, y, x + w, y + h])
+        boxes[groups[key]].append(box)
     return GroundedImage(str(image["file_name"]), int(image.get("width", 0)), int(image.get("height", 0)), caption,
                          spans, boxes)
 
@@ -118,15 +132,23 @@ class ModulatedCoco(SkippingDataset):
         if not self.image_dir.is_dir():
             raise DataError(f"{self.image_dir}: no such image folder")
         doc = _load_json(self.path)
+        self.skips = skip_counter if skip_counter is not None else SkipCounter()
         by_image: dict[Any, list[dict[str, Any]]] = {}
-        for ann in doc["annotations"]:
+        drops = BoxDrops()
+        for n, ann in enumerate(doc["annotations"]):
+            if not isinstance(ann, dict):
+                drops.total += 1
+                drops.drop(MALFORMED, f"annotation {n}: not a dict")
+                self.skips.add(skip_error(f"{self.path} (annotation {n})", "not a dict; dropped"))
+                continue
             by_image.setdefault(ann.get("image_id"), []).append(ann)
         try:
-            self.records = [_grouped(self.path, im, by_image.get(im["id"], []))
+            self.records = [_grouped(self.path, im, by_image.get(im["id"], []), self.skips, drops)
                             for im in sorted(doc["images"], key=lambda im: im["id"])]
-        except (KeyError, TypeError) as exc:
-            raise DataError(f"{self.path}: images need 'id', 'file_name' and 'caption' ({exc})") from exc
-        self.skips = skip_counter if skip_counter is not None else SkipCounter()
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DataError(f"{self.path}: images need 'id', 'file_name', 'caption' and integer 'width' / 'height' "
+                            f"({exc.__class__.__name__}: {exc})") from exc
+        require_usable(drops, str(self.path))   # every annotation dropped: one line, not a run on nothing
 
     def has_boxes(self, index: int) -> bool:
         return any(self.records[index].boxes)

@@ -22,6 +22,7 @@ from ...errors import DataError
 from ..media import register_media
 from ..sample import Sample
 from ..skips import SkipCounter
+from ..validate import UNKNOWN_CLASS, BoxDrops, as_skip, require_usable, skip_error
 from ..world.shapes3d import Mesh, sample_surface
 
 POINT_SUFFIXES = (".off", ".xyz", ".pts")
@@ -182,12 +183,17 @@ class ModelNetPoints:
         listing = self.root / f"{prefix}_{self.split}.txt"
         if not listing.is_file():
             raise DataError(f"{self.root}: no shape list {listing.name} for split {self.split}")
-        items = []
+        items, drops = [], BoxDrops()
         for shape_id in (ln.strip() for ln in listing.read_text().splitlines() if ln.strip()):
             name = shape_class(shape_id)
-            if name not in classes:
-                raise DataError(f"{listing}: shape {shape_id} of class {name!r}, not in {names_file.name}")
+            drops.total += 1
+            if name not in classes:   # dropped and named (the validation layer's rule), refused when none is left
+                why = f"shape {shape_id} of class {name!r}, not in {names_file.name}"
+                drops.drop(UNKNOWN_CLASS, why)
+                self.skips.add(skip_error(str(listing), f"{why}; dropped"))
+                continue
             items.append((self.root / name / f"{shape_id}.txt", classes.index(name)))
+        require_usable(drops, str(listing), "shape")
         return classes, items
 
     def _mesh_items(self) -> tuple[list[str], list[tuple[Path, int]]]:
@@ -204,7 +210,16 @@ class ModelNetPoints:
         return [label for _, label in self.items]
 
     def __getitem__(self, index: int) -> Sample:
+        """The shape's points; a missing, malformed or degenerate file is a named skip (ImageLoadError)."""
         path, label = self.items[index]
+        try:
+            points = self._points(path)
+        except DataError as error:
+            raise as_skip(error, str(path)) from None
+        return Sample(image=None, key=path.stem, points=torch.from_numpy(np.ascontiguousarray(points)),
+                      image_label=label)
+
+    def _points(self, path: Path) -> np.ndarray:
         if self.resampled:
             if not path.is_file():
                 raise DataError(f"{path}: listed in the {self.split} shape list but missing")
@@ -212,8 +227,7 @@ class ModelNetPoints:
             points = points[: self.num_points] if self.num_points else points
         else:
             points = mesh_points(path, self.num_points or DEFAULT_POINTS, zlib.crc32(path.stem.encode()))
-        return Sample(image=None, key=path.stem, points=torch.from_numpy(np.ascontiguousarray(points)),
-                      image_label=label)
+        return points
 
 
 def labels_of_points(reader: ModelNetPoints, indices: Sequence[int] | None = None) -> list[int]:
