@@ -51,10 +51,8 @@ UNCOVERED: dict[str, str] = {
     "wds": "the same ImageTextDataset as csv (tar shards); its shards are covered by test_data_imagetext's "
            "corrupt-member cases",
     "urbansound8k": "the same reader as esc50 with UrbanSound8K's column names",
-    "flickr30k": "added by the grounding issue while issue 32 was written: Sentences/ + Annotations/ XML need their "
-                 "own generator (to do)",
-    "modulated-coco": "added by the grounding issue while issue 32 was written: needs captions with tokens_positive "
-                      "spans, its own generator (to do); the COCO documents here reach only its one-line refusal",
+    "flickr30k": "covered in test_reliability_properties_media.py (Sentences/ + Annotations/ XML generator)",
+    "modulated-coco": "covered in test_reliability_properties_media.py (captions with tokens_positive spans)",
     "msrvtt": "added by the video issue while issue 32 was written: video files need their own generator (to do)",
     "kinetics": "added by the video issue while issue 32 was written: video files need their own generator (to do)",
 }

@@ -1,0 +1,137 @@
+"""Issue 32: property-based tests (Hypothesis) over the readers added beside the image readers: grounding
+(modulated-COCO JSON and Flickr30k Entities). Same contract as test_reliability_properties.py: generated files give
+a ``Sample`` that keeps the invariants (boxes inside the image, each box's phrase one of the caption's phrases,
+every span inside the caption), a counted skip (``ImageLoadError``) or a one-line ``DataError``; never another
+exception. Example count and seed: the ``clipdense`` profile in conftest.py."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, strategies as st  # noqa: E402
+
+from clipdense.data.readers import READERS  # noqa: E402
+from clipdense.data.sample import Sample  # noqa: E402
+from clipdense.data.skips import SkipCounter  # noqa: E402
+from clipdense.data.spec import DataSpec  # noqa: E402
+from test_reliability_properties import (IMAGE_KIND, JUNK, NUMBER, OUTCOMES, SIZES, _folder, _read_all,  # noqa: E402
+                                         _write_image)
+
+CAPTION = "a red circle left of two blue stars"
+SPAN = st.one_of(st.tuples(st.integers(-3, 40), st.integers(-3, 40)).map(list), JUNK)
+GROUNDING_BBOX = st.one_of(st.lists(NUMBER, min_size=4, max_size=4), JUNK)
+VALID_GROUNDING = st.fixed_dictionaries({
+    "image_id": st.just(1), "tokens_positive": st.sampled_from([[[0, 12]], [[21, 35]], [[2, 5], [6, 12]]]),
+    "bbox": st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(1, 9), st.integers(1, 9)).map(list),
+    "phrase_ids": st.sampled_from([0, 1])})
+RANDOM_GROUNDING = st.fixed_dictionaries({
+    "image_id": st.sampled_from([1, 1, 2, "1", None]), "bbox": GROUNDING_BBOX,
+    "tokens_positive": st.one_of(st.lists(SPAN, max_size=2), JUNK), "phrase_ids": st.sampled_from([0, 1, [0], None])})
+
+
+def _check_grounding(sample: Sample) -> None:
+    width, height = sample.image.size
+    boxes, phrases = sample.boxes, sample.phrases
+    assert torch.isfinite(boxes).all() and (boxes[:, :2] >= 0).all()
+    assert (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all()
+    assert (boxes[:, 2] - boxes[:, 0] >= 1).all() and (boxes[:, 3] - boxes[:, 1] >= 1).all()
+    assert len(phrases.box_phrase) == len(boxes) and ((phrases.box_phrase >= 0) &
+                                                      (phrases.box_phrase < len(phrases.spans))).all()
+    assert phrases.text == sample.caption and all(0 <= s < e <= len(phrases.text)
+                                                   for spans in phrases.spans for s, e in spans)
+
+
+@st.composite
+def modulated_folders(draw: Any) -> tuple[Path, Path]:
+    root = _folder()
+    size = draw(SIZES)
+    _write_image(root / "a.png", size, draw(IMAGE_KIND))
+    caption = draw(st.sampled_from([CAPTION] * 6 + ["", "   ", 5, None]))
+    anns = draw(st.lists(st.one_of(VALID_GROUNDING, RANDOM_GROUNDING, JUNK), max_size=5))
+    doc: Any = {"images": [{"id": 1, "file_name": "a.png", "width": size[0], "height": size[1], "caption": caption}],
+                "annotations": [{"id": i + 1, **a} if isinstance(a, dict) else a for i, a in enumerate(anns)],
+                "categories": [{"id": 1, "name": "object"}]}
+    shape = draw(st.sampled_from(["ok"] * 10 + ["list", "no-images", "bad-image", "truncated"]))
+    if shape == "list":
+        doc = doc["annotations"]
+    elif shape == "no-images":
+        doc = {"annotations": doc["annotations"]}
+    elif shape == "bad-image":
+        doc["images"][0] = draw(st.sampled_from([{"file_name": "a.png"}, {"id": 1, "file_name": "a.png",
+                                                                          "caption": CAPTION, "width": "wide"}, 3]))
+    text = json.dumps(doc)
+    if shape == "truncated":
+        text = text[: draw(st.integers(0, max(0, len(text) - 1)))]
+    (root / "g.json").write_text(text)
+    return root, root / "g.json"
+
+
+@given(modulated_folders())
+def test_modulated_coco_reader_never_tracebacks(case: tuple[Path, Path]) -> None:
+    root, path = case
+    try:
+        spec = DataSpec("modulated-coco", {"images": str(root), "annotations": str(path)})
+        kind = READERS["modulated-coco"]
+        _read_all(lambda: kind.open(spec, "train", kind.fields, SkipCounter()), _check_grounding, "modulated-coco")
+    finally:
+        shutil.rmtree(root)
+
+
+SENTENCES = st.sampled_from(["[/EN#1/people A child] holds [/EN#2/other a ball]", "[/EN#2/other a ball] rolls",
+                             "[/EN#0/notvisual the scene] is dark", "[/EN#3/other ] is empty",
+                             "[/EN#1/people an unclosed mark", "plain words without phrases",
+                             "[/EN#9/other a thing without box]"])
+XML_NUMBER = st.one_of(st.integers(-5, 60).map(str), st.sampled_from(["", "x", "1e9", "nan"]))
+
+
+@st.composite
+def flickr_folders(draw: Any) -> Path:
+    root = _folder()
+    for folder in ("Sentences", "Annotations", "images"):
+        (root / folder).mkdir()
+    size = draw(SIZES)
+    _write_image(root / "images" / "1.jpg", size, draw(IMAGE_KIND))
+    (root / "Sentences" / "1.txt").write_text("\n".join(draw(st.lists(SENTENCES, min_size=1, max_size=3))) + "\n")
+    objects = []
+    for _ in range(draw(st.integers(0, 3))):
+        name = draw(st.sampled_from(["1", "2", "2", "x"]))
+        if draw(st.integers(0, 5)) == 0:
+            objects.append(f"<object><name>{name}</name><nobndbox>1</nobndbox></object>")
+            continue
+        coords = "".join(f"<{k}>{draw(XML_NUMBER)}</{k}>" for k in ("xmin", "ymin", "xmax", "ymax"))
+        objects.append(f"<object><name>{name}</name><bndbox>{coords}</bndbox></object>")
+    xml = (f"<annotation><filename>1.jpg</filename><size><width>{size[0]}</width><height>{size[1]}</height>"
+           f"</size>{''.join(objects)}</annotation>")
+    if draw(st.integers(0, 9)) == 0:
+        xml = xml[: draw(st.integers(0, len(xml) - 1))]
+    (root / "Annotations" / "1.xml").write_text(xml)
+    return root
+
+
+@given(flickr_folders())
+def test_flickr30k_reader_never_tracebacks(root: Path) -> None:
+    try:
+        spec = DataSpec("flickr30k", {"root": str(root), "images": str(root / "images")})
+        kind = READERS["flickr30k"]
+        _read_all(lambda: kind.open(spec, "train", kind.fields, SkipCounter()), _check_grounding, "flickr30k")
+    finally:
+        shutil.rmtree(root)
+
+
+def test_these_readers_are_registered_and_reach_every_outcome() -> None:
+    """The readers named here are the registry's (test_reliability_properties lists them as covered here), and
+    their generated cases gave samples and refusals or skips both."""
+    assert {"modulated-coco", "flickr30k"} <= set(READERS)
+    ran = {name: OUTCOMES[name] for name in ("modulated-coco", "flickr30k") if OUTCOMES[name]["cases"]}
+    if not ran:
+        pytest.skip("run with the reader properties above")
+    for name, tally in ran.items():
+        refused = tally["refused at open"] + tally["skipped samples"] + tally["refused samples"]
+        assert tally["samples"] > 0 and refused > 0, (name, dict(tally))
+    print("\n" + "\n".join(f"{name}: {dict(tally)}" for name, tally in sorted(ran.items())))
