@@ -98,7 +98,8 @@ def run_panoptic_demo(out: Path, log: Callable[[str], None]) -> Path:
         f"scored on {len(reader)} val scenes. Unseen classes: the world's novel colour-shape pairs, never in a train "
         f"scene; {len(unseen)} of them occur in val ({', '.join(unseen) or 'none'}). The head's classifier knows "
         "only the seen classes, so an unseen segment can only be named through the CLIP's score (alpha 0.4 "
-        "seen / beta 0.8 unseen in the ensemble).", "",
+        "seen / beta 0.8 unseen in the ensemble). PQ as COCO's panopticapi counts it (a missed segment is a false "
+        "negative).", "",
         "| score | PQ | PQ things | PQ stuff | PQ seen | PQ unseen | mIoU | mask AP |",
         "|---|---|---|---|---|---|---|---|", *rows, "", *pictures, ""]))
     return report
