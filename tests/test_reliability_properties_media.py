@@ -23,6 +23,8 @@ from clipdense.data.spec import DataSpec  # noqa: E402
 from test_reliability_properties import (IMAGE_KIND, JUNK, NUMBER, OUTCOMES, SIZES, _folder, _read_all,  # noqa: E402
                                          _write_image)
 
+#: the readers this file covers (test_reliability_properties.UNCOVERED points here for them)
+HERE = ("modulated-coco", "flickr30k", "kinetics", "msrvtt")
 CAPTION = "a red circle left of two blue stars"
 SPAN = st.one_of(st.tuples(st.integers(-3, 40), st.integers(-3, 40)).map(list), JUNK)
 GROUNDING_BBOX = st.one_of(st.lists(NUMBER, min_size=4, max_size=4), JUNK)
@@ -124,14 +126,124 @@ def test_flickr30k_reader_never_tracebacks(root: Path) -> None:
         shutil.rmtree(root)
 
 
+# ---------------------------------------------------------------- videos (MSR-VTT, Kinetics): PyAV-written clips
+
+VIDEO_KIND = st.sampled_from(["ok"] * 5 + ["one-frame", "empty", "text", "truncated"])
+FRAME_SIZES = st.one_of(st.tuples(st.integers(1, 24), st.integers(1, 24)), st.sampled_from([(1, 1), (2, 600)]))
+
+
+def _write_clip(path: Path, kind: str, size: tuple[int, int], frames: int) -> None:
+    """A small MPEG-4 clip of ``frames`` frames of ``size`` (w, h), or a broken one."""
+    import numpy as np
+
+    from clipdense.data.video import write_video
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind in ("empty", "text"):
+        path.write_bytes(b"" if kind == "empty" else b"not a video")
+        return
+    count = 1 if kind == "one-frame" else frames
+    array = np.full((count, size[1], size[0], 3), 120, np.uint8)
+    array[:, : max(1, size[1] // 2)] = 30
+    write_video(path, array)
+    if kind == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[: max(1, len(data) // 2)])
+
+
+def _check_frames(frames_wanted: int) -> Any:
+    def check(sample: Sample) -> None:
+        frames = sample.frames
+        assert frames.ndim == 4 and frames.shape[-1] == 3 and frames.dtype == torch.uint8
+        assert 1 <= frames.shape[0] <= frames_wanted
+    return check
+
+
+def _spec_sampling(draw: Any) -> dict[str, str]:
+    return {"frames": str(draw(st.integers(1, 4))), "sampling": draw(st.sampled_from(["uniform", "fps"])),
+            "fps": draw(st.sampled_from(["1", "8"]))}
+
+
+@st.composite
+def kinetics_folders(draw: Any) -> tuple[Path, dict[str, str]]:
+    root = _folder()
+    for n in range(draw(st.integers(1, 3))):
+        name = draw(st.sampled_from(["waving", "jumping_jacks"]))
+        _write_clip(root / "train" / name / f"c{n}.mp4", draw(VIDEO_KIND), draw(FRAME_SIZES), draw(st.integers(2, 5)))
+    if draw(st.integers(0, 7)) == 0:
+        (root / "train" / "empty_class").mkdir()
+    return root, _spec_sampling(draw)
+
+
+@given(kinetics_folders())
+def test_kinetics_reader_never_tracebacks(case: tuple[Path, dict[str, str]]) -> None:
+    root, sampling = case
+    try:
+        spec = DataSpec("kinetics", {"root": str(root), **sampling})
+        kind = READERS["kinetics"]
+        _read_all(lambda: kind.open(spec, "train", kind.fields, SkipCounter()), _check_frames(int(sampling["frames"])),
+                  "kinetics")
+    finally:
+        shutil.rmtree(root)
+
+
+@st.composite
+def msrvtt_folders(draw: Any) -> tuple[Path, dict[str, str]]:
+    root = _folder()
+    ids = ["video0", "video1"]
+    for vid in ids:
+        _write_clip(root / "videos" / "all" / f"{vid}.mp4", draw(VIDEO_KIND), draw(FRAME_SIZES),
+                    draw(st.integers(2, 5)))
+    sentence = st.fixed_dictionaries({"video_id": st.sampled_from(ids + ["video9", 3]),
+                                      "caption": st.sampled_from(["a circle moves", "", 7])})
+    meta: Any = {"videos": [{"video_id": v, "split": "train"} for v in ids],
+                 "sentences": draw(st.lists(sentence, max_size=4))}
+    shape = draw(st.sampled_from(["ok"] * 6 + ["list", "no-sentences", "truncated"]))
+    text = json.dumps(meta if shape == "ok" else [] if shape == "list" else {"videos": []})
+    if shape == "truncated":
+        text = text[: max(0, len(text) - 7)]
+    (root / "MSRVTT_data.json").write_text(text)
+    train = draw(st.lists(st.sampled_from(ids + ["video9"]), min_size=0, max_size=2))
+    header = draw(st.sampled_from(["video_id", "video_id", "vid"]))
+    (root / "MSRVTT_train.9k.csv").write_text(header + "\n" + "".join(f"{v}\n" for v in train))
+    return root, _spec_sampling(draw)
+
+
+@given(msrvtt_folders())
+def test_msrvtt_reader_never_tracebacks(case: tuple[Path, dict[str, str]]) -> None:
+    root, sampling = case
+    try:
+        spec = DataSpec("msrvtt", {"root": str(root), **sampling})
+        kind = READERS["msrvtt"]
+        _read_all(lambda: kind.open(spec, "train", kind.fields, SkipCounter()), _check_frames(int(sampling["frames"])),
+                  "msrvtt")
+    finally:
+        shutil.rmtree(root)
+
+
 def test_these_readers_are_registered_and_reach_every_outcome() -> None:
     """The readers named here are the registry's (test_reliability_properties lists them as covered here), and
     their generated cases gave samples and refusals or skips both."""
-    assert {"modulated-coco", "flickr30k"} <= set(READERS)
-    ran = {name: OUTCOMES[name] for name in ("modulated-coco", "flickr30k") if OUTCOMES[name]["cases"]}
+    assert set(HERE) <= set(READERS)
+    ran = {name: OUTCOMES[name] for name in HERE if OUTCOMES[name]["cases"]}
     if not ran:
         pytest.skip("run with the reader properties above")
     for name, tally in ran.items():
         refused = tally["refused at open"] + tally["skipped samples"] + tally["refused samples"]
         assert tally["samples"] > 0 and refused > 0, (name, dict(tally))
     print("\n" + "\n".join(f"{name}: {dict(tally)}" for name, tally in sorted(ran.items())))
+
+
+@pytest.mark.xfail(reason="issue 28's MSR-VTT reader (data/formats/video.py, not issue 32's to edit) indexes each "
+                          "'sentences' entry without checking it: an entry that is not a dict with video_id and "
+                          "caption ends in a KeyError / TypeError traceback (found by the generator above with junk "
+                          "entries); listed for its owner", strict=False)
+@pytest.mark.parametrize("entry", [None, {"caption": "a circle moves"}, "video0"])
+def test_msrvtt_sentences_that_are_not_dicts_are_one_line(entry: Any, tmp_path: Path) -> None:
+    from clipdense.data.formats.video import MsrvttClips
+    from clipdense.errors import DataError
+
+    (tmp_path / "MSRVTT_data.json").write_text(json.dumps({"videos": [], "sentences": [entry]}))
+    (tmp_path / "MSRVTT_train.9k.csv").write_text("video_id\nvideo0\n")
+    with pytest.raises(DataError):
+        MsrvttClips(tmp_path, "train")
