@@ -11,7 +11,7 @@ import torch
 
 from clipdense.cli.main import main
 from clipdense.data.video import write_video
-from clipdense.evaluation.video import rank_metrics, topk_accuracy
+from clipdense.evaluation.video import rank_metrics, topk_accuracy, twin_accuracy
 
 pytest.importorskip("av")
 
@@ -23,6 +23,18 @@ def test_rank_metrics_by_hand() -> None:
     out = rank_metrics(similarity)
     assert out["R@1"] == pytest.approx(100 / 3) and out["R@5"] == 100.0
     assert out["MdR"] == 2.0 and out["MnR"] == pytest.approx(2.0)
+
+
+def test_twin_accuracy_by_hand() -> None:
+    similarity = torch.tensor([[0.9, 0.2, 0.0, 0.0],    # caption 0: own clip above twin 1
+                               [0.5, 0.4, 0.0, 0.0],    # caption 1: twin 0 above own clip
+                               [0.0, 0.0, 0.3, 0.1],    # caption 2: own above twin 3
+                               [0.0, 0.0, 0.6, 0.7]])   # caption 3: own above twin 2
+    out = twin_accuracy(similarity, [0, 1, 2, 3])
+    assert out == {"text_to_video": 75.0, "video_to_text": 75.0, "pairs": 2}   # clip 0 prefers caption 0 (.9>.5) ...
+    # clip 1: own .4 vs twin caption 0's .2 -> right; clip 2: .3 vs .6 -> wrong; clip 3: .7 vs .1 -> right
+    assert twin_accuracy(similarity[1:, 1:], [1, 2, 3]) == {"text_to_video": 100.0, "video_to_text": 50.0,
+                                                             "pairs": 1}   # clip 0 unreadable: only twins 2, 3
 
 
 def test_topk_accuracy_by_hand() -> None:

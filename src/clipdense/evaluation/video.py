@@ -63,9 +63,25 @@ def _readable(reader: Any) -> list[tuple[int, Any]]:
 
 @dataclass(frozen=True)
 class VideoRetrievalOptions:
-    """Options of video-retrieval (none yet: the 1k-A protocol has one sentence per clip)."""
+    """Options of video-retrieval (the 1k-A protocol has one sentence per clip)."""
 
     batch_text: int = option(256, "sentences per text-tower forward", low=1)
+    twins: bool = option(False, "the test list holds order-swapped twins (clips 2i and 2i+1, the world's "
+                                "order_test.csv): also score each caption's clip against its twin alone")
+
+
+def twin_accuracy(similarity: Tensor, indices: list[int]) -> dict[str, float]:
+    """Percent of captions (t->v) / clips (v->t) that score their own pair above the order-swapped twin's, over the
+    twins (reader indices 2i, 2i+1) both of which decoded; 50 is what an order-blind model scores on exact twins."""
+    where = {index: row for row, index in enumerate(indices)}
+    pairs = [(where[i], where[i + 1]) for i in indices if i % 2 == 0 and i + 1 in where]
+    if not pairs:
+        raise DataError("twins: no complete pair of order-swapped clips (expected clips 2i and 2i+1)")
+    rows = torch.tensor([a for a, b in pairs] + [b for a, b in pairs])
+    twins = torch.tensor([b for a, b in pairs] + [a for a, b in pairs])
+    own = similarity[rows, rows]
+    return {"text_to_video": 100.0 * float((own > similarity[rows, twins]).float().mean()),
+            "video_to_text": 100.0 * float((own > similarity[twins, rows]).float().mean()), "pairs": len(pairs)}
 
 
 @torch.no_grad()
@@ -90,10 +106,14 @@ def _similarity(ctx: EvalContext, head: VideoHead | None, samples: list, batch_t
 @register_task("video-retrieval", needs={"caption", "frames"}, options=VideoRetrievalOptions,
                summary="text->video and video->text R@1/5/10, MdR, MnR (MSR-VTT 1k-A: one sentence per clip)")
 def run_video_retrieval(ctx: EvalContext, reader: Any, options: VideoRetrievalOptions) -> tuple[dict, int]:
-    samples = [s for _, s in _readable(reader)]
+    kept = _readable(reader)
+    samples = [s for _, s in kept]
     similarity = _similarity(ctx, video_head(ctx), samples, options.batch_text)
-    return {"text_to_video": rank_metrics(similarity), "video_to_text": rank_metrics(similarity.T),
-            "clips": len(samples)}, len(samples)
+    out = {"text_to_video": rank_metrics(similarity), "video_to_text": rank_metrics(similarity.T),
+           "clips": len(samples)}
+    if options.twins:
+        out["twin_accuracy"] = twin_accuracy(similarity, [i for i, _ in kept])
+    return out, len(samples)
 
 
 @dataclass(frozen=True)
