@@ -158,7 +158,7 @@ CASES: list[tuple[str, tuple[str, ...]]] = [
     ("classify {img}", ("--classes is required",)),
     ("classify {img} --classes a,b --templates '{{}} and {{}}'", ("--templates", "exactly one '{{}}'")),
     ("classify {img} --classes a,b --device cpu --model tiny-vit-t8 --pretrained {evil_bin}", ("{evil_bin}", "refused")),
-    ("classify {img} --device cpu --adapter /nonexistent-head", ("/nonexistent-head", "not found")),
+    ("classify {img} --device cpu --adapter /nonexistent-head", ("--adapter /nonexistent-head", "no such file")),
     # eval
     (f"{EVAL} --window 16 --stride 0", ("--stride", "expected a size in pixels >= 1")),
     (f"{EVAL} --stride 8", ("--stride 8", "only used with --window")),
@@ -201,7 +201,7 @@ CASES: list[tuple[str, tuple[str, ...]]] = [
     ("demo --pretrain-steps -1 --out {root}/demo", ("--pretrain-steps", "expected a step count >= 1")),
     ("demo --config {bad_yaml}", ("--config {bad_yaml}", "not valid YAML")),
     ("detect --head /nonexistent-head", ("give one or more image files",)),
-    ("detect {img} --head /nonexistent-head", ("/nonexistent-head", "not found")),
+    ("detect {img} --head /nonexistent-head", ("--head /nonexistent-head", "no such file")),
     ("detect --proposals --head /nonexistent-head", ("--proposals needs --data",)),
     ("detect {img} --head /nonexistent-head --min-score 2", ("--min-score", "expected a probability")),
     ("detect --proposals --head /nonexistent-head --top 0", ("--top", "expected a count >= 1")),
@@ -210,7 +210,7 @@ CASES: list[tuple[str, tuple[str, ...]]] = [
     # ground (issue 26): the sentence is checked before anything is loaded
     ("ground {img} ' ' --head /nonexistent-head", ("sentence", "empty sentence")),
     ("ground {img} 'it is on the left' --head /nonexistent-head", ("sentence", "no noun phrase")),
-    ("ground {img} 'a red circle' --head /nonexistent-head", ("/nonexistent-head", "not found")),
+    ("ground {img} 'a red circle' --head /nonexistent-head", ("--head /nonexistent-head", "no such file")),
     ("ground {img} 'a red circle' --head /nonexistent-head --min-score 2", ("--min-score", "expected a probability")),
     ("ground {img} 'a red circle' --head /nonexistent-head --top 0", ("--top", "expected a count >= 1")),
     ("ground {img} 'a red circle' --head /nonexistent-head --out {file}/x.png", ("--out {file}/x.png", "is a file")),
