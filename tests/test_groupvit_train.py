@@ -74,7 +74,8 @@ def test_batch_holds_noun_prompts_and_the_loss_is_the_sum_of_both_terms() -> Non
     assert torch.allclose(out["loss"], out["clip_loss"] + out["multi_label_loss"])
     plain, plain_stream = groupvit_objective(multi_label=0)
     plain_batch = plain_stream.next_batch()
-    assert "prompts" not in plain_batch and set(plain(plain_batch)) == {"loss", "clip_loss", "logit_scale"}
+    assert "prompts" not in plain_batch and set(plain(plain_batch)) == {
+        "loss", "clip_loss", "logit_scale", "groups_s1", "groups_s2", "entropy_s1", "entropy_s2"}
     with pytest.raises(ConfigError, match="needs a '\\{\\}'"):
         groupvit_objective(prompt="a photo")
 

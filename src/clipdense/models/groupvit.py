@@ -53,7 +53,10 @@ class GroupViTVisionCfg:
         width / heads / mlp_ratio: token width, attention heads, MLP expansion of every block.
         depths: blocks per stage; one more stage than ``groups`` (the last stage does not group).
         groups: group tokens of each grouping stage (the paper: 64, 8), i.e. segments after it.
-        gumbel_tau: temperature of the Gumbel-softmax assignment in training.
+        gumbel_tau: temperature of the Gumbel-softmax assignment in training. The hard (forward) assignment is
+            argmax(logits + noise) whatever the temperature; it sets only the soft gradient's sharpness.
+        gumbel: add Gumbel noise to the assignment logits in training (the paper); off, training assigns by the
+            same noise-free argmax as test time (straight-through gradient either way).
     """
 
     image_size: int = 224
@@ -64,6 +67,7 @@ class GroupViTVisionCfg:
     groups: tuple[int, ...] = (64, 8)
     mlp_ratio: float = 4.0
     gumbel_tau: float = 1.0
+    gumbel: bool = True
 
     def __post_init__(self) -> None:
         self.depths, self.groups = tuple(int(d) for d in self.depths), tuple(int(g) for g in self.groups)
@@ -109,11 +113,11 @@ class AssignAttention(nn.Module):
     output is the mean of the values assigned to it (GroupViT's ``AssignAttention``, ``assign_eps=1``).
     """
 
-    def __init__(self, width: int, gumbel_tau: float = 1.0) -> None:
+    def __init__(self, width: int, gumbel_tau: float = 1.0, gumbel: bool = True) -> None:
         super().__init__()
         self.q_proj, self.k_proj, self.v_proj = (nn.Linear(width, width) for _ in range(3))
         self.proj = nn.Linear(width, width)
-        self.scale, self.gumbel_tau = width ** -0.5, gumbel_tau
+        self.scale, self.gumbel_tau, self.gumbel = width ** -0.5, gumbel_tau, gumbel
 
     def logits(self, groups: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
         """(B, G, N) scaled dot products of group queries and segment keys."""
@@ -121,14 +125,17 @@ class AssignAttention(nn.Module):
 
     def assign(self, logits: torch.Tensor) -> torch.Tensor:
         """(B, G, N) one-hot over G per segment: Gumbel-softmax with straight-through in training, argmax at test."""
-        if self.training:
+        if self.training and self.gumbel:
             return F.gumbel_softmax(logits, tau=self.gumbel_tau, hard=True, dim=1)
-        return hard_assignment(logits, dim=1)
+        return hard_assignment(logits / self.gumbel_tau if self.training else logits, dim=1)
 
-    def forward(self, groups: torch.Tensor, segments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        assignment = self.assign(self.logits(groups, segments))
+    def forward(self, groups: torch.Tensor, segments: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(group outputs, (B, G, N) assignment, (B, G, N) noise-free logits it was drawn from)."""
+        logits = self.logits(groups, segments)
+        assignment = self.assign(logits)
         weights = assignment / (assignment.sum(dim=-1, keepdim=True) + 1.0)
-        return self.proj(weights @ self.v_proj(segments)), assignment
+        return self.proj(weights @ self.v_proj(segments)), assignment, logits
 
 
 class CrossAttnBlock(nn.Module):
@@ -162,23 +169,26 @@ class TokenMlp(nn.Module):
 class GroupingBlock(nn.Module):
     """Segments + group tokens -> one new segment per group, and the (B, G, N) hard assignment."""
 
-    def __init__(self, width: int, heads: int, num_groups: int, mlp_ratio: float, gumbel_tau: float) -> None:
+    def __init__(self, width: int, heads: int, num_groups: int, mlp_ratio: float, gumbel_tau: float,
+                 gumbel: bool = True) -> None:
         super().__init__()
         self.norm_tokens, self.norm_x = nn.LayerNorm(width), nn.LayerNorm(width)
         self.mlp_inter = TokenMlp(num_groups, width // 2, num_groups)
         self.norm_post_tokens = nn.LayerNorm(width)
         self.pre_assign_attn = CrossAttnBlock(width, heads, mlp_ratio)
-        self.assign = AssignAttention(width, gumbel_tau)
+        self.assign = AssignAttention(width, gumbel_tau, gumbel)
         self.norm_new_x = nn.LayerNorm(width)
         self.mlp_channels = Mlp(width, int(width * mlp_ratio), width)
 
-    def forward(self, x: torch.Tensor, group_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, group_tokens: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(new segments, (B, G, N) assignment, its noise-free logits)."""
         x = self.norm_x(x)
         groups = self.norm_post_tokens(self.mlp_inter(self.norm_tokens(group_tokens)))
         groups = self.pre_assign_attn(groups, x)
-        new_x, assignment = self.assign(groups, x)
+        new_x, assignment, logits = self.assign(groups, x)
         new_x = new_x + groups
-        return new_x + self.mlp_channels(self.norm_new_x(new_x)), assignment
+        return new_x + self.mlp_channels(self.norm_new_x(new_x)), assignment, logits
 
 
 class GroupingStage(nn.Module):
@@ -195,13 +205,14 @@ class GroupingStage(nn.Module):
             if num_groups and prev_groups else None
         if self.group_embedding is not None and self.group_projector is None:
             trunc_normal_(self.group_embedding, std=0.02)   # later stages start from the projected previous ones
-        self.grouping = GroupingBlock(width, cfg.heads, num_groups, cfg.mlp_ratio, cfg.gumbel_tau) \
+        self.grouping = GroupingBlock(width, cfg.heads, num_groups, cfg.mlp_ratio, cfg.gumbel_tau, cfg.gumbel) \
             if num_groups else None
         self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor, prev_groups: torch.Tensor | None
-                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """(segments out, this stage's group tokens, (B, G, N) assignment); the last two None without grouping."""
+                ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:
+        """(segments out, this stage's group tokens, ((B, G, N) assignment, its logits)); the last two None without
+        grouping."""
         groups = None
         if self.group_embedding is not None:
             groups = self.group_embedding.expand(x.shape[0], -1, -1)
@@ -214,18 +225,20 @@ class GroupingStage(nn.Module):
         if self.grouping is None:
             return x, None, None
         x, groups = x[:, :-self.num_groups], x[:, -self.num_groups:]
-        x, assignment = self.grouping(x, groups)
-        return x, groups, assignment
+        x, assignment, logits = self.grouping(x, groups)
+        return x, groups, (assignment, logits)
 
 
 @dataclass
 class GroupingOutput:
     """One pass of the image tower: the final segment tokens (normed, (B, G, width)), the hard assignment of
-    every grouping stage ((B, G_s, N_s), N_1 = patches), and the patch grid."""
+    every grouping stage ((B, G_s, N_s), N_1 = patches), the patch grid, and each stage's noise-free assignment
+    logits (what the Gumbel noise is added to in training; their argmax is the test-time assignment)."""
 
     tokens: torch.Tensor
     assignments: list[torch.Tensor]
     grid: tuple[int, int]
+    logits: list[torch.Tensor] = field(default_factory=list)
 
 
 class GroupViTVision(nn.Module):
@@ -253,16 +266,21 @@ class GroupViTVision(nn.Module):
         grid = (x.shape[1], x.shape[2])
         x = x.flatten(1, 2)
         x = x + interpolate_pos_embed(self.positional_embedding, self.grid_size, grid, prefix=0).to(x.dtype)
-        groups, assignments = None, []
+        groups, assignments, logits = None, [], []
         for stage in self.stages:
-            x, groups, assignment = stage(x, groups)
-            if assignment is not None:
-                assignments.append(assignment)
-        return GroupingOutput(self.norm(x), assignments, grid)
+            x, groups, grouped = stage(x, groups)
+            if grouped is not None:
+                assignments.append(grouped[0])
+                logits.append(grouped[1])
+        return GroupingOutput(self.norm(x), assignments, grid, logits)
+
+    def embed(self, out: GroupingOutput) -> torch.Tensor:
+        """(B, output_dim) image embedding of a pass: the mean of the final segments, projected."""
+        return self.proj(out.tokens.mean(dim=1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, output_dim) image embedding: the mean of the final segments, projected."""
-        return self.proj(self.forward_groups(images).tokens.mean(dim=1))
+        return self.embed(self.forward_groups(images))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for stage in self.stages:
@@ -305,6 +323,32 @@ def chained_assignments(assignments: list[torch.Tensor]) -> list[torch.Tensor]:
         current = assignment if current is None else assignment @ current
         chained.append(current)
     return chained
+
+
+@torch.no_grad()
+def groups_per_image(out: GroupingOutput) -> list[torch.Tensor]:
+    """(B,) count per stage of the groups holding at least one patch under the noise-free (test-time) assignment."""
+    hard = [hard_assignment(logits.float(), dim=1) for logits in out.logits]
+    return [(chain.sum(dim=-1) > 0).sum(dim=1) for chain in chained_assignments(hard)]
+
+
+@torch.no_grad()
+def grouping_stats(out: GroupingOutput) -> dict[str, torch.Tensor]:
+    """How much of its grouping a pass uses - the collapse signal, logged while training.
+
+    ``groups_s{i}``: patch groups per image at stage i under the test-time (noise-free argmax) assignment, i.e.
+    stage-i groups that hold at least one patch through the chained assignments, averaged over the batch (1 =
+    collapsed: the whole image is one segment). ``entropy_s{i}``: the mean entropy of each segment's softmax over
+    the stage's groups, divided by log(G) (0 = every segment certain of its group, 1 = uniform over groups).
+    In training the logits of stage 2 are those of the segments stage 1's Gumbel draw made.
+    """
+    stats: dict[str, torch.Tensor] = {}
+    for index, (used, logits) in enumerate(zip(groups_per_image(out), out.logits), start=1):
+        stats[f"groups_s{index}"] = used.float().mean()
+        probs = logits.float().softmax(dim=1)
+        entropy = -(probs * probs.clamp_min(1e-12).log()).sum(dim=1).mean()
+        stats[f"entropy_s{index}"] = entropy / math.log(logits.shape[1]) if logits.shape[1] > 1 else entropy * 0
+    return stats
 
 
 def pixel_groups(chain: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:

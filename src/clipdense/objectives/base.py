@@ -61,6 +61,8 @@ class Objective(nn.Module):
     Options: ClassVar[type] = type(None)
     #: The Sample fields every run of this method needs (``required_fields`` may add option-dependent ones).
     needs: ClassVar[frozenset[str]] = frozenset()
+    #: logged scalars of ``forward`` shown in the progress line beside the loss (those that warn of a failing run)
+    progress_keys: ClassVar[tuple[str, ...]] = ()
     #: DDP must tolerate parameters without gradient in a step (e.g. a loss term switched on late).
     ddp_find_unused_parameters: bool = False
 

@@ -20,9 +20,14 @@ from torch import nn
 from ..data.nouns import extract_nouns
 from ..data.sample import Sample
 from ..errors import ConfigError
+from ..models.groupvit import GroupViTVision, grouping_stats
 from .base import ClipTraining, DataInfo, SampleTransform, rank_and_world
 from .clip import contrastive_loss
 from .views import ImageView, Tokenize, model_image_stats
+
+
+#: what a noun prompt is scored against in the multi-label loss (see GroupViTOptions.multi_label_pool)
+MULTI_LABEL_POOLS = ("image", "group")
 
 
 @dataclass
@@ -38,6 +43,10 @@ class GroupViTOptions:
             rank's columns).
         max_logit_scale: clamp of exp(logit_scale), shared by both terms (GroupViT: 100).
         crop_scale: random-resized-crop area range.
+        multi_label_pool: what a noun prompt is scored against: ``image`` (the paper: the image embedding, the
+            mean of the final segments) or ``group`` (its best-matching final segment, max over groups - not in
+            the paper; it rewards a noun for owning a segment, issue 34's remedy for collapsed grouping at small
+            scale). ``group`` needs a GroupViT.
     """
 
     multi_label: int = 3
@@ -48,8 +57,12 @@ class GroupViTOptions:
     gather_with_grad: bool = True
     max_logit_scale: float = 100.0
     crop_scale: tuple[float, float] = (0.9, 1.0)
+    multi_label_pool: str = "image"
 
     def __post_init__(self) -> None:
+        if self.multi_label_pool not in MULTI_LABEL_POOLS:
+            raise ConfigError(f"groupvit: multi_label_pool must be one of {list(MULTI_LABEL_POOLS)}, got "
+                              f"{self.multi_label_pool!r}")
         if self.multi_label < 0 or self.max_noun_words < 1:
             raise ConfigError(f"groupvit: multi_label must be >= 0 and max_noun_words >= 1, got {self.multi_label} "
                               f"and {self.max_noun_words}")
@@ -82,12 +95,20 @@ class GroupViTTransform:
         return out
 
 
+def _similarity(images: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+    """(I, P) cosine of each image with each prompt; an image given as (I, G, D) segments takes its best one."""
+    if images.dim() == 2:
+        return images @ prompts.T
+    return torch.einsum("igd,pd->igp", images, prompts).amax(dim=1)
+
+
 def multi_label_loss(image: torch.Tensor, prompts: torch.Tensor, logit_scale: torch.Tensor,
                      local_loss: bool = True, gather_with_grad: bool = True) -> torch.Tensor:
     """GroupViT's multi-label contrastive loss over all ranks.
 
     Args:
-        image: (B, D) unit-norm image embeddings of this rank.
+        image: (B, D) unit-norm image embeddings of this rank, or (B, G, D) unit-norm segment embeddings, in which
+            case an image's similarity to a prompt is that of its best-matching segment.
         prompts: (B, K, D) unit-norm embeddings of each image's K prompts.
         logit_scale: exp(logit_scale).
 
@@ -95,7 +116,7 @@ def multi_label_loss(image: torch.Tensor, prompts: torch.Tensor, logit_scale: to
     prompt -> images: cross-entropy with its own image as the positive; the loss is their mean. With K = 1 it is
     CLIP's InfoNCE between images and prompts.
     """
-    batch, k, _ = prompts.shape
+    batch, k = prompts.shape[:2]
     flat = prompts.reshape(batch * k, -1).float()
     image = image.float()
     rank, world = rank_and_world()
@@ -105,8 +126,8 @@ def multi_label_loss(image: torch.Tensor, prompts: torch.Tensor, logit_scale: to
     target = torch.zeros(batch, all_prompts.shape[0], device=image.device)
     columns = (own[:, None] * k + torch.arange(k, device=image.device)).reshape(batch, k)
     target.scatter_(1, columns, 1.0 / k)
-    loss_image = F.cross_entropy(logit_scale * image @ all_prompts.T, target)
-    loss_prompt = F.cross_entropy(logit_scale * flat @ all_images.T, own.repeat_interleave(k))
+    loss_image = F.cross_entropy(logit_scale * _similarity(image, all_prompts), target)
+    loss_prompt = F.cross_entropy(logit_scale * _similarity(all_images, flat).T, own.repeat_interleave(k))
     return (loss_image + loss_prompt) / 2
 
 
@@ -119,6 +140,8 @@ class GroupViTObjective(ClipTraining):
     name: ClassVar[str] = "groupvit"
     needs: ClassVar[frozenset[str]] = frozenset({"caption"})
     Options: ClassVar[type] = GroupViTOptions
+    #: a collapsing grouping shows in the progress line (groups per image at each stage, see grouping_stats)
+    progress_keys: ClassVar[tuple[str, ...]] = ("groups_s1", "groups_s2")
 
     def __init__(self, bundle: Any, options: GroupViTOptions | None = None, info: DataInfo | None = None,
                  total_steps: int = 1) -> None:
@@ -127,13 +150,27 @@ class GroupViTObjective(ClipTraining):
         self.model, self.tokenizer = model, bundle.tokenizer
         self.options = options or GroupViTOptions()
         self.total_steps = total_steps
+        if self.options.multi_label_pool == "group" and not isinstance(getattr(model, "visual", None), GroupViTVision):
+            raise ConfigError(f"groupvit: multi_label_pool=group scores nouns against GroupViT's segments; "
+                              f"{bundle.name} is not a GroupViT (use multi_label_pool=image)")
 
     def exported_model(self) -> nn.Module:
         return self.model
 
+    def _encode_image(self, images: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+        """Unit-norm image embeddings, for a GroupViT its (B, G, D) unit-norm final segments and its grouping
+        statistics (logged with the losses)."""
+        visual = getattr(self.model, "visual", None)
+        if not isinstance(visual, GroupViTVision):
+            return self.model.encode_image(images, normalize=True), None, {}
+        out = visual.forward_groups(images)
+        segments = F.normalize(visual.proj(out.tokens), dim=-1) if self.options.multi_label_pool == "group" else None
+        return F.normalize(visual.embed(out), dim=-1), segments, grouping_stats(out)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         opts = self.options
-        image = self.model.encode_image(batch["image"], normalize=True)
+        image, segments, stats = self._encode_image(batch["image"])
         texts = batch["text"]
         if opts.multi_label:   # captions and prompts in one pass through the text tower
             texts = torch.cat([texts, batch["prompts"].flatten(0, 1)])
@@ -141,10 +178,11 @@ class GroupViTObjective(ClipTraining):
         caption, prompts = text[:len(image)], text[len(image):]
         scale = self.model.logit_scale.exp()
         clip = contrastive_loss(image, caption, scale, opts.local_loss, opts.gather_with_grad)
-        out = {"clip_loss": clip.detach(), "logit_scale": scale.detach()}
+        out = {"clip_loss": clip.detach(), "logit_scale": scale.detach(), **stats}
         loss = clip
         if opts.multi_label:
-            label = multi_label_loss(image, prompts.reshape(len(image), opts.multi_label, -1), scale,
+            label = multi_label_loss(image if segments is None else segments,
+                                     prompts.reshape(len(image), opts.multi_label, -1), scale,
                                      opts.local_loss, opts.gather_with_grad)
             loss = loss + opts.multi_label_weight * label
             out["multi_label_loss"] = label.detach()

@@ -162,7 +162,8 @@ class Trainer:
                 rate = images_since / max(1e-9, time.perf_counter() - tick)
                 tick, images_since = time.perf_counter(), 0
                 self._log(losses, lr, rate)
-                bar.set_postfix(loss=f"{losses['loss']:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}")
+                shown = {k: f"{losses[k]:.2f}" for k in self.objective.progress_keys if k in losses}
+                bar.set_postfix(loss=f"{losses['loss']:.4f}", **shown, lr=f"{lr:.2e}", img_s=f"{rate:.0f}")
             if save_now:
                 self.save_checkpoint()
             if eval_now:
