@@ -25,6 +25,7 @@ from .examples import world_examples  # noqa: E402
 from .heads import HeadChoice  # noqa: E402
 from .render import View, legend_html, message, render  # noqa: E402
 from .sound_page import sound_tab  # noqa: E402
+from .video_page import video_tab  # noqa: E402
 
 LOG = logging.getLogger("clipdense.web")
 NO_HEAD = "none (zero-shot)"
@@ -177,6 +178,7 @@ def build_app(settings: PageSettings) -> gr.Blocks:
             slider.release(redraw, [state, threshold, min_score], outputs, api_visibility="private")
         _draw_tab(analyser, model, pretrained)
         sound_tab(analyser, model, pretrained, templates, _error_text)
+        video_tab(analyser, model, pretrained, _error_text)
     return app
 
 
