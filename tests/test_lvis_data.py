@@ -113,6 +113,26 @@ def test_reader_refuses_bad_files(tmp_path, handmade):
         LvisRegions(root, tmp_path / "missing.json")
 
 
+def test_reader_drops_undecodable_masks_at_open(tmp_path, handmade):
+    """With masks, an annotation whose segmentation cannot be decoded at its image's size is dropped and named
+    (data/validate.py); without masks it keeps its box."""
+    root, path = handmade
+    doc = json.loads(path.read_text())
+    doc["annotations"][1]["segmentation"] = {"size": [8, 8], "counts": [64]}       # RLE of another size
+    bad = tmp_path / "masks.json"
+    bad.write_text(json.dumps(doc))
+    skips = SkipCounter()
+    reader = LvisRegions(root, bad, skip_counter=skips)
+    assert skips.count == 3 and reader[2].labels.tolist() == [0] and reader[2].masks.shape == (1, 16, 20)
+    assert any("annotation 2" in e and "size [8, 8]" in e for e in skips.examples)
+    doc["annotations"][0]["segmentation"] = [[2, 4, 6]]                          # not a polygon: nothing left
+    (tmp_path / "none.json").write_text(json.dumps(doc))
+    with pytest.raises(DataError, match="none of its 4 annotations"):
+        LvisRegions(root, tmp_path / "none.json")
+    boxes_only = LvisRegions(root, tmp_path / "none.json", with_masks=False, skip_counter=SkipCounter())
+    assert len(boxes_only[2].boxes) == 2 and boxes_only[2].masks is None
+
+
 # ------------------------------------------------------------------------------------------------ the world
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:

@@ -11,8 +11,8 @@
 ``held_out`` = the rare classes: OV-LVIS's novel classes (Gu et al. 2022, ViLD; F-ViT / CLIPSelf), which
 ``open_data`` reports as the data's novel classes, so a detector trained on LVIS never trains on them.
 
-Annotations are checked here (box within its image, known category, decodable segmentation; drops counted and
-named through ``SkipCounter``) by a small local check until the shared ``data/validate.py`` layer lands.
+Annotations are checked at open (box within its image, known category; with masks, a segmentation
+``data/validate.py`` can decode at the image's size); each drop is counted and named through ``SkipCounter``.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ from ..federated import Federated
 from ..images import load_error, open_image
 from ..sample import Sample
 from ..skips import SkipCounter
+from ..validate import segmentation_problem
 from .coco import CategorisedReader, CategoryIndex
 
 #: LVIS's frequency buckets, in the order its evaluation groups them (APr, APc, APf)
@@ -108,6 +109,15 @@ def _box(ann: Any, image: dict[str, Any] | None, categories: dict[int, Any]) -> 
     return box, ""
 
 
+def _mask_checked(box: list[float], seg: Any, image: dict[str, Any]) -> tuple[list[float] | None, str]:
+    """``box``, or None and why the annotation's segmentation cannot become a mask of its image."""
+    why = segmentation_problem(seg)
+    size = [image.get("height"), image.get("width")]
+    if why is None and isinstance(seg, dict) and list(seg["size"]) != size:
+        why = f"segmentation RLE of size {seg['size']}, its image is {size[0]}x{size[1]} (h x w)"
+    return (None, f"has an unusable {why}") if why else (box, "")
+
+
 def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarray:
     """(H, W) bool mask of polygons, an uncompressed RLE or a compressed RLE (pycocotools)."""
     from pycocotools import mask as mask_utils
@@ -159,6 +169,8 @@ class LvisRegions(CategorisedReader):
         for n, ann in enumerate(annotations):
             image = self.images.get(ann.get("image_id")) if isinstance(ann, dict) else None
             box, why = _box(ann, image, self.categories)
+            if box is not None and self.with_masks:
+                box, why = _mask_checked(box, ann.get("segmentation"), image)
             if box is None:
                 dropped += 1
                 ident = ann.get("id", n) if isinstance(ann, dict) else n
