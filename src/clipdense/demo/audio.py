@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..config import atomic_write_bytes
 from ..data import SynthConfig, write_world
 from ..data.audio import read_audio
 from ..data.world.sound_writer import write_sounds
@@ -108,5 +109,5 @@ def run_audio_demo(out: Path, log: Callable[[str], None]) -> Path:
     lines += ["", f"## Four val scenes: what their sound matched", ""] + _matches(bundle, world, out)
     lines += ["", f"Made in {time.perf_counter() - start:.0f} s on CPU."]
     report = out / "report.md"
-    report.write_text("\n".join(lines) + "\n")
+    atomic_write_bytes(report, ("\n".join(lines) + "\n").encode())
     return report

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
+from ..config import atomic_write_bytes
 from ..data.readers import open_reader
 from ..evaluation import evaluate
 from ..heads import load_head
@@ -56,7 +57,7 @@ def evaluate_detectors(out: Path, detectors: dict[str, tuple[str, str | None, st
         bundle = load_model(model, pretrained, device=device)
         results[label] = evaluate(bundle, out / "world", tasks="detection", head=head, device=device, batch_size=16)
     (out / "eval").mkdir(exist_ok=True)
-    (out / "eval" / "detection.json").write_text(json.dumps(results, indent=1, default=str))
+    atomic_write_bytes(out / "eval" / "detection.json", json.dumps(results, indent=1, default=str).encode())
     return results
 
 

@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 from PIL import Image
 
+from ..config import atomic_write_bytes
 from ..data import SynthConfig, write_world
 from ..generation.clipasso import SketchOptions, photo_tensor, saliency_map, sketch
 from ..generation.clipdraw import DrawOptions, clipdraw
@@ -112,5 +113,5 @@ def run_draw_demo(out: Path, log: Callable[[str], None]) -> Path:
     lines += _sketches(guide, world, out, log)
     lines += ["", f"Total: {time.perf_counter() - begin:.0f} s."]
     report = out / "report.md"
-    report.write_text("\n".join(lines) + "\n")
+    atomic_write_bytes(report, ("\n".join(lines) + "\n").encode())
     return report

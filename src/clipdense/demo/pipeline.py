@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from ..config import save_config
+from ..config import atomic_write_bytes, save_config
 from ..data.world.scenes import SynthConfig
 from ..data.world.writers import write_world
 from ..errors import ConfigError
@@ -116,7 +116,7 @@ def stage_eval(config: DemoConfig, out: Path, models: dict[str, tuple[str, str |
                                   device=config.device, batch_size=64, image_size=config.student_size,
                                   task_options={"regions": {"crops": "letterbox" if DEMO_KEEP_ASPECT else "stretch"}})
     (out / "eval").mkdir(exist_ok=True)
-    (out / "eval" / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    atomic_write_bytes(out / "eval" / "results.json", json.dumps(results, indent=1, default=str).encode())
     return results
 
 

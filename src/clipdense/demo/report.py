@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..config import atomic_write_bytes
 from ..data.world.folder import open_world
 from ..heads import load_head, read_head_info
 from ..models import load_model
@@ -287,5 +288,5 @@ def write_report(config: Any, out: Path, models: dict[str, tuple[str, str | None
                   "Left to right: the image, the ground truth, then each model's segmentation.", "",
                   f"![segmentations]({overlays})", ""]
     path = out / "report.md"
-    path.write_text("\n".join(lines))
+    atomic_write_bytes(path, "\n".join(lines).encode())
     return path

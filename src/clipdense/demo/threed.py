@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from ..config import atomic_write_bytes
 from ..data.formats.modelnet import ModelNetPoints
 from ..data.formats.nyudepth import DepthFolder, write_depth_png
 from ..data.world.depth import DepthWorldConfig, write_depth_world
@@ -161,7 +162,7 @@ def run_3d(out: Path, log: Callable[[str], None], config: ThreeDDemoConfig) -> t
              "benchmark.", ""] + points_lines + depth_lines
     lines += ["", f"Made in {time.perf_counter() - start:.0f} s on CPU."]
     report = out / "report.md"
-    report.write_text("\n".join(lines) + "\n")
+    atomic_write_bytes(report, ("\n".join(lines) + "\n").encode())
     return report, {"points": points, "depth": depths}
 
 
