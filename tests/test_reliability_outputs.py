@@ -141,6 +141,7 @@ BESIDE = [   # (argv with {tmp}, the file written beside --out that is made a fo
     (["detect", "{tmp}/img.png", "{tmp}/imgs/a.png", "--head", "h", "--out", "{tmp}/b.png"], "a_b.png"),
     (["distill", "--data", "{tmp}/imgs", "--steps", "1", "--out", "{tmp}/run", "--ensemble", "0.7"],
      "run/ensemble.safetensors"),
+    (["ground", "--pseudo-label", "{tmp}/imgs", "--head", "h", "--out", "{tmp}/p.json"], "p.yaml"),
 ]
 
 

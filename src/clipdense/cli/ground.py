@@ -17,6 +17,7 @@ from pathlib import Path
 from ..config import atomic_save_picture, atomic_write_bytes
 from ..errors import ConfigError
 from .common import COUNT, DEVICE, PROBABILITY, check_out_file
+from .outputs import check_beside, check_out_folder
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -92,6 +93,8 @@ def run_pseudo_label(args: argparse.Namespace) -> int:
     if args.out is None:
         raise ConfigError("--pseudo-label needs --out FILE.json (where the modulated-COCO labels go)")
     out = check_out_file(args.out, "--out", (".json",))
+    check_beside("--out", out, [out, out.with_suffix(".yaml")])   # the data YAML written beside it
+    check_out_folder(out.with_name(f"{out.stem}-images"), "--out", "a folder for the pseudo-labelled images")
     parse_as("--pseudo-label", args.pseudo_label)    # missing data is refused before the model loads
     if args.gold:
         parse_as("--gold", args.gold)
