@@ -134,12 +134,21 @@ class VideoHead(nn.Module):
         return self.cross(text_tokens, text_pad, frames)
 
 
+def text_transformer(clip: nn.Module) -> tuple[Transformer | None, torch.Tensor | None]:
+    """The CLIP's open_clip text transformer and positional embedding: on the model itself (``CLIP``) or on its
+    text tower (``CustomTextCLIP``: EVA02, SigLIP); (None, None) for a tower of another kind (HF text models)."""
+    for owner in (clip, getattr(clip, "text", None)):
+        text = getattr(owner, "transformer", None)
+        if isinstance(text, Transformer):
+            return text, getattr(owner, "positional_embedding", None)
+    return None, None
+
+
 def init_from_text(head: VideoHead, clip: nn.Module) -> bool:
     """Copy the CLIP text transformer's first blocks and positional embedding into a seqTransf head (CLIP4Clip's
     start). False (left random) when the widths differ or the CLIP has no open_clip text transformer."""
-    text = getattr(clip, "transformer", None)
-    positional = getattr(clip, "positional_embedding", None)
-    if head.config.pooling != "seqTransf" or not isinstance(text, Transformer) or positional is None:
+    text, positional = text_transformer(clip)
+    if head.config.pooling != "seqTransf" or text is None or positional is None:
         return False
     if text.width != head.config.width or len(text.resblocks) < head.config.layers:
         return False

@@ -11,7 +11,7 @@ from torch import nn
 from ..data.transforms import random_crop_window, resize_frames, uniform
 from ..data.video import check_frames
 from ..errors import ConfigError
-from ..heads.video import VideoHead, VideoHeadConfig, init_from_text
+from ..heads.video import VideoHead, VideoHeadConfig, init_from_text, text_transformer
 from ..models.towers import tower_facts
 from .base import scale_lr
 from .views import OPENAI_MEAN, OPENAI_STD
@@ -63,8 +63,8 @@ def build_video_head(bundle: Any, pooling: str, layers: int, max_frames: int, me
     """A temporal head at the CLIP's joint width; seqTransf starts from the text transformer when ``from_text``."""
     model = bundle.model
     width = tower_facts(model).output_dim
-    text = getattr(model, "transformer", None)
-    heads = text.resblocks[0].attn.num_heads if from_text and hasattr(text, "resblocks") else max(1, width // 64)
+    text = text_transformer(model)[0]
+    heads = text.resblocks[0].attn.num_heads if from_text and text is not None else max(1, width // 64)
     if width % heads:
         heads = 1
     head = VideoHead(VideoHeadConfig(pooling=pooling, width=width, layers=layers, heads=heads,
