@@ -122,9 +122,39 @@ def grounding_rows(out: Path, record: dict, seeds: int) -> list[str]:
     return lines
 
 
+def pseudo_precision(out: Path) -> str:
+    """How many of the teacher's pseudo boxes overlap a true box of the corpus world (never shown to the student) at
+    IoU >= 0.5 (localisation only: the phrase is not checked against the box's class)."""
+    pseudo, truth = out / "pseudo" / "pseudo.json", out / "corpus" / "annotations" / "instances_train.json"
+    if not pseudo.is_file() or not truth.is_file():
+        return ""
+    import torch
+    from torchvision.ops import box_iou
+
+    labels, true = json.loads(pseudo.read_text()), json.loads(truth.read_text())
+    corpus_images = (out / "corpus").resolve()
+    names = {im["id"]: Path(im["file_name"]).name for im in labels["images"]
+             if Path(im["file_name"]).is_relative_to(corpus_images)}
+    image_of = {im["file_name"]: im["id"] for im in true["images"]}
+    boxes: dict[int, list[list[float]]] = {}
+    for a in true["annotations"]:
+        x, y, w, h = a["bbox"]
+        boxes.setdefault(a["image_id"], []).append([x, y, x + w, y + h])
+    hits = total = 0
+    for a in labels["annotations"]:
+        if a["image_id"] in names:
+            x, y, w, h = a["bbox"]
+            gt = torch.tensor(boxes.get(image_of[names[a["image_id"]]], [[0.0] * 4]))
+            total += 1
+            hits += int(box_iou(torch.tensor([[x, y, x + w, y + h]]), gt).max() >= 0.5)
+    share = 100 * hits / max(total, 1)
+    return (f"pseudo-labels: {len(names)} corpus images labelled, {total} boxes, {share:.1f} % of them at IoU >= 0.5 "
+            "with a true box of their image")
+
+
 def table(out: Path, record: dict, sizes: dict[str, int]) -> str:
-    """The grounding table, then AP50 novel/base/all of the two GLIP heads used as detectors."""
-    lines = grounding_rows(out, record, sizes["seeds"])
+    """The grounding table, the pseudo-labels' precision, then AP50 novel/base/all of the GLIP heads as detectors."""
+    lines = grounding_rows(out, record, sizes["seeds"]) + ["", pseudo_precision(out)]
     seconds = record.get("seconds", {})
     lines += ["", "| GLIP head trained on | AP50 novel | AP50 base | AP50 all | AP all | train s |",
               "|---|---|---|---|---|---|"]
