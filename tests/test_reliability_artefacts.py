@@ -73,11 +73,14 @@ def test_each_kind_is_taken_or_refused_by_each_role(role: str, kind: str, heads)
 def test_what_is_not_a_head_says_what_it_is(tmp_path: Path) -> None:
     model_run = tmp_path / "model-run"
     (model_run / "checkpoints" / "step-00000001").mkdir(parents=True)
+    (model_run / "checkpoints" / "step-00000001" / "model.safetensors").write_bytes(b"")
     (model_run / "config.yaml").write_text("objective: clip\n")
+    (tmp_path / "new-run" / "checkpoints").mkdir(parents=True)
     (tmp_path / "photos").mkdir()
     (tmp_path / "notes.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00not json")
     cases = {MODEL_FILE: "a CLIP model file ('tiny-vit-t8' weights for load_model / --model), not a head",
              model_run: "a run folder that trained a CLIP model, not a head",
+             tmp_path / "new-run": "a run folder with no head checkpoint yet",
              tmp_path / "photos": "a folder that is neither a head file nor a run folder",
              tmp_path / "notes.safetensors": "not a readable safetensors file",
              tmp_path / "missing.safetensors": "no such file or folder"}

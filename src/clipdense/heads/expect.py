@@ -79,9 +79,11 @@ def _not_a_head(path: Path) -> str | None:
     """What a folder given as a head is, when it holds no head (None: it holds one, or is not a folder)."""
     if not path.is_dir() or any((path / "checkpoints").glob("step-*/head.safetensors")):
         return None
-    if (path / "checkpoints").is_dir() or (path / "config.yaml").is_file():
+    if any((path / "checkpoints").glob("step-*/model.safetensors")):
         return (f"a run folder that trained a CLIP model, not a head (its weights load with --model {path}, or "
                 "load_model)")
+    if (path / "checkpoints").is_dir() or (path / "config.yaml").is_file():
+        return "a run folder with no head checkpoint yet (checkpoints/step-*/head.safetensors)"
     return "a folder that is neither a head file nor a run folder (no checkpoints/step-*/head.safetensors in it)"
 
 
