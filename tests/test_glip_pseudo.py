@@ -105,13 +105,22 @@ def test_shard_corpus_images_are_written_beside_and_captions_without_phrase_coun
     assert Path(record.file_name).is_file() and len(record.spans) == 2 and report.boxes == 2
 
 
-def test_the_cli_writes_pseudo_labels_and_a_student_trains_on_them(setting, tmp_path, capsys):
-    out = tmp_path / "pseudo.json"
+def _cli_labels(setting: dict, out: Path, capsys) -> None:
     code = main(shlex.split(f"ground --pseudo-label {setting['csv']} --head {setting['root'] / 'teacher.safetensors'} "
                             f"--out {out} --min-score 0.3 --gold {setting['world']} --device cpu"))
     printed = capsys.readouterr().out
     assert code == 0 and "train a student with --data" in printed and out.with_suffix(".yaml").is_file()
     assert json.loads(out.read_text())["info"]["description"].startswith("clipdense pseudo-labels")
+
+
+def test_the_cli_writes_pseudo_labels(setting, tmp_path, capsys):
+    _cli_labels(setting, tmp_path / "pseudo.json", capsys)
+
+
+@pytest.mark.slow
+def test_a_student_trains_on_the_cli_pseudo_labels(setting, tmp_path, capsys):
+    out = tmp_path / "pseudo.json"
+    _cli_labels(setting, out, capsys)
     from clipdense.train.config import TrainConfig
     from clipdense.train.run import run_training
     arch = {k: v for k, v in TINY.items() if k != "score_threshold"}
