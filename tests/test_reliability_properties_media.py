@@ -247,3 +247,49 @@ def test_msrvtt_sentences_that_are_not_dicts_are_one_line(entry: Any, tmp_path: 
     (tmp_path / "MSRVTT_train.9k.csv").write_text("video_id\nvideo0\n")
     with pytest.raises(DataError):
         MsrvttClips(tmp_path, "train")
+
+
+# ---------------------------------------------------------------- geometry on grounded video samples
+
+@st.composite
+def grounded_video_samples(draw: Any) -> Sample:
+    """A sample with boxes, their phrases and video frames that are its image repeated."""
+    import numpy as np
+    from PIL import Image
+
+    from clipdense.data.phrases import Phrases
+
+    width, height = draw(st.one_of(st.tuples(st.integers(1, 32), st.integers(1, 32)), st.sampled_from([(1, 600)])))
+    boxes = []
+    for _ in range(draw(st.integers(0, 4))):
+        x0, y0 = draw(st.integers(0, width - 1)), draw(st.integers(0, height - 1))
+        boxes.append([x0, y0, draw(st.integers(x0 + 1, width)), draw(st.integers(y0 + 1, height))])
+    pixels = np.asarray(draw(st.lists(st.integers(0, 255), min_size=3, max_size=3)), np.uint8)
+    array = np.tile(pixels, (height, width, 1))
+    array[: max(1, height // 2), : max(1, width // 3)] = 255 - pixels
+    frames = torch.from_numpy(np.stack([array, array]))
+    phrases = Phrases(CAPTION, (((0, 12),), ((21, 35),)),
+                      torch.tensor(draw(st.lists(st.integers(0, 1), min_size=len(boxes), max_size=len(boxes))),
+                                   dtype=torch.long))
+    return Sample(Image.fromarray(array), "k", caption=CAPTION,
+                  boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), phrases=phrases, frames=frames)
+
+
+@given(grounded_video_samples(), st.integers(0, 3), st.integers(1, 48), st.integers(0, 2 ** 31 - 1))
+def test_geometry_moves_phrases_and_frames_with_the_boxes(sample: Sample, which: int, size: int, seed: int) -> None:
+    """Each box keeps its phrase (a box that leaves the image takes its phrase row with it) and the frames take the
+    image's size (exactly its pixels under a flip)."""
+    from collections import Counter
+
+    from clipdense.data.transforms import Letterbox, RandomHFlip, RandomResizedCrop, ScaleJitter
+
+    op = (Letterbox(size), RandomResizedCrop(size), ScaleJitter(size), RandomHFlip(1.0))[which]
+    out = op(sample, torch.Generator().manual_seed(seed))
+    width, height = out.image.size
+    assert len(out.phrases.box_phrase) == len(out.boxes) and out.phrases.spans == sample.phrases.spans
+    assert not Counter(out.phrases.box_phrase.tolist()) - Counter(sample.phrases.box_phrase.tolist())
+    assert out.frames.shape == (2, height, width, 3) and out.frames.dtype == torch.uint8
+    if isinstance(op, RandomHFlip):
+        import numpy as np
+        assert torch.equal(out.frames[0], torch.from_numpy(np.array(out.image)))
+        assert out.phrases.box_phrase.tolist() == sample.phrases.box_phrase.tolist()

@@ -103,14 +103,18 @@ class Letterbox:
         return letterbox_fit(width, height, (self.size, self.size))
 
     def __call__(self, sample: Sample, generator: torch.Generator | None = None) -> Sample:
-        scale, new_w, new_h = self.fit(sample.image.width, sample.image.height)
-        canvas = Image.new(sample.image.mode, (self.size, self.size), 0)
-        canvas.paste(sample.image.resize((new_w, new_h), resample=Image.BICUBIC), (0, 0))
+        scale, new_w, new_h = self.fit(*picture_size(sample))
+        canvas = None
+        if sample.image is not None:
+            canvas = Image.new(sample.image.mode, (self.size, self.size), 0)
+            canvas.paste(sample.image.resize((new_w, new_h), resample=Image.BICUBIC), (0, 0))
         boxes = sample.boxes * scale if sample.boxes is not None else None
         masks = self._pad(_nearest(sample.masks, (new_h, new_w)), 0) if sample.masks is not None else None
         semantic = (self._pad(_nearest(sample.semantic, (new_h, new_w)), self.ignore_index)
                     if sample.semantic is not None else None)
-        return sample.replace(image=canvas, boxes=boxes, masks=masks, semantic=semantic)
+        frames = _frames(sample, lambda f: F.pad(resize_frames(f, (new_h, new_w)),   # (T, H, W, 3): pad H and W
+                                                  (0, 0, 0, self.size - new_w, 0, self.size - new_h)))
+        return sample.replace(image=canvas, boxes=boxes, masks=masks, semantic=semantic, frames=frames)
 
     def _pad(self, tensor: torch.Tensor, value: int) -> torch.Tensor:
         return F.pad(tensor, (0, self.size - tensor.shape[-1], 0, self.size - tensor.shape[-2]), value=value)
