@@ -506,10 +506,11 @@ def box_samples(draw: Any) -> Sample:
         mask[y0:y1, x0:x1] = True
         masks.append(mask)
     semantic = torch.zeros(height, width, dtype=torch.long)
+    depth = torch.ones(height, width) + (masks[0].float() if masks else 0.0)   # 2 m on the first box's mask
     return Sample(Image.new("RGB", (width, height)), "k", boxes=torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
                   labels=torch.zeros(len(boxes), dtype=torch.long),
                   masks=torch.stack(masks) if masks else torch.zeros(0, height, width, dtype=torch.bool),
-                  semantic=semantic)
+                  semantic=semantic, depth=depth)
 
 
 TRANSFORMS = st.one_of(st.builds(Letterbox, st.integers(1, 64)),
@@ -523,6 +524,9 @@ def test_geometry_keeps_boxes_inside_and_masks_aligned(sample: Sample, op: Any, 
     out = op(sample, torch.Generator().manual_seed(seed))
     width, height = out.image.size
     assert out.masks.shape == (len(out.boxes), height, width) and out.semantic.shape == (height, width)
+    assert out.depth.shape == (height, width)   # the depth map moves with the pixels, like the masks
+    if len(sample.boxes) and len(out.boxes) == len(sample.boxes):
+        assert torch.equal(out.depth == 2, out.masks[0])
     boxes = out.boxes
     assert (boxes[:, :2] >= -1e-4).all() and (boxes[:, 2] <= width + 1e-4).all() and \
         (boxes[:, 3] <= height + 1e-4).all()
@@ -543,6 +547,7 @@ def test_crop_keeps_boxes_inside_the_window(sample: Sample, data: Any) -> None:
     h, w = data.draw(st.integers(1, height - top)), data.draw(st.integers(1, width - left))
     out = crop(sample, top, left, h, w)
     assert out.image.size == (w, h) and out.masks.shape[1:] == (h, w)
+    assert torch.equal(out.depth, sample.depth[top:top + h, left:left + w])
     assert ((out.boxes[:, 2] - out.boxes[:, 0]) >= 1).all() and (out.boxes[:, 2] <= w).all() and \
         (out.boxes[:, 3] <= h).all() and (out.boxes[:, :2] >= 0).all()
     for box, mask in zip(out.boxes.tolist(), out.masks):   # a cropped box still holds exactly its mask

@@ -1,4 +1,5 @@
-"""Geometric transforms of a ``Sample``: boxes, instance masks, label maps and video frames move with the pixels.
+"""Geometric transforms of a ``Sample``: boxes, instance masks, label maps, depth maps and video frames move with the
+pixels.
 
 Every random choice draws from the ``generator`` passed in (the engine seeds one per sample), so a
 resumed run sees the same crops. Boxes that leave the image (or shrink below ``min_box_size``
@@ -76,7 +77,8 @@ def resize(sample: Sample, size: tuple[int, int]) -> Sample:
     boxes = sample.boxes * torch.tensor([sx, sy, sx, sy]) if sample.boxes is not None else None
     masks = _nearest(sample.masks, (height, width)) if sample.masks is not None else None
     semantic = _nearest(sample.semantic, (height, width)) if sample.semantic is not None else None
-    return sample.replace(image=image, boxes=boxes, masks=masks, semantic=semantic,
+    depth = _nearest(sample.depth, (height, width)) if sample.depth is not None else None   # no mixed depths
+    return sample.replace(image=image, boxes=boxes, masks=masks, semantic=semantic, depth=depth,
                           frames=_frames(sample, lambda f: resize_frames(f, (height, width))))
 
 
@@ -114,7 +116,8 @@ class Letterbox:
                     if sample.semantic is not None else None)
         frames = _frames(sample, lambda f: F.pad(resize_frames(f, (new_h, new_w)),   # (T, H, W, 3): pad H and W
                                                   (0, 0, 0, self.size - new_w, 0, self.size - new_h)))
-        return sample.replace(image=canvas, boxes=boxes, masks=masks, semantic=semantic, frames=frames)
+        depth = self._pad(_nearest(sample.depth, (new_h, new_w)), 0) if sample.depth is not None else None  # 0: unknown
+        return sample.replace(image=canvas, boxes=boxes, masks=masks, semantic=semantic, frames=frames, depth=depth)
 
     def _pad(self, tensor: torch.Tensor, value: int) -> torch.Tensor:
         return F.pad(tensor, (0, self.size - tensor.shape[-1], 0, self.size - tensor.shape[-2]), value=value)
@@ -130,7 +133,8 @@ def hflip(sample: Sample) -> Sample:
     return sample.replace(image=TF.hflip(sample.image) if sample.image is not None else None, boxes=boxes,
                           frames=_frames(sample, lambda f: f.flip(2)),
                           masks=sample.masks.flip(-1) if sample.masks is not None else None,
-                          semantic=sample.semantic.flip(-1) if sample.semantic is not None else None)
+                          semantic=sample.semantic.flip(-1) if sample.semantic is not None else None,
+                          depth=sample.depth.flip(-1) if sample.depth is not None else None)
 
 
 def crop(sample: Sample, top: int, left: int, height: int, width: int, min_box_size: float = 1.0) -> Sample:
@@ -140,7 +144,8 @@ def crop(sample: Sample, top: int, left: int, height: int, width: int, min_box_s
                          masks=sample.masks[:, top:top + height, left:left + width] if sample.masks is not None
                          else None,
                          semantic=sample.semantic[top:top + height, left:left + width]
-                         if sample.semantic is not None else None)
+                         if sample.semantic is not None else None,
+                         depth=sample.depth[top:top + height, left:left + width] if sample.depth is not None else None)
     if sample.boxes is None:
         return out
     shifted = sample.boxes - torch.tensor([left, top, left, top], dtype=sample.boxes.dtype)
