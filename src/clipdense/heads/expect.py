@@ -70,6 +70,8 @@ ROLES: dict[str, Role] = {
                     "classify"),
     "audio": Role("an audio tower", ("clipdense.heads.audio:AudioHead",),
                   "train one with `clipdense train --objective audioclip`", "embed sounds"),
+    "video": Role("a video head", ("clipdense.heads.video:VideoHead",),
+                  "train one with `clipdense train --objective clip4clip|actionclip|videoclip`", "embed videos"),
     "vqgan": Role("a VQGAN", ("clipdense.models.vqgan:VQGAN",), "train one with `clipdense train --objective vqgan`",
                   "draw"),
 }
