@@ -146,7 +146,8 @@ def _recipe_options() -> dict:
     """The objective arguments of the shipped tiny GroupViT's recipe (configs/synthworld-groupvit.yaml)."""
     import yaml
 
-    return yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / "synthworld-groupvit.yaml").read_text())["objective_args"]
+    recipe = Path(__file__).resolve().parent.parent / "configs" / "synthworld-groupvit.yaml"
+    return yaml.safe_load(recipe.read_text())["objective_args"]
 
 
 def _not_collapsed(groups: torch.Tensor) -> bool:
