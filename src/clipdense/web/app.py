@@ -19,6 +19,7 @@ import gradio as gr  # noqa: E402
 
 from ..errors import ClipDenseError  # noqa: E402
 from ..models import DENSE_MODES, TEMPLATE_SETS  # noqa: E402
+from ..models.registry import shipped_weights  # noqa: E402
 from .analysis import Analyser, Analysis, Request  # noqa: E402
 from .draw import DrawRequest, draw_frames  # noqa: E402
 from .examples import world_examples  # noqa: E402
@@ -55,6 +56,11 @@ def _outputs(analysis: Analysis | None, view: View | None, text: str) -> tuple[A
     rows = [[d["class"], d["score"], *d["box"]] for d in view.detections]
     return (analysis, text, view.overlay, legend_html(view.legend), view.heatmap, analysis.ranking, rows,
             view.summary, view.depth)
+
+
+def model_choices(current: str) -> list[str]:
+    """The model menu: every model with shipped weights (tiny-vit-t8, tiny-groupvit, ...) and the page's own."""
+    return sorted({name for name, _ in shipped_weights()} | {current})
 
 
 def _error_text(exc: Exception) -> str:
@@ -142,7 +148,8 @@ def build_app(settings: PageSettings) -> gr.Blocks:
                                                   "the sentence whose phrases are boxed",
                                             elem_id="heatmap-prompt")
                 with gr.Accordion("model", open=False):
-                    model = gr.Textbox(settings.model, label="model", elem_id="model")
+                    model = gr.Dropdown(model_choices(settings.model), value=settings.model, allow_custom_value=True,
+                                        label="model (the shipped ones, or type any name or file)", elem_id="model")
                     pretrained = gr.Textbox(settings.pretrained or "", label="pretrained tag or file",
                                             elem_id="pretrained")
                     mode = gr.Dropdown(sorted(DENSE_MODES), value=settings.mode, label="dense mode")
