@@ -98,8 +98,8 @@ def run_panoptic_demo(out: Path, log: Callable[[str], None]) -> Path:
         f"scored on {len(reader)} val scenes. Unseen classes: the world's novel colour-shape pairs, never in a train "
         f"scene; {len(unseen)} of them occur in val ({', '.join(unseen) or 'none'}). The head's classifier trained "
         "on the seen classes only (its class embeddings meet every class's text), so unseen segments lean on the "
-        "CLIP's score (alpha 0.4 seen / beta 0.8 unseen in the ensemble). PQ as COCO's panopticapi counts it (a missed segment is a false "
-        "negative).", "",
+        "CLIP's score (alpha 0.4 seen / beta 0.8 unseen in the ensemble). PQ as COCO's panopticapi counts it (a "
+        "missed segment is a false negative).", "",
         "| score | PQ | PQ things | PQ stuff | PQ seen | PQ unseen | mIoU | mask AP |",
         "|---|---|---|---|---|---|---|---|", *rows, "", *pictures, ""]))
     return report
