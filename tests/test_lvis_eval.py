@@ -93,12 +93,16 @@ def test_no_or_shifted_detections_score_lower(lvis_world):
     assert lines[2].startswith("| box | ") and "rare" in lines[-1]
 
 
-def test_lvis_task_needs_federated_labels(tmp_path, tiny_world, lvis_world):
+def test_lvis_task_needs_federated_labels(tmp_path, tiny_world, lvis_world, bundle):
+    from clipdense.heads.detection import DetectorConfig, FViTDetector
     task = EVAL_TASKS["lvis"]
-    assert task.needs == {"boxes", "labels", "masks", "federated"} and task.needs_head
+    assert task.needs == {"boxes", "labels", "masks", "federated"} and task.needs_head and task.head_role == "detector"
+    head = tmp_path / "head.safetensors"
+    cd.save_head(FViTDetector(bundle, DetectorConfig(image_size=64, fpn_channels=16, head_channels=16,
+                                                     fc_channels=32), ["red circle"]), head, bundle)
     with pytest.raises(DataError, match="federated"):
-        plan_tasks(tiny_world, "lvis", head="somewhere")
-    plan = plan_tasks(str(lvis_world / "val.yaml"), "all", head="somewhere")
+        plan_tasks(tiny_world, "lvis", head=str(head))
+    plan = plan_tasks(str(lvis_world / "val.yaml"), "all", head=str(head))
     assert "lvis" in [t.name for t in plan.tasks]
     with pytest.raises(ConfigError, match="frequencies"):
         evaluate_lvis(_oracle(lvis_world), object())

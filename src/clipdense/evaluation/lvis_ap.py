@@ -205,7 +205,7 @@ def lvis_report(result: dict[str, Any]) -> list[str]:
 
 @register_task("lvis", needs={"boxes", "labels", "masks", "federated"},
                summary="LVIS federated box / mask AP, APr / APc / APf of a detector head (the lvis API; --head)",
-               report=lvis_report, needs_head=True)
+               report=lvis_report, needs_head=True, head_role="detector")
 def lvis_task(ctx: EvalContext, reader: Any, options: NoOptions) -> tuple[dict, int]:
     """The registered task: the context's detector head on an LVIS reader."""
     from ..tasks.detect import as_detector
