@@ -48,7 +48,7 @@ def test_timeline_by_construction(tiny_bundle, tmp_path: Path) -> None:
     _, narrow = action_timeline(tiny_bundle, frames, classes, "world", half_window=0)
     size, mean, std = model_image_stats(tiny_bundle.model)
     with torch.no_grad():   # one frame per window: its own unit embedding against the prompts
-        own = torch.nn.functional.normalize(tiny_bundle.model.encode_image(center_view(frames, size, mean, std)), dim=-1)
+        own = tiny_bundle.model.encode_image(center_view(frames, size, mean, std), normalize=True)
         text = cd.text_classifier(tiny_bundle, classes, TEMPLATE_SETS["world"])
         by_hand = (tiny_bundle.model.logit_scale.exp() * own @ text.T).softmax(-1)
     assert torch.allclose(narrow, by_hand, atol=1e-5)
@@ -67,10 +67,11 @@ def test_the_page_has_a_video_tab_whose_button_is_the_api(tmp_path: Path, monkey
 
 
 def test_the_tab_answers_what_classify_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("gradio")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    from clipdense.web.app import _error_text
-    from clipdense.web.video_page import make_video_handler
+    from clipdense.web.video import make_video_handler
+
+    def _error_text(exc: Exception) -> str:   # the page's own (web.app) imports Gradio
+        return f"**Error:** {exc}"
 
     analyser = Analyser(device="cpu")
     handler = make_video_handler(analyser, _error_text)

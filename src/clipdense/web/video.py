@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from PIL import Image, ImageDraw
@@ -126,5 +126,20 @@ def watch(analyser: Analyser, request: VideoRequest) -> Watched:
                    {"timeline": time.perf_counter() - start})
 
 
-__all__ = ["HALF_WINDOW", "TIMELINE_FRAMES", "VideoRequest", "Watched", "action_timeline", "read_upload",
-           "timeline_picture", "watch"]
+def make_video_handler(analyser: Analyser, error_text: Callable[[Exception], str]):
+    """The video tab's callback: (message, whole-clip ranking, timeline picture, JSON summary)."""
+    def watch_tab(video: str | None, classes: str, half_window: float, model: str, pretrained: str) -> tuple[Any, ...]:
+        try:
+            request = VideoRequest(video, classes, model, pretrained or None, half_window=int(half_window))
+            watched = watch(analyser, request)
+            top = next(iter(watched.ranking))
+            return (f"The clip as a whole: **{top}** ({watched.ranking[top]:.0%}). Below, frame by frame: each "
+                    f"column scores the {2 * request.half_window + 1} frames around it; the outlined cell is its "
+                    "best action.", watched.ranking, watched.picture, watched.summary())
+        except Exception as exc:   # one line on the page (a user error's own line; else the server logs it)
+            return error_text(exc), None, None, {}
+    return watch_tab
+
+
+__all__ = ["HALF_WINDOW", "TIMELINE_FRAMES", "VideoRequest", "Watched", "action_timeline", "make_video_handler",
+           "read_upload", "timeline_picture", "watch"]

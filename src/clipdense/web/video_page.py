@@ -7,22 +7,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from .analysis import Analyser
-from .video import HALF_WINDOW, VideoRequest, watch
-
-
-def make_video_handler(analyser: Analyser, error_text: Callable[[Exception], str]):
-    """The video tab's callback: (message, whole-clip ranking, timeline picture, JSON summary)."""
-    def watch_tab(video: str | None, classes: str, half_window: float, model: str, pretrained: str) -> tuple[Any, ...]:
-        try:
-            request = VideoRequest(video, classes, model, pretrained or None, half_window=int(half_window))
-            watched = watch(analyser, request)
-            top = next(iter(watched.ranking))
-            return (f"The clip as a whole: **{top}** ({watched.ranking[top]:.0%}). Below, frame by frame: each "
-                    f"column scores the {2 * request.half_window + 1} frames around it; the outlined cell is its "
-                    "best action.", watched.ranking, watched.picture, watched.summary())
-        except Exception as exc:   # one line on the page (a user error's own line; else the server logs it)
-            return error_text(exc), None, None, {}
-    return watch_tab
+from .video import HALF_WINDOW, make_video_handler
 
 
 def video_tab(analyser: Analyser, model: Any, pretrained: Any, error_text: Callable[[Exception], str]) -> None:
@@ -49,4 +34,4 @@ def video_tab(analyser: Analyser, model: Any, pretrained: Any, error_text: Calla
                      [note, ranking, timeline, summary], api_name="watch")
 
 
-__all__ = ["make_video_handler", "video_tab"]
+__all__ = ["make_video_handler", "video_tab"]   # the handler lives in web.video (no Gradio needed)
