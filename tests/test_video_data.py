@@ -162,3 +162,16 @@ def test_video_world_layouts_read_back(tmp_path: Path) -> None:
     kinetics = KineticsClips(tmp_path / "kinetics", "val")
     assert set(HELD_OUT) <= set(kinetics.classes) and not set(HELD_OUT) & set(
         KineticsClips(tmp_path / "kinetics", "train").classes)
+
+
+@pytest.mark.parametrize(("sentences", "named"), [
+    ({"video0": "a circle moves"}, "'sentences' is not a list"),
+    ([{"video_id": "video0", "caption": "fine"}, None], r"sentences\[1\] is not an entry"),
+    ([{"caption": "a circle moves"}], r"sentences\[0\] is not an entry with 'video_id' and 'caption'"),
+    (["video0"], r"sentences\[0\]"),
+])
+def test_msrvtt_sentences_that_are_not_entries_are_one_line(tmp_path: Path, sentences, named: str) -> None:
+    (tmp_path / "MSRVTT_data.json").write_text(json.dumps({"videos": [], "sentences": sentences}))
+    (tmp_path / "MSRVTT_train.9k.csv").write_text("video_id\nvideo0\n")
+    with pytest.raises(DataError, match=named):
+        read_msrvtt_pairs(tmp_path, "train")

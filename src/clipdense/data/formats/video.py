@@ -72,8 +72,12 @@ def read_msrvtt_pairs(root: str | os.PathLike, split: str = "train", test: str |
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DataError(f"{meta}: not MSR-VTT annotations (expected JSON with 'videos' and 'sentences')") from exc
     wanted = [r["video_id"] for r in _csv_rows(root / MSRVTT_TRAIN, ("video_id",))]
+    if not isinstance(sentences, list):
+        raise DataError(f"{meta}: 'sentences' is not a list (expected MSR-VTT's [{{video_id, caption, sen_id}}, ...])")
     by_video: dict[str, list[str]] = {}
-    for s in sentences:
+    for n, s in enumerate(sentences):
+        if not isinstance(s, dict) or "video_id" not in s or "caption" not in s:
+            raise DataError(f"{meta}: sentences[{n}] is not an entry with 'video_id' and 'caption' ({str(s)[:60]})")
         by_video.setdefault(str(s["video_id"]), []).append(str(s["caption"]))
     missing = [v for v in wanted if v not in by_video]
     if missing:
