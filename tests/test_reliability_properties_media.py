@@ -234,10 +234,6 @@ def test_these_readers_are_registered_and_reach_every_outcome() -> None:
     print("\n" + "\n".join(f"{name}: {dict(tally)}" for name, tally in sorted(ran.items())))
 
 
-@pytest.mark.xfail(reason="issue 28's MSR-VTT reader (data/formats/video.py, not issue 32's to edit) indexes each "
-                          "'sentences' entry without checking it: an entry that is not a dict with video_id and "
-                          "caption ends in a KeyError / TypeError traceback (found by the generator above with junk "
-                          "entries); listed for its owner", strict=False)
 @pytest.mark.parametrize("entry", [None, {"caption": "a circle moves"}, "video0"])
 def test_msrvtt_sentences_that_are_not_dicts_are_one_line(entry: Any, tmp_path: Path) -> None:
     from clipdense.data.formats.video import MsrvttClips

@@ -171,7 +171,7 @@ def panoptic_report(result: dict[str, Any]) -> list[str]:
 
 @register_task("panoptic", needs={"boxes", "labels", "masks"}, summary="PQ / SQ / RQ (things, stuff, seen, unseen), "
                "mIoU and mask AP of a panoptic head (--head, from `clipdense train --objective mask2former`)",
-               report=panoptic_report, needs_head=True, options=PanopticOptions)
+               report=panoptic_report, needs_head=True, options=PanopticOptions, head_role="panoptic")
 def panoptic_task(ctx: EvalContext, reader: Any, options: PanopticOptions) -> tuple[dict, int]:
     """The registered task: the context's panoptic head on the reader's images."""
     from ..heads import load_head

@@ -103,7 +103,7 @@ def _similarity(ctx: EvalContext, head: VideoHead | None, samples: list, batch_t
     return text @ videos.T
 
 
-@register_task("video-retrieval", needs={"caption", "frames"}, options=VideoRetrievalOptions,
+@register_task("video-retrieval", needs={"caption", "frames"}, options=VideoRetrievalOptions, head_role="video",
                summary="text->video and video->text R@1/5/10, MdR, MnR (MSR-VTT 1k-A: one sentence per clip)")
 def run_video_retrieval(ctx: EvalContext, reader: Any, options: VideoRetrievalOptions) -> tuple[dict, int]:
     kept = _readable(reader)
@@ -139,7 +139,7 @@ def topk_accuracy(logits: Tensor, labels: Tensor, k: int) -> float:
     return 100.0 * float((top == labels[:, None]).any(dim=1).float().mean())
 
 
-@register_task("action", needs={"frames", "image_label"}, options=ActionOptions,
+@register_task("action", needs={"frames", "image_label"}, options=ActionOptions, head_role="video",
                summary="action top-1/top-5 with prompt ensembles; zero-shot on held-out classes (ActionCLIP)")
 @torch.no_grad()
 def run_action(ctx: EvalContext, reader: Any, options: ActionOptions) -> tuple[dict, int]:
