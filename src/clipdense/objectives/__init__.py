@@ -35,6 +35,7 @@ OBJECTIVES: dict[str, str] = {
     "audioclip": "audioclip:AudioClipObjective",
     "clip4clip": "clip4clip:Clip4ClipObjective",
     "actionclip": "actionclip:ActionClipObjective",
+    "videoclip": "videoclip:VideoClipObjective",
     "vqgan": "vqgan:VQGANObjective",
     "glip": "glip:GLIPObjective",
     "glipv2": "glip:GLIPv2Objective",
