@@ -166,3 +166,37 @@ def test_collapse_guard_passes_for_the_recipe_and_fails_on_a_collapsing_setting(
     assert recipe["multi_label_pool"] == "group"
     assert _not_collapsed(_groups_after_training(samples, 15, 2e-3, recipe))
     assert not _not_collapsed(_groups_after_training(samples, 15, 0.2, recipe))
+
+
+def _collapse_bench(*args: str, tmp_path: Path) -> "subprocess.CompletedProcess[str]":
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(root / "bench" / "groupvit_collapse.py"), "--out", str(tmp_path),
+                           *args], capture_output=True, text=True, timeout=600, env=env, cwd=root)
+
+
+def test_collapse_bench_refuses_an_unknown_size(tmp_path: Path) -> None:
+    proc = _collapse_bench("--size", "huge", tmp_path=tmp_path)
+    assert proc.returncode == 2 and "--size" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_collapse_bench_smoke_records_groups_over_training_and_on_val(tmp_path: Path) -> None:
+    """bench/groupvit_collapse.py --size smoke: a GroupViT variant written with its changed architecture, the
+    logged groups per stage over training, the noise-free groups on val and the eval's mIoU, one row per run."""
+    import json
+
+    proc = _collapse_bench("--size", "smoke", "--runs", "paper,no-gumbel", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert list(results) == ["paper", "no-gumbel"] and (tmp_path / "models" / "no-gumbel.safetensors").is_file()
+    for row in results.values():
+        assert row["curve_s2"] and all(1 <= g <= 8 for g in row["curve_s2"])
+        assert 1 <= row["val"]["groups_s2"] <= 8 and 0 <= row["val"]["entropy_s2"] <= 1
+        assert 0 <= row["miou"] <= 100
+    assert sum(line.startswith("| paper |") or line.startswith("| no-gumbel |") for line in
+               proc.stdout.splitlines()) >= 2
