@@ -55,6 +55,7 @@ def table(out: Path, record: dict, sizes: dict) -> str:
     """One line per row, mean ± sd over the seeds that finished."""
     lines = ["| videoclip | seeds | train s (each) | val t→v R@1 | val R@5 | order t→v R@1 | twin t→v | "
              "negative cosine |", "|---|---|---|---|---|---|---|---|"]
+    nan = float("nan")
     for row in ROWS:
         runs = [r for r in (out / f"{row}-s{s}" for s in range(sizes["seeds"])) if (r / "order.json").is_file()]
         if not runs:
@@ -68,7 +69,7 @@ def table(out: Path, record: dict, sizes: dict) -> str:
                      f"{_mean_sd([t['val']['text_to_video']['R@1'] for t in task])} | "
                      f"{_mean_sd([t['val']['text_to_video']['R@5'] for t in task])} | "
                      f"{_mean_sd([t['order']['text_to_video']['R@1'] for t in task])} | "
-                     f"{_mean_sd([t['order'].get('twin_accuracy', {}).get('text_to_video', float('nan')) for t in task])}"
+                     f"{_mean_sd([t['order'].get('twin_accuracy', {}).get('text_to_video', nan) for t in task])}"
                      f" | {_mean_sd([statistics.mean(x) for x in logged], 2)} |")
     return "\n".join(lines)
 
