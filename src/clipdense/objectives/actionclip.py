@@ -22,9 +22,8 @@ from torch import nn
 from ..data.sample import Sample
 from ..errors import ConfigError
 from ..heads.video import POOLINGS
-from .base import ClipTraining, DataInfo, HeadExport, SampleTransform
-from .locking import lock_image_blocks, lock_text_blocks
-from .video_common import VideoView, attach_clip, build_video_head, check_regime, encode_frames
+from .base import DataInfo, SampleTransform
+from .video_common import VideoTraining, VideoView, encode_frames
 from .views import Tokenize, model_image_stats
 
 #: ActionCLIP's 16 text templates (its ``text_prompt``): one drawn per sample in training, all averaged at test
@@ -104,7 +103,7 @@ class ActionPromptTransform:
                 "label": torch.tensor(label)}
 
 
-class ActionClipObjective(ClipTraining):
+class ActionClipObjective(VideoTraining):
     """Video-text matching on labelled clips with the same-class KL loss."""
 
     name: ClassVar[str] = "actionclip"
@@ -119,41 +118,10 @@ class ActionClipObjective(ClipTraining):
             raise ConfigError(f"--objective-arg fusion={o.fusion}: expected one of meanP, seqLSTM, seqTransf")
         if o.templates not in TEMPLATE_SETS:
             raise ConfigError(f"--objective-arg templates={o.templates}: expected one of {sorted(TEMPLATE_SETS)}")
-        if not 1 <= o.layers <= 24 or not 2 <= o.max_frames <= 256:
-            raise ConfigError("--objective-arg layers: expected 1..24; max_frames: expected 2..256")
-        check_regime(o.clip, o.coef_lr)
         if info is None or not info.classes:
             raise ConfigError("actionclip needs labelled clips with class names (e.g. --data kinetics:root=DIR)")
         self.classes = list(info.classes)
-        self.bundle, self.model, self.tokenizer = bundle, bundle.model, bundle.tokenizer
-        self.head = build_video_head(bundle, o.fusion, o.layers, o.max_frames, self.name, from_text=False)
-        attach_clip(self.head, self.model, o.clip, o.coef_lr)
-
-    @property
-    def tuned(self) -> bool:
-        return self.options.clip == "tune"
-
-    def exported_model(self) -> nn.Module:
-        return self.head
-
-    def exported_head(self) -> HeadExport:
-        return HeadExport(self.head, self.bundle)
-
-    def frozen_modules(self) -> Sequence[nn.Module]:
-        return () if self.tuned else (self.model,)
-
-    def lock_blocks(self, image_blocks: int, text_blocks: int) -> None:
-        if self.tuned:
-            lock_image_blocks(self.model, image_blocks)
-            lock_text_blocks(self.model, text_blocks)
-        else:
-            super(ClipTraining, self).lock_blocks(image_blocks, text_blocks)
-
-    def train(self, mode: bool = True) -> "ActionClipObjective":
-        super().train(mode)
-        if not self.tuned:
-            self.model.eval()
-        return self
+        self._attach_head(bundle, o.fusion, from_text=False)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         with torch.set_grad_enabled(self.tuned and torch.is_grad_enabled()):

@@ -13,7 +13,7 @@ Batch: ``{"video": (B, T, 3, S, S), "text": (B, L)}``; the reader samples T fram
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -22,10 +22,9 @@ from torch import nn
 from ..data.sample import Sample
 from ..heads.video import POOLINGS, text_tokens
 from ..errors import ConfigError
-from .base import ClipTraining, DataInfo, HeadExport, SampleTransform
+from .base import DataInfo, SampleTransform
 from .clip import contrastive_loss
-from .locking import lock_image_blocks, lock_text_blocks
-from .video_common import VideoView, attach_clip, build_video_head, check_regime, encode_frames
+from .video_common import VideoTraining, VideoView, encode_frames
 from .views import Tokenize, model_image_stats
 
 
@@ -69,7 +68,7 @@ class VideoTextTransform:
         return {"video": self.view(sample.frames, generator), "text": self.tokenize(sample.caption)}
 
 
-class Clip4ClipObjective(ClipTraining):
+class Clip4ClipObjective(VideoTraining):
     """A temporal head on a CLIP (tuned slowly or frozen), trained on video-caption pairs."""
 
     name: ClassVar[str] = "clip4clip"
@@ -82,38 +81,7 @@ class Clip4ClipObjective(ClipTraining):
         o = self.options = options or Clip4ClipOptions()
         if o.head not in POOLINGS:
             raise ConfigError(f"--objective-arg head={o.head}: expected one of {list(POOLINGS)}")
-        if not 1 <= o.layers <= 24 or not 2 <= o.max_frames <= 256:
-            raise ConfigError("--objective-arg layers: expected 1..24; max_frames: expected 2..256")
-        check_regime(o.clip, o.coef_lr)
-        self.bundle, self.model, self.tokenizer = bundle, bundle.model, bundle.tokenizer
-        self.head = build_video_head(bundle, o.head, o.layers, o.max_frames, self.name, o.from_text)
-        attach_clip(self.head, self.model, o.clip, o.coef_lr)
-
-    @property
-    def tuned(self) -> bool:
-        return self.options.clip == "tune"
-
-    def exported_model(self) -> nn.Module:
-        return self.head
-
-    def exported_head(self) -> HeadExport:
-        return HeadExport(self.head, self.bundle)
-
-    def frozen_modules(self) -> Sequence[nn.Module]:
-        return () if self.tuned else (self.model,)
-
-    def lock_blocks(self, image_blocks: int, text_blocks: int) -> None:
-        if self.tuned:
-            lock_image_blocks(self.model, image_blocks)
-            lock_text_blocks(self.model, text_blocks)
-        else:
-            super(ClipTraining, self).lock_blocks(image_blocks, text_blocks)
-
-    def train(self, mode: bool = True) -> "Clip4ClipObjective":
-        super().train(mode)
-        if not self.tuned:
-            self.model.eval()
-        return self
+        self._attach_head(bundle, o.head, o.from_text)
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B_text, B_video) scores of every caption against every clip of the batch."""

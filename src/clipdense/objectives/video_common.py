@@ -13,7 +13,8 @@ from ..data.video import check_frames
 from ..errors import ConfigError
 from ..heads.video import VideoHead, VideoHeadConfig, init_from_text, text_transformer
 from ..models.towers import tower_facts
-from .base import scale_lr
+from .base import ClipTraining, HeadExport, scale_lr
+from .locking import lock_image_blocks, lock_text_blocks
 from .views import OPENAI_MEAN, OPENAI_STD
 
 CLIP_REGIMES = ("tune", "frozen")
@@ -89,3 +90,46 @@ def attach_clip(head: VideoHead, model: nn.Module, regime: str, coef_lr: float) 
         scale_lr(model, coef_lr)
     else:
         model.requires_grad_(False)
+
+
+class VideoTraining(ClipTraining):
+    """What the video objectives share as objectives: a temporal head (``self.head``, the export) on a CLIP
+    (``self.model``) that trains at ``coef_lr`` times the learning rate (``clip=tune``) or stays frozen."""
+
+    head: VideoHead
+
+    def _attach_head(self, bundle: Any, pooling: str, from_text: bool) -> None:
+        """Check the shared options, build the temporal head and tie the CLIP to it in the chosen regime."""
+        o = self.options
+        if not 1 <= o.layers <= 24 or not 2 <= o.max_frames <= 256:
+            raise ConfigError("--objective-arg layers: expected 1..24; max_frames: expected 2..256")
+        check_regime(o.clip, o.coef_lr)
+        self.bundle, self.model, self.tokenizer = bundle, bundle.model, bundle.tokenizer
+        self.head = build_video_head(bundle, pooling, o.layers, o.max_frames, self.name, from_text)
+        attach_clip(self.head, self.model, o.clip, o.coef_lr)
+
+    @property
+    def tuned(self) -> bool:
+        return self.options.clip == "tune"
+
+    def exported_model(self) -> nn.Module:
+        return self.head
+
+    def exported_head(self) -> HeadExport:
+        return HeadExport(self.head, self.bundle)
+
+    def frozen_modules(self) -> Sequence[nn.Module]:
+        return () if self.tuned else (self.model,)
+
+    def lock_blocks(self, image_blocks: int, text_blocks: int) -> None:
+        if self.tuned:
+            lock_image_blocks(self.model, image_blocks)
+            lock_text_blocks(self.model, text_blocks)
+        else:   # a frozen CLIP: only the head trains, so locking is refused like any head objective's
+            super(ClipTraining, self).lock_blocks(image_blocks, text_blocks)
+
+    def train(self, mode: bool = True) -> "VideoTraining":
+        super().train(mode)
+        if not self.tuned:
+            self.model.eval()
+        return self
