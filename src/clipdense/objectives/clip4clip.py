@@ -82,6 +82,8 @@ class Clip4ClipObjective(VideoTraining):
         if o.head not in POOLINGS:
             raise ConfigError(f"--objective-arg head={o.head}: expected one of {list(POOLINGS)}")
         self._attach_head(bundle, o.head, o.from_text)
+        # the cross encoder scores pairs itself: the tuned CLIP's logit scale gets no gradient under DDP
+        self.ddp_find_unused_parameters = self.head.tight
 
     def logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B_text, B_video) scores of every caption against every clip of the batch."""
