@@ -55,6 +55,7 @@ UNCOVERED: dict[str, str] = {
     "modulated-coco": "covered in test_reliability_properties_media.py (captions with tokens_positive spans)",
     "msrvtt": "covered in test_reliability_properties_media.py (PyAV-written clips, MSR-VTT JSON and lists)",
     "kinetics": "covered in test_reliability_properties_media.py (PyAV-written clips in class folders)",
+    "wds-video": "covered in test_reliability_properties_media.py (tar shards of generated frame arrays and junk)",
 }
 
 

@@ -24,7 +24,7 @@ from test_reliability_properties import (IMAGE_KIND, JUNK, NUMBER, OUTCOMES, SIZ
                                          _write_image)
 
 #: the readers this file covers (test_reliability_properties.UNCOVERED points here for them)
-HERE = ("modulated-coco", "flickr30k", "kinetics", "msrvtt")
+HERE = ("modulated-coco", "flickr30k", "kinetics", "msrvtt", "wds-video")
 CAPTION = "a red circle left of two blue stars"
 SPAN = st.one_of(st.tuples(st.integers(-3, 40), st.integers(-3, 40)).map(list), JUNK)
 GROUNDING_BBOX = st.one_of(st.lists(NUMBER, min_size=4, max_size=4), JUNK)
@@ -183,6 +183,58 @@ def test_kinetics_reader_never_tracebacks(case: tuple[Path, dict[str, str]]) -> 
         kind = READERS["kinetics"]
         _read_all(lambda: kind.open(spec, "train", kind.fields, SkipCounter()), _check_frames(int(sampling["frames"])),
                   "kinetics")
+    finally:
+        shutil.rmtree(root)
+
+
+FRAME_ARRAYS = st.sampled_from(["ok", "ok", "ok", "junk", "float", "gray", "empty", "one"])
+
+
+def _frames_member(kind: str, t: int) -> bytes:
+    """A shard's KEY.frames.npy: decoded frames, or what a broken writer leaves."""
+    import io
+
+    import numpy as np
+    arrays = {"ok": np.zeros((t, 3, 5, 3), np.uint8), "float": np.zeros((t, 3, 5, 3), np.float32),
+              "gray": np.zeros((t, 3, 5), np.uint8), "empty": np.zeros((0, 3, 5, 3), np.uint8),
+              "one": np.zeros((1, 1, 1, 3), np.uint8)}
+    if kind == "junk":
+        return b"\x93NUMPY junk"
+    buffer = io.BytesIO()
+    np.save(buffer, arrays[kind], allow_pickle=False)
+    return buffer.getvalue()
+
+
+@st.composite
+def frame_shards(draw: Any) -> tuple[Path, dict[str, str]]:
+    import io
+    import tarfile
+    root = _folder()
+    for n in range(draw(st.integers(1, 2))):
+        shape = draw(st.sampled_from(["tar"] * 6 + ["junk", "empty"]))
+        if shape == "junk":
+            (root / f"s{n}.tar").write_bytes(draw(st.binary(max_size=40)))
+            continue
+        with tarfile.open(root / f"s{n}.tar", "w") as tar:
+            for k in range(0 if shape == "empty" else draw(st.integers(1, 3))):
+                members = {f"k{k}.frames.npy": _frames_member(draw(FRAME_ARRAYS), draw(st.integers(1, 6))),
+                           f"k{k}.txt": draw(st.sampled_from([b"a circle moves", b"", b"\xff\xfe"])),
+                           f"k{k}.json": draw(st.sampled_from([b'{"fps": 8}', b"{}", b"not json"]))}
+                for name, data in members.items():
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    return root, _spec_sampling(draw)
+
+
+@given(frame_shards())
+def test_frame_shards_reader_never_tracebacks(case: tuple[Path, dict[str, str]]) -> None:
+    root, sampling = case
+    try:
+        spec = DataSpec("wds-video", {"path": str(root), **sampling})
+        kind = READERS["wds-video"]
+        _read_all(lambda: kind.open(spec, "train", kind.fields, SkipCounter()), _check_frames(int(sampling["frames"])),
+                  "wds-video")
     finally:
         shutil.rmtree(root)
 

@@ -18,6 +18,7 @@ from .formats.nyudepth import DepthFolder
 from .formats.lvis import LvisRegions
 from .formats.audio import SoundTriplets, open_esc50, open_urbansound
 from .formats.video import KineticsClips, MsrvttClips
+from .formats.video_shards import FrameShards
 from .formats.grounding import Flickr30kEntities, ModulatedCoco
 from .sample import describe_fields
 from .skips import SkipCounter
@@ -113,6 +114,11 @@ def _open_kinetics(spec: DataSpec, split: str, needs: frozenset, skips: SkipCoun
     return KineticsClips(spec.get("root"), split, _sampling(spec), skip_counter=skips)
 
 
+def _open_frame_shards(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter,
+                       **_: object) -> FrameShards:
+    return FrameShards(spec.get("path"), _sampling(spec), skip_counter=skips)
+
+
 def _open_lvis(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter, **_: object) -> LvisRegions:
     return LvisRegions(spec.get("images"), spec.get("annotations"), with_masks="masks" in needs,
                        skip_counter=skips)
@@ -145,6 +151,7 @@ READERS: dict[str, ReaderKind] = {
     "audiotext": ReaderKind(frozenset({"caption", "audio"}), _open_audiotext),
     "msrvtt": ReaderKind(frozenset({"caption", "frames"}), _open_msrvtt, images=False),
     "kinetics": ReaderKind(frozenset({"frames", "image_label"}), _open_kinetics, images=False),
+    "wds-video": ReaderKind(frozenset({"caption", "frames"}), _open_frame_shards, images=False),
     "modulated-coco": ReaderKind(frozenset({"caption", "boxes", "phrases"}), _open_modulated),
     "flickr30k": ReaderKind(frozenset({"caption", "boxes", "phrases"}), _open_flickr),
 }

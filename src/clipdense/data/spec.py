@@ -6,6 +6,7 @@ Accepted forms:
   ``shard.tar`` / ``'shards-{000..009}.tar'`` / a folder of ``.tar`` shards (WebDataset);
 - ``coco:images=DIR,annotations=instances.json[,stuff=stuff.json]`` (COCO instances, optional COCO-Stuff);
 - ``coco-panoptic:images=DIR,annotations=panoptic.json,masks=PNG_DIR``;
+- ``wds-video:path=DIR|'shards-{000..009}.tar'[,frames=8]`` (WebDataset shards of decoded frames);
 - ``lvis:images=DIR,annotations=lvis_v1_val.json`` (LVIS v1; DIR holds train2017/ and val2017/);
 - ``semseg:images=DIR,labels=DIR,classes=names.txt[,ignore_index=255,reduce_zero_label=true]``
   (the ADE20K / VOC / Context layout);
@@ -44,6 +45,7 @@ FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "audiotext": (("path",), ()),
     "msrvtt": (("root",), ("test", "frames", "sampling", "fps")),
     "kinetics": (("root",), ("frames", "sampling", "fps")),
+    "wds-video": (("path",), ("frames", "sampling", "fps")),
     "modulated-coco": (("images", "annotations"), ()),
     "flickr30k": (("root", "images"), ("ids",)),
 }

@@ -111,7 +111,8 @@ def _decoded(path: Path, container, stream) -> Iterator[tuple[float, np.ndarray]
         raise load_error(str(path), f"the video stream is corrupt ({type(exc).__name__})") from exc
 
 
-def _select(frames: list[tuple[float, np.ndarray]], sampling: FrameSampling) -> list[np.ndarray]:
+def select_frames(frames: list[tuple[float, np.ndarray]], sampling: FrameSampling) -> list[np.ndarray]:
+    """The frames ``sampling`` picks from (time in seconds, frame) pairs: a decoded video's or a shard's."""
     if sampling.mode == "fps":
         chosen, next_time, start = [], 0.0, frames[0][0]
         for time, frame in frames:
@@ -138,7 +139,7 @@ def read_video(path: str | os.PathLike, sampling: FrameSampling | None = None) -
         raise load_error(str(path), "zero-length video (no decodable frame)")
     if len(frames) == 1:
         raise load_error(str(path), "a single frame: a still image, not a video (classify it as an image)")
-    return torch.from_numpy(np.stack(_select(frames, sampling)))
+    return torch.from_numpy(np.stack(select_frames(frames, sampling)))
 
 
 def video_info(path: str | os.PathLike) -> dict[str, float]:

@@ -8,9 +8,10 @@
     OUT/msrvtt/order_test.csv               the order split in the same columns (pairs: both orders of two events)
     OUT/kinetics/train/<motion>/*.mp4       single-motion clips of the seen motions
     OUT/kinetics/val/<motion>/*.mp4         single-motion clips of every motion (held-out ones: zero-shot)
+    OUT/shards/{train,val}-000000.tar       the train and val clips again as WebDataset shards of decoded frames
 
 Read them with ``--data msrvtt:root=OUT/msrvtt`` (``,test=order_test.csv`` for the order split) and
-``--data kinetics:root=OUT/kinetics``.
+``--data kinetics:root=OUT/kinetics``; the shards with ``--data 'wds-video:path=OUT/shards/train-000000.tar'``.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import Callable
 from ...config import atomic_write_bytes
 from ...errors import ConfigError
 from ..formats.video import VideoText, kinetics_path, write_msrvtt_meta
+from ..formats.video_shards import write_frame_shards
 from ..video import write_video
 from .video import MOTIONS, VideoWorldConfig, action_clip, order_pair, retrieval_clip
 
@@ -57,8 +59,12 @@ def write_video_world(out: str | Path, cfg: VideoWorldConfig | None = None,
     splits: dict[str, str] = {}
     tests: dict[str, list[VideoText]] = {"MSRVTT_JSFUSION_test.csv": [], "order_test.csv": []}
 
+    shards: dict[str, list] = {"train": [], "val": []}
+
     def put(clip, split: str) -> str:
         video_id = f"video{len(sentences)}"
+        if split in ("train", "test"):   # the retrieval clips, decoded, for the shards
+            shards["train" if split == "train" else "val"].append((video_id, clip.frames, clip.caption, None))
         write_video(msrvtt / "videos" / "all" / f"{video_id}.mp4", clip.frames, cfg.fps)
         sentences[video_id], splits[video_id] = [clip.caption], split
         step(1)
@@ -73,6 +79,8 @@ def write_video_world(out: str | Path, cfg: VideoWorldConfig | None = None,
         for clip in order_pair(cfg, i):
             tests["order_test.csv"].append(VideoText(put(clip, "validate"), clip.caption))
     write_msrvtt_meta(msrvtt, sentences, splits, tests)
+    for prefix, clips in shards.items():
+        write_frame_shards(out / "shards", prefix, clips, cfg.fps)
     counts = {"train": cfg.train, "val": cfg.val, "order": 2 * cfg.order_pairs, "kinetics-train": 0,
               "kinetics-val": 0}
     for split, motions in (("train", cfg.seen_motions), ("val", list(MOTIONS))):
