@@ -37,9 +37,8 @@ import yaml
 from ...config import atomic_write_bytes
 from ...errors import ConfigError
 from ..formats.lvis import FREQUENCIES, frequency_of
-from .scenes import (MIN_THING_PIXELS, MIN_VISIBLE_FRACTION, SPLIT_CODES, SynthConfig, Vocabulary, _finish,
-                     _make_thing, _stuff_layout, make_vocabulary)
-from .shapes import draw_thing
+from .scenes import (SPLIT_CODES, SynthConfig, Vocabulary, _finish, _make_thing, _stuff_layout, make_vocabulary,
+                     place_if_visible)
 from .writers import _rle, png_bytes
 
 LVIS_CODE = 27          # keeps this world's random streams apart from the main world's
@@ -157,16 +156,9 @@ def _place(rng: np.random.Generator, cfg: SynthConfig, vocab: Vocabulary, names:
                 colour_name = cfg.colours[int(rng.integers(len(cfg.colours)))]
             centre = (float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi)))
             thing = _make_thing(rng, cfg, name, shape, colour_name, radius, centre)
-            rgb, mask = draw_thing(thing, size)
-            area = int(mask.sum())
-            if area < MIN_THING_PIXELS:
-                continue
-            trial = np.where(mask, len(things), owner)
-            visible = np.bincount(trial.ravel() + 1, minlength=len(things) + 2)[1:]
-            if all(visible[j] >= MIN_VISIBLE_FRACTION * full_area[j] for j in range(len(things))):
-                owner, colour = trial, np.where(mask[..., None], rgb, colour)
-                things.append(thing)
-                full_area.append(area)
+            placed = place_if_visible(thing, size, things, full_area, owner, colour)
+            if placed is not None:
+                owner, colour = placed
                 break
     return things, [owner == j for j in range(len(things))], colour
 

@@ -75,6 +75,23 @@ class Scene:
     phrases: list[CaptionPhrase] = field(default_factory=list)   # the caption's noun phrases -> indices of things
 
 
+def place_if_visible(thing: Thing, size: int, things: list[Thing], full_area: list[int], owner: np.ndarray,
+                     colour: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The occlusion rule every world shares: draw ``thing`` over the scene if it covers ``MIN_THING_PIXELS`` and
+    leaves each earlier thing ``MIN_VISIBLE_FRACTION`` of itself visible; then it joins ``things`` / ``full_area``
+    and the new (owner, colour) maps are returned, else None (the caller tries another place)."""
+    rgb, mask = draw_thing(thing, size)
+    area = int(mask.sum())
+    if area < MIN_THING_PIXELS:
+        return None
+    trial = np.where(mask, len(things), owner)
+    visible = np.bincount(trial.ravel() + 1, minlength=len(things) + 2)[1:]
+    if not all(visible[j] >= MIN_VISIBLE_FRACTION * full_area[j] for j in range(len(things))):
+        return None
+    things.append(thing)
+    full_area.append(area)
+    return trial, np.where(mask[..., None], rgb, colour)
+
 def _check_names(names: list[str], known: dict, what: str) -> None:
     unknown = [n for n in names if n not in known]
     if unknown or not names or len(set(names)) != len(names):
@@ -178,16 +195,9 @@ def _place(rng: np.random.Generator, cfg: SynthConfig, vocab: Vocabulary, allowe
         for _ in range(8):
             centre = (float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi)))
             thing = _sample_thing(rng, cfg, vocab, allowed, radius, centre)
-            rgb, mask = draw_thing(thing, size)
-            area = int(mask.sum())
-            if area < MIN_THING_PIXELS:
-                continue
-            trial = np.where(mask, len(things), owner)
-            visible = np.bincount(trial.ravel() + 1, minlength=len(things) + 2)[1:]
-            if all(visible[j] >= MIN_VISIBLE_FRACTION * full_area[j] for j in range(len(things))):
-                owner, colour = trial, np.where(mask[..., None], rgb, colour)
-                things.append(thing)
-                full_area.append(area)
+            placed = place_if_visible(thing, size, things, full_area, owner, colour)
+            if placed is not None:
+                owner, colour = placed
                 break
     masks = [owner == j for j in range(len(things))]
     return things, masks, colour
