@@ -58,6 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--grounding", action="store_true",
                        help="also write grounding data in OUT/grounding: each caption's noun phrases with their "
                             "boxes as modulated-detection COCO (GLIP/MDETR) and in the Flickr30k Entities layout")
+    synth.add_argument("--vqa", action="store_true",
+                       help="also write VQAv2 questions and annotations in OUT/vqa about each scene's things "
+                            "(colour, shape, count, left-of relations; ten answers each)")
     synth.add_argument("--lvis", action="store_true",
                        help="also write the long-tailed world in OUT/lvis: LVIS v1 JSON (rare / common / frequent "
                             "classes by training-image count, federated negative and not-exhaustive labels), read "
@@ -110,6 +113,8 @@ def run_synth(args: argparse.Namespace) -> int:
         _synth_lvis(Path(cfg.out), cfg, args.lvis_scenes)
     if args.grounding:
         _synth_grounding(Path(cfg.out), cfg.train + cfg.val)
+    if args.vqa:
+        _synth_vqa(Path(cfg.out), cfg.train + cfg.val)
     print(f"wrote {summary.images['train']} train + {summary.images['val']} val scenes "
           f"({summary.objects['train'] + summary.objects['val']} objects), "
           f"{sum(summary.classify_images.values())} single-object images to {Path(cfg.out)} "
@@ -125,6 +130,15 @@ def _synth_grounding(world: Path, scenes: int) -> None:
         counts = write_grounding(world, progress=bar.update)
     print(f"wrote {counts['train']} train + {counts['val']} val grounded phrases to {world / 'grounding'} "
           "(modulated COCO mdetr_*.json, Flickr30k Entities flickr30k_*/)")
+
+
+def _synth_vqa(world: Path, scenes: int) -> None:
+    """The VQAv2 files beside the world's images (their own progress bar and summary line)."""
+    from ..data.world.vqa import write_vqa_world
+
+    with tqdm(total=scenes, unit="scene", desc="vqa", dynamic_ncols=True) as bar:
+        counts = write_vqa_world(world, progress=bar.update)
+    print(f"wrote {counts['train']} train + {counts['val']} val VQAv2 questions to {world / 'vqa'}")
 
 
 def _synth_audio(world: Path, snr: float | None, per_class: int | None, speech: bool = False) -> None:

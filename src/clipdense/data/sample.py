@@ -17,10 +17,11 @@ if TYPE_CHECKING:
     from .audio import Waveform
     from .federated import Federated
     from .phrases import Phrases
+    from .questions import Question
 
 #: Optional annotation fields, in the order error messages list them.
 FIELDS: tuple[str, ...] = ("caption", "boxes", "labels", "masks", "semantic", "image_label", "points", "audio",
-                            "depth", "frames", "phrases", "federated")
+                            "depth", "frames", "phrases", "federated", "question")
 FIELD_DOCS: dict[str, str] = {
     "caption": "a caption string",
     "boxes": "boxes (N, 4) float xyxy pixels",
@@ -34,6 +35,7 @@ FIELD_DOCS: dict[str, str] = {
     "audio": "a sound: mono waveform (T,) float in [-1, 1] + its sample rate (image None for sound-only data)",
     "federated": "LVIS federated labels: classes verified absent and classes not exhaustively boxed",
     "phrases": "grounded phrases: a caption's character spans and the phrase of each box (data.phrases.Phrases)",
+    "question": "a question about the image with its annotators' answers and answer type (data.questions.Question)",
 }
 
 
@@ -61,6 +63,8 @@ class Sample:
             row of ``boxes``, the phrase it belongs to (grounding data: modulated COCO, Flickr30k Entities).
         federated: a ``clipdense.data.federated.Federated``: LVIS's classes verified absent from the image and
             those whose instances are not all boxed (every other class without a box is unknown there).
+        question: a ``clipdense.data.questions.Question``: a question about the image, its annotators' answers and
+            their types (VQAv2); no geometry, so transforms carry it untouched.
         ignore_index: the unlabelled value of ``semantic``.
     """
 
@@ -78,6 +82,7 @@ class Sample:
     frames: torch.Tensor | None = None
     phrases: "Phrases | None" = None
     federated: "Federated | None" = None
+    question: "Question | None" = None
     ignore_index: int = 255
 
     def fields(self) -> frozenset[str]:

@@ -15,6 +15,8 @@ Accepted forms:
 - ``nyu-depth:images=DIR,depths=DIR`` (16-bit millimetre depth PNGs named as the images);
 - ``modulated-coco:images=DIR,annotations=FILE`` (GLIP / MDETR grounding JSON: captions, boxes, phrase spans);
 - ``flickr30k:root=DIR,images=DIR[,ids=FILE]`` (Flickr30k Entities: root/Sentences, root/Annotations);
+- ``vqa:images=DIR,questions=FILE,annotations=FILE[,instances=FILE]`` (VQAv2 question + annotation JSON, one sample
+  per question; ``instances``: a COCO JSON naming each image id's file);
 - ``data.yaml`` holding the same keys plus ``format:`` (paths relative to the YAML's folder).
 """
 from __future__ import annotations
@@ -48,8 +50,10 @@ FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "wds-video": (("path",), ("frames", "sampling", "fps")),
     "modulated-coco": (("images", "annotations"), ()),
     "flickr30k": (("root", "images"), ("ids",)),
+    "vqa": (("images", "questions", "annotations"), ("instances",)),
 }
-PATH_KEYS = ("root", "path", "images", "annotations", "stuff", "masks", "labels", "classes", "depths", "ids")
+PATH_KEYS = ("root", "path", "images", "annotations", "stuff", "masks", "labels", "classes", "depths", "ids", "questions",
+             "instances")
 
 
 @dataclass(frozen=True)
