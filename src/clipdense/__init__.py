@@ -14,6 +14,7 @@ from .tasks import classify, classify_points, depth, detect, segment
 from .tasks.audio import encode_audio, use_audio_tower
 from .tasks.search import search
 from .tasks.ground import ground
+from .tasks.vqa import answer
 from .tasks.pseudo_label import pseudo_label
 from .tasks.panoptic import segment_panoptic
 from .tasks.video import classify_video, encode_video, search_videos
@@ -26,7 +27,7 @@ __all__ = [
     "pool_masks", "save_weights", "text_classifier", "classify", "classify_points", "depth", "detect", "segment", "load_head", "save_head",
     "classify_batch", "detect_batch", "segment_batch",
     "ClipDenseError", "ConfigError", "DataError", "ImageLoadError", "ModelLoadError",
-    "encode_audio", "use_audio_tower", "read_audio", "search", "ground", "pseudo_label",
+    "encode_audio", "use_audio_tower", "read_audio", "search", "ground", "answer", "pseudo_label",
     "encode_video", "classify_video", "search_videos", "read_video", "write_video", "FrameSampling",
     "Drawing", "draw", "sketch", "read_svg", "write_svg", "write_png",
     "segment_panoptic",

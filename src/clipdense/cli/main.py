@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "adapt",
     "detect",
     "ground",
+    "vqa",
     "serve",
     "depth",
     "generate",

@@ -20,6 +20,7 @@ from .segmentation import (Feed, SegmentationOptions, segmentation_both, segment
 from .regions import RegionOptions, region_classification
 from .detection import box_ap, evaluate_detector
 from .grounding import evaluate_grounding, phrase_recall   # registers grounding (Flickr30k R@k)
+from .vqa import evaluate_vqa, vqa_accuracy   # registers vqa (VQAv2 accuracy of a GLIPv2 head's VQA part)
 from . import audio as _audio   # registers audio-zeroshot, audio-retrieval, audio-linear-probe
 from .depth import depth_errors, depth_metrics   # registers depth, points-zeroshot
 from .panoptic import PanopticOptions, evaluate_panoptic   # registers panoptic (PQ, mIoU, mask AP)

@@ -66,6 +66,8 @@ ROLES: dict[str, Role] = {
                      "train one with `clipdense train --objective fvit|vild|glip`", "detect"),
     "grounder": Role("a grounding head", ("clipdense.heads.grounding:GLIPHead",),
                      "train one with `clipdense train --objective glip`", "ground"),
+    "vqa": Role("a GLIPv2 head with a VQA part", ("clipdense.heads.grounding:GLIPHead",),
+                "train one with `clipdense train --objective glipv2 --objective-arg data=vqa`", "answer questions"),
     "adapter": Role("a few-shot adapter", ("clipdense.heads.adapters:Adapter",), "fit one with `clipdense adapt`",
                     "classify"),
     "audio": Role("an audio tower", ("clipdense.heads.audio:AudioHead",),
