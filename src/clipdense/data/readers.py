@@ -129,7 +129,7 @@ def _open_depth(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter
 
 
 def _open_modulated(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter, **_: object) -> ModulatedCoco:
-    return ModulatedCoco(spec.get("images"), spec.get("annotations"), skip_counter=skips)
+    return ModulatedCoco(spec.get("images"), spec.get("annotations"), skip_counter=skips, with_masks="masks" in needs)
 
 
 def _open_flickr(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter, **_: object) -> Flickr30kEntities:
@@ -152,7 +152,7 @@ READERS: dict[str, ReaderKind] = {
     "msrvtt": ReaderKind(frozenset({"caption", "frames"}), _open_msrvtt, images=False),
     "kinetics": ReaderKind(frozenset({"frames", "image_label"}), _open_kinetics, images=False),
     "wds-video": ReaderKind(frozenset({"caption", "frames"}), _open_frame_shards, images=False),
-    "modulated-coco": ReaderKind(frozenset({"caption", "boxes", "phrases"}), _open_modulated),
+    "modulated-coco": ReaderKind(frozenset({"caption", "boxes", "phrases", "masks"}), _open_modulated),
     "flickr30k": ReaderKind(frozenset({"caption", "boxes", "phrases"}), _open_flickr),
 }
 

@@ -38,16 +38,18 @@ def coco_ground_truth(images: list[dict[str, Any]], annotations: list[dict[str, 
     return gt
 
 
-def box_ap(gt: Any, results: list[dict[str, Any]], groups: Mapping[str, Sequence[int]]) -> dict[str, Any]:
-    """COCOeval bbox on ``results`` -> {"AP50": {group: %}, "AP": {group: %}, "AR100": %} (percent; NaN for a
-    group without ground truth). ``groups``: name -> category ids."""
+def box_ap(gt: Any, results: list[dict[str, Any]], groups: Mapping[str, Sequence[int]], iou_type: str = "bbox"
+           ) -> dict[str, Any]:
+    """COCOeval on ``results`` -> {"AP50": {group: %}, "AP": {group: %}, "AR100": %} (percent; NaN for a group
+    without ground truth). ``groups``: name -> category ids; ``iou_type``: bbox, or segm (results and ground truth
+    carry ``segmentation`` RLEs)."""
     from pycocotools.cocoeval import COCOeval
     empty = {"AP50": {g: 0.0 for g in groups}, "AP": {g: 0.0 for g in groups}, "AR100": 0.0}
     if not results:
         return empty
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(results)
-        evaluator = COCOeval(gt, dt, "bbox")
+        evaluator = COCOeval(gt, dt, iou_type)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
@@ -76,8 +78,9 @@ def evaluation_classes(detector: "Detector", classes: Sequence[str], isthing: Se
 
 
 def evaluate_detector(detector: "Detector", reader: Any, batch_size: int = 8, skips: SkipCounter | None = None,
-                      show_progress: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """AP50 novel / base / all (+ AP, AR@100) of ``detector`` on a reader of boxes + labels.
+                      show_progress: bool = False, masks: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """AP50 novel / base / all (+ AP, AR@100) of ``detector`` on a reader of boxes + labels; with ``masks`` (a
+    reader with instance masks, a head with a mask branch) the same for masks under ``result["mask"]``.
 
     Returns the result and the detections as COCO results entries (category id = 1 + index into
     ``result["classes"]``, image id = 1 + position in the reader's order of readable images)."""
@@ -86,7 +89,7 @@ def evaluate_detector(detector: "Detector", reader: Any, batch_size: int = 8, sk
     flags = [bool(t) for t in isthing] if isthing is not None else [True] * len(reader.classes)
     names, base, novel = evaluation_classes(detector, reader.classes, flags)
     category = {reader.classes.index(n): i + 1 for i, n in enumerate(names)}   # reader label -> category id
-    images, annotations, results = [], [], []
+    images, annotations, results, mask_results = [], [], [], []
     device = detector.logit_scale.device
     indices = list(range(len(reader)))
     for chunk in progress(list(chunks(indices, batch_size)), "detection", enabled=show_progress):
@@ -98,37 +101,71 @@ def evaluate_detector(detector: "Detector", reader: Any, batch_size: int = 8, sk
             image_id = len(images) + 1
             images.append({"id": image_id, "file_name": sample.key, "width": sample.image.width,
                            "height": sample.image.height})
-            for box, label in zip(sample.boxes.tolist(), sample.labels.tolist()):
-                if label in category:
-                    w, h = box[2] - box[0], box[3] - box[1]
-                    annotations.append({"id": len(annotations) + 1, "image_id": image_id, "iscrowd": 0,
-                                        "category_id": category[label], "bbox": [box[0], box[1], w, h],
-                                        "area": w * h})
-            results += _results(det, image_id)
+            annotations += _truth(sample, category, image_id, len(annotations), masks)
+            found_boxes, found_masks = detection_results(det, image_id)
+            results += found_boxes
+            mask_results += found_masks
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(names)]
     groups = {"novel": [names.index(n) + 1 for n in novel], "base": [names.index(n) + 1 for n in base],
               "all": list(range(1, len(names) + 1))}
-    scores = box_ap(coco_ground_truth(images, annotations, categories), results, groups)
+    truth = coco_ground_truth(images, annotations, categories)
+    scores = box_ap(truth, results, groups)
+    if masks:
+        scores["mask"] = box_ap(truth, mask_results, groups, "segm")
     return {**scores, "num_images": len(images), "num_boxes": len(annotations), "classes": names, "base": base,
             "novel": novel, "head": detector.kind}, results
 
 
-def _results(det: Mapping[str, torch.Tensor], image_id: int) -> list[dict[str, Any]]:
+def _truth(sample: Any, category: Mapping[int, int], image_id: int, first: int, masks: bool) -> list[dict[str, Any]]:
+    """The sample's boxes of evaluated classes as COCO annotations (ids from ``first`` + 1); with ``masks`` each
+    carries its instance mask as an RLE and the mask's area."""
     out = []
-    for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
-        out.append({"image_id": image_id, "category_id": int(label) + 1, "score": float(score),
-                    "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})
+    rows = zip(sample.boxes.tolist(), sample.labels.tolist(), sample.masks if masks else [None] * len(sample.labels))
+    for box, label, mask in rows:
+        if label in category:
+            w, h = box[2] - box[0], box[3] - box[1]
+            ann = {"id": first + len(out) + 1, "image_id": image_id, "iscrowd": 0, "category_id": category[label],
+                   "bbox": [box[0], box[1], w, h], "area": w * h}
+            if mask is not None:
+                ann["segmentation"], ann["area"] = mask_rle(mask.numpy()), float(mask.sum())
+            out.append(ann)
     return out
 
 
+def mask_rle(mask: np.ndarray) -> dict[str, Any]:
+    """A (H, W) mask as a COCO RLE with its counts as text (what results files and pycocotools take)."""
+    from pycocotools import mask as mask_utils
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
+def detection_results(det: Mapping[str, torch.Tensor], image_id: int) -> tuple[list[dict], list[dict]]:
+    """(box results, mask results) of one image's detections (labels index the evaluated names; masks, when the
+    head gives them, (K, H, W) or (K, 1, H, W) probabilities or bools, binarised at 0.5)."""
+    boxes, masks = [], []
+    for k, (box, score, label) in enumerate(zip(det["boxes"].tolist(), det["scores"].tolist(),
+                                                det["labels"].tolist())):
+        entry = {"image_id": image_id, "category_id": int(label) + 1, "score": float(score),
+                 "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]}
+        boxes.append(entry)
+        if "masks" in det:
+            mask = det["masks"][k]
+            masks.append({**entry, "segmentation": mask_rle((mask.float() >= 0.5).reshape(mask.shape[-2:]).cpu().numpy())})
+    return boxes, masks
+
+
 def detection_report(result: dict[str, Any]) -> list[str]:
-    """The Markdown section of ``clipdense eval --tasks detection``."""
-    ap50, ap = result["AP50"], result["AP"]
-    cells = [ap50["novel"], ap50["base"], ap50["all"], ap["all"], result["AR100"]]
-    rows = [f"| {result['head']} | " + " | ".join("–" if v != v else f"{v:.1f}" for v in cells) + " |"]
-    return ["| head | AP50 novel | AP50 base | AP50 all | AP all | AR@100 |", "|---|---|---|---|---|---|", *rows, "",
-            f"{result['num_images']} images, {result['num_boxes']} boxes; {len(result['base'])} base and "
-            f"{len(result['novel'])} novel classes (COCOeval, boxes)."]
+    """The Markdown section of ``clipdense eval --tasks detection`` (and ``instances``: a row for masks)."""
+    rows = []
+    for what, part in [("boxes", result)] + ([("masks", result["mask"])] if "mask" in result else []):
+        ap50, ap = part["AP50"], part["AP"]
+        cells = [ap50["novel"], ap50["base"], ap50["all"], ap["all"], part["AR100"]]
+        rows.append(f"| {result['head']} | {what} | " + " | ".join("–" if v != v else f"{v:.1f}" for v in cells)
+                    + " |")
+    return ["| head | of | AP50 novel | AP50 base | AP50 all | AP all | AR@100 |", "|---|---|---|---|---|---|---|",
+            *rows, "", f"{result['num_images']} images, {result['num_boxes']} boxes; {len(result['base'])} base "
+            f"and {len(result['novel'])} novel classes (COCOeval)."]
 
 
 @register_task("detection", needs={"boxes", "labels"}, summary="box AP50 novel / base / all of a detector head "
@@ -143,4 +180,21 @@ def detection_task(ctx: EvalContext, reader: Any, options: NoOptions) -> tuple[d
     detector = as_detector(ctx.head, ctx.bundle).to(ctx.device)
     result, _ = evaluate_detector(detector, reader, ctx.settings.batch_size, ctx.data.skips,
                                   ctx.settings.show_progress)
+    return result, result["num_images"]
+
+
+@register_task("instances", needs={"boxes", "labels", "masks"}, summary="box and mask AP50 novel / base / all of a "
+               "detector head with a mask branch (F-ViT or GLIP with mask_head=true; COCOeval segm)",
+               report=detection_report, needs_head=True, head_role="detector")
+def instances_task(ctx: EvalContext, reader: Any, options: NoOptions) -> tuple[dict, int]:
+    """Instance segmentation: the detection task's protocol, scored on masks as well as boxes."""
+    from ..tasks.detect import as_detector
+    if ctx.head is None:
+        raise ConfigError("--tasks instances needs --head HEAD (a detector or GLIP head trained with mask_head=true)")
+    detector = as_detector(ctx.head, ctx.bundle).to(ctx.device)
+    if not getattr(detector, "has_masks", False):
+        raise ConfigError(f"--tasks instances: the {detector.kind} head has no mask branch (train it with "
+                          "--objective-arg mask_head=true)")
+    result, _ = evaluate_detector(detector, reader, ctx.settings.batch_size, ctx.data.skips,
+                                  ctx.settings.show_progress, masks=True)
     return result, result["num_images"]

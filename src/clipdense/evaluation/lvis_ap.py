@@ -32,7 +32,7 @@ from ..data.skips import SkipCounter
 from ..errors import ConfigError
 from .common import chunks, progress
 from .context import EvalContext
-from .detection import evaluation_classes
+from .detection import detection_results, evaluation_classes, mask_rle
 from .inputs import load_or_skip
 from .registry import NoOptions, register_task
 
@@ -103,13 +103,6 @@ def lvis_ap(gt: Mapping[str, Any] | str | Path, results: Sequence[Mapping[str, A
     return {k: round(100 * float(scores[k]), 2) if float(scores[k]) > -1 else float("nan") for k in KEYS}
 
 
-def _rle(mask: np.ndarray) -> dict[str, Any]:
-    from pycocotools import mask as mask_utils
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
-
-
 class LvisTruth:
     """The LVIS document of the evaluated samples, built as they are read (classes = the evaluated names)."""
 
@@ -138,25 +131,10 @@ class LvisTruth:
             ann = {"id": len(self.doc["annotations"]) + 1, "image_id": image_id, "category_id": self.category[label],
                    "bbox": [box[0], box[1], w, h], "area": w * h}
             if mask is not None:
-                ann["segmentation"] = _rle(mask.numpy())
+                ann["segmentation"] = mask_rle(mask.numpy())
                 ann["area"] = float(mask.sum())
             self.doc["annotations"].append(ann)
         return image_id
-
-
-def detection_results(det: Mapping[str, torch.Tensor], image_id: int) -> tuple[list[dict], list[dict]]:
-    """(box results, mask results) of one image's detections (labels index the evaluated names; masks, when the
-    head gives them, (K, H, W) probabilities or bools, binarised at 0.5)."""
-    boxes, masks = [], []
-    for k, (box, score, label) in enumerate(zip(det["boxes"].tolist(), det["scores"].tolist(),
-                                                det["labels"].tolist())):
-        entry = {"image_id": image_id, "category_id": int(label) + 1, "score": float(score),
-                 "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]}
-        boxes.append(entry)
-        if "masks" in det:
-            mask = det["masks"][k]
-            masks.append({**entry, "segmentation": _rle((mask.float() >= 0.5).reshape(mask.shape[-2:]).cpu().numpy())})
-    return boxes, masks
 
 
 def evaluate_lvis(detector: "Detector", reader: Any, batch_size: int = 8, skips: SkipCounter | None = None,

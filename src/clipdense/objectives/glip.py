@@ -67,10 +67,11 @@ class GLIPTransform:
     def phrases(self, sample: Sample, generator: torch.Generator) -> Sample:
         """The sample with its ``phrases``: the caption's, or a detection prompt over its (allowed) classes."""
         boxes = sample.boxes.reshape(-1, 4).float() if sample.boxes is not None else torch.zeros(0, 4)
+        masks = sample.masks if self.options.mask_head else None   # GLIPv2's masks, where the data has them
         if self.options.data == "grounding":
-            return sample.replace(boxes=boxes, labels=None, masks=None)
+            return sample.replace(boxes=boxes, labels=None, masks=masks)
         labels = sample.labels if sample.labels is not None else torch.zeros(0, dtype=torch.long)
-        kept = keep_boxes(sample.replace(boxes=boxes, masks=None, phrases=None),
+        kept = keep_boxes(sample.replace(boxes=boxes, masks=masks, phrases=None),
                           torch.tensor([int(c) in set(self.allowed) for c in labels.tolist()], dtype=torch.bool))
         prompt, _ = detection_phrases(self.classes, kept.labels, max(1, self.options.negatives), generator,
                                       self.allowed)
@@ -88,8 +89,15 @@ class GLIPTransform:
         out_rows = torch.zeros(capacity, self.context)
         out_boxes[:len(boxes)], valid[:len(boxes)], out_rows[:len(boxes)] = boxes, True, rows
         ids = self.tokenizer([phrases.text], context_length=self.context)[0]
-        return {"image": image, "size": torch.tensor(pixels.shape[1:]), "ids": ids, "boxes": out_boxes,
-                "valid": valid, "positive": out_rows}
+        out = {"image": image, "size": torch.tensor(pixels.shape[1:]), "ids": ids, "boxes": out_boxes,
+               "valid": valid, "positive": out_rows}
+        if self.options.mask_head:   # every sample carries the slot; has_masks says whether it is filled
+            out["masks"] = torch.zeros(capacity, size, size, dtype=torch.bool)
+            out["has_masks"] = torch.tensor(sample.masks is not None)
+            if sample.masks is not None:
+                masks = sample.masks[usable][:capacity]
+                out["masks"][:len(masks), :masks.shape[1], :masks.shape[2]] = masks
+        return out
 
     def __call__(self, sample: Sample, generator: torch.Generator) -> dict[str, torch.Tensor]:
         sample = self.phrases(sample, generator)
@@ -99,9 +107,15 @@ class GLIPTransform:
 
 def glip_targets(batch: dict[str, torch.Tensor]) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
     """The padded batch as the head wants it: images at their own sizes, per-image boxes and positive rows."""
-    images = [image[:, :h, :w] for image, (h, w) in zip(batch["image"], batch["size"].tolist())]
+    sizes = batch["size"].tolist()
+    images = [image[:, :h, :w] for image, (h, w) in zip(batch["image"], sizes)]
     targets = [{"boxes": boxes[valid], "positive": positive[valid]}
                for boxes, valid, positive in zip(batch["boxes"], batch["valid"], batch["positive"])]
+    if "masks" in batch:   # the masks of the images that have them, cut to each image's own size
+        for target, masks, valid, has, (h, w) in zip(targets, batch["masks"], batch["valid"], batch["has_masks"],
+                                                     sizes):
+            if bool(has):
+                target["masks"] = masks[valid][:, :h, :w]
     return images, targets
 
 
@@ -113,7 +127,8 @@ class GLIPObjective(Objective):
 
     @classmethod
     def required_fields(cls, options: Any) -> frozenset[str]:
-        return frozenset({"boxes", "labels"}) if options.data == "detection" else frozenset({"boxes", "phrases"})
+        fields = {"boxes", "labels"} if options.data == "detection" else {"boxes", "phrases"}
+        return frozenset(fields | ({"masks"} if options.mask_head else set()))   # GLIPv2's masks: from the data
 
     @classmethod
     def describe_requirement(cls, options: Any) -> str:

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageDraw
@@ -24,7 +25,7 @@ from ..data.phrases import Span, check_spans, noun_phrase_spans
 from ..errors import ConfigError
 from ..heads.grounding import GLIPHead
 from ..heads.grounding.prompting import prompt_chunks as chunk_prompts
-from .detect import Detections, pixels
+from .detect import Detections, mask_rle, pixels
 from .images import ImageLike, as_pil
 from .overlay import palette
 
@@ -32,12 +33,13 @@ from .overlay import palette
 @dataclass
 class GroundedPhrase:
     """One phrase of the sentence: its words, character spans, and its boxes (K, 4) xyxy pixels with scores, best
-    first."""
+    first; with a GLIPv2 mask head also each box's instance mask (K, H, W) bool."""
 
     text: str
     spans: tuple[Span, ...]
     boxes: torch.Tensor
     scores: torch.Tensor
+    masks: torch.Tensor | None = None
 
 
 @dataclass
@@ -48,10 +50,16 @@ class Grounding:
     phrases: list[GroundedPhrase]
 
     def to_json(self) -> dict[str, Any]:
-        return {"sentence": self.sentence, "phrases": [
-            {"text": p.text, "spans": [list(s) for s in p.spans],
-             "boxes": [[round(v, 2) for v in b] for b in p.boxes.tolist()],
-             "scores": [round(float(s), 4) for s in p.scores.tolist()]} for p in self.phrases]}
+        """JSON-ready: phrases with spans, boxes, scores (and masks as COCO RLEs when the head makes them)."""
+        phrases = []
+        for p in self.phrases:
+            entry = {"text": p.text, "spans": [list(s) for s in p.spans],
+                     "boxes": [[round(v, 2) for v in b] for b in p.boxes.tolist()],
+                     "scores": [round(float(s), 4) for s in p.scores.tolist()]}
+            if p.masks is not None:
+                entry["segmentations"] = [mask_rle(m) for m in p.masks]
+            phrases.append(entry)
+        return {"sentence": self.sentence, "phrases": phrases}
 
 
 def as_grounder(head: GLIPHead | str | os.PathLike, bundle: Any) -> GLIPHead:
@@ -81,8 +89,9 @@ def _phrase_results(head: GLIPHead, found: dict[str, torch.Tensor], sentence: st
     for index, phrase_spans in enumerate(spans):
         mine = found["labels"] == index
         order = found["scores"][mine].argsort(descending=True)
+        masks = (found["masks"][mine][order][:, 0] >= 0.5).cpu() if "masks" in found else None
         phrases.append(GroundedPhrase(" ".join(sentence[s:e] for s, e in phrase_spans), phrase_spans,
-                                      found["boxes"][mine][order].cpu(), found["scores"][mine][order].cpu()))
+                                      found["boxes"][mine][order].cpu(), found["scores"][mine][order].cpu(), masks))
     return Grounding(sentence, phrases)
 
 
@@ -131,8 +140,7 @@ def prompt_chunks(head: GLIPHead, names: Sequence[str]) -> list[list[int]]:
 @torch.no_grad()
 def glip_detect(head: GLIPHead, images: Sequence[torch.Tensor], names: Sequence[str]) -> list[Detections]:
     """Detections of ``names`` per image: each chunk's prompt scored alone, candidates merged, then one NMS."""
-    return [Detections(r["boxes"].cpu(), r["scores"].cpu(), r["labels"].cpu(), list(names))
-            for r in head.detect(images, names)]
+    return [Detections.of(r, names) for r in head.detect(images, names)]
 
 
 def keep_best(grounding: Grounding, min_score: float = 0.0, top: int | None = None) -> Grounding:
@@ -140,15 +148,23 @@ def keep_best(grounding: Grounding, min_score: float = 0.0, top: int | None = No
     phrases = []
     for p in grounding.phrases:
         keep = (p.scores >= min_score).nonzero().flatten()[:top]
-        phrases.append(GroundedPhrase(p.text, p.spans, p.boxes[keep], p.scores[keep]))
+        phrases.append(GroundedPhrase(p.text, p.spans, p.boxes[keep], p.scores[keep],
+                                      None if p.masks is None else p.masks[keep]))
     return Grounding(grounding.sentence, phrases)
 
 
 def draw_grounding(image: ImageLike, grounding: Grounding, width: int = 2) -> Image.Image:
-    """The image with each phrase's boxes outlined in the phrase's colour and labelled 'phrase score'."""
-    canvas = (TF.to_pil_image(image) if isinstance(image, torch.Tensor) else as_pil(image)).copy()
-    draw = ImageDraw.Draw(canvas)
+    """The image with each phrase's boxes outlined in the phrase's colour and labelled 'phrase score' (masks, when
+    the head makes them, tinted in that colour)."""
+    canvas = (TF.to_pil_image(image) if isinstance(image, torch.Tensor) else as_pil(image)).copy().convert("RGB")
     colours = palette(max(len(grounding.phrases), 1))
+    if any(p.masks is not None and len(p.masks) for p in grounding.phrases):
+        pixels_ = np.asarray(canvas, dtype=np.float32)
+        for index, phrase in reversed(list(enumerate(grounding.phrases))):
+            for mask in ([] if phrase.masks is None else phrase.masks.numpy()[::-1]):   # best on top
+                pixels_[mask] = 0.55 * pixels_[mask] + 0.45 * np.asarray(colours[index], dtype=np.float32)
+        canvas = Image.fromarray(pixels_.round().clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(canvas)
     for index, phrase in enumerate(grounding.phrases):
         colour = tuple(int(v) for v in colours[index])
         for box, score in zip(phrase.boxes.tolist(), phrase.scores.tolist()):

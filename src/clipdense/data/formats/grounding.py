@@ -4,7 +4,8 @@ Modulated COCO (MDETR's ``final_flickr_separateGT_*.json``, ``final_mixed_train.
 file whose ``images`` carry a ``caption`` and whose ``annotations`` carry a ``bbox`` (x, y, w, h), the character
 spans ``tokens_positive`` [[start, end], ...] of the phrase the box belongs to, and its ``phrase_ids``. Boxes of one
 phrase share its ``phrase_ids`` (without them, the same spans). Each image is one ``Sample`` with ``caption``,
-``boxes`` and ``phrases``.
+``boxes`` and ``phrases``; with ``with_masks`` also ``masks`` from the annotations' COCO ``segmentation`` (polygons
+or RLE; GLIPv2's instance masks), for the images whose every box has one (the others carry no masks).
 
 Flickr30k Entities: ``Sentences/ID.txt`` (one sentence a line, phrases marked ``[/EN#18/people A child]``) and
 ``Annotations/ID.xml`` (PASCAL VOC-style ``<object>`` entries whose ``<name>`` is an entity id, ``<bndbox>`` in
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from ...config import atomic_write_bytes
@@ -34,7 +36,9 @@ from ..images import open_image
 from ..phrases import Phrases, Span
 from ..sample import Sample
 from ..skips import SkipCounter, SkippingDataset
-from ..validate import MALFORMED, SPAN_OUTSIDE, BoxDrops, clean_boxes, phrase_spans, require_usable, skip_error
+from ..validate import (MALFORMED, SPAN_OUTSIDE, BoxDrops, clean_boxes, phrase_spans, require_usable,
+                        segmentation_problem, skip_error)
+from .lvis import decode_segmentation
 
 ENTITY = re.compile(r"\[/EN#(\d+)/(\S+) ([^\]]*)\]")
 
@@ -49,6 +53,7 @@ class GroundedImage:
         caption: the text the spans index.
         spans: per phrase, its character spans.
         boxes: per phrase, its boxes (xyxy pixels).
+        segmentations: per phrase, per box, its COCO segmentation (polygons or RLE) or None; None: no masks.
     """
 
     file_name: str
@@ -57,17 +62,28 @@ class GroundedImage:
     caption: str
     spans: list[list[Span]]
     boxes: list[list[list[float]]]
+    segmentations: list[list[Any]] | None = None
 
 
-def _sample(image_dir: Path, record: GroundedImage, key: str, where: str, skips: SkipCounter) -> Sample:
+def _masks(record: GroundedImage, width: int, height: int) -> torch.Tensor | None:
+    """(N, H, W) bool masks of the record's boxes in phrase order, or None unless every box has a segmentation."""
+    segs = [seg for phrase in (record.segmentations or []) for seg in phrase]
+    if not segs or len(segs) != sum(len(b) for b in record.boxes) or any(seg is None for seg in segs):
+        return None
+    return torch.from_numpy(np.stack([decode_segmentation(seg, height, width) for seg in segs]))
+
+
+def _sample(image_dir: Path, record: GroundedImage, key: str, where: str, skips: SkipCounter,
+            with_masks: bool = False) -> Sample:
     image = open_image(image_dir / record.file_name)
     rows = [(box, phrase) for phrase, boxes in enumerate(record.boxes) for box in boxes]
     boxes = torch.tensor([b for b, _ in rows], dtype=torch.float32).reshape(-1, 4)
     box_phrase = torch.tensor([p for _, p in rows], dtype=torch.long)
-    boxes, box_phrase, _, _ = clean_boxes(boxes, box_phrase, len(record.spans), image.width, image.height,
-                                          f"{where} ({record.file_name})", skips, min_size=1.0)
+    masks = _masks(record, image.width, image.height) if with_masks else None
+    boxes, box_phrase, masks, _ = clean_boxes(boxes, box_phrase, len(record.spans), image.width, image.height,
+                                              f"{where} ({record.file_name})", skips, masks, min_size=1.0)
     phrases = Phrases(record.caption, tuple(tuple(s) for s in record.spans), box_phrase)
-    return Sample(image=image, key=key, caption=record.caption, boxes=boxes, phrases=phrases)
+    return Sample(image=image, key=key, caption=record.caption, boxes=boxes, phrases=phrases, masks=masks)
 
 
 def _load_json(path: Path) -> dict[str, Any]:
@@ -88,6 +104,8 @@ def _annotation(ann: dict[str, Any], caption: str) -> tuple[tuple[list[float], t
         x, y, w, h = (float(v) for v in ann["bbox"])
     except (KeyError, TypeError, ValueError):
         return None, MALFORMED, "expected 'bbox' [x, y, w, h]"
+    if ann.get("segmentation") is not None and segmentation_problem(ann["segmentation"]):
+        return None, MALFORMED, f"unusable segmentation ({segmentation_problem(ann['segmentation'])})"
     spans, why = phrase_spans(caption, ann.get("tokens_positive"))
     if spans is None:
         return None, SPAN_OUTSIDE if "outside" in (why or "") else MALFORMED, why or ""
@@ -105,6 +123,7 @@ def _grouped(path: Path, image: dict[str, Any], anns: list[dict[str, Any]], skip
     groups: dict[Any, int] = {}
     spans: list[list[Span]] = []
     boxes: list[list[list[float]]] = []
+    segmentations: list[list[Any]] = []
     for ann in anns:
         drops.total += 1
         found, reason, why = _annotation(ann, caption)
@@ -118,17 +137,19 @@ def _grouped(path: Path, image: dict[str, Any], anns: list[dict[str, Any]], skip
             groups[key] = len(spans)
             spans.append(list(checked))
             boxes.append([])
+            segmentations.append([])
         boxes[groups[key]].append(box)
+        segmentations[groups[key]].append(ann.get("segmentation"))
     return GroundedImage(str(image["file_name"]), int(image.get("width", 0)), int(image.get("height", 0)), caption,
-                         spans, boxes)
+                         spans, boxes, segmentations)
 
 
 class ModulatedCoco(SkippingDataset):
-    """Samples (image, caption, boxes, phrases) of a modulated-detection COCO JSON (GLIP / MDETR)."""
+    """Samples (image, caption, boxes, phrases; masks with ``with_masks``) of a modulated-detection COCO JSON."""
 
     def __init__(self, image_dir: str | os.PathLike, annotations: str | os.PathLike, *,
-                 skip_counter: SkipCounter | None = None) -> None:
-        self.image_dir, self.path = Path(image_dir), Path(annotations)
+                 skip_counter: SkipCounter | None = None, with_masks: bool = False) -> None:
+        self.image_dir, self.path, self.with_masks = Path(image_dir), Path(annotations), with_masks
         if not self.image_dir.is_dir():
             raise DataError(f"{self.image_dir}: no such image folder")
         doc = _load_json(self.path)
@@ -149,6 +170,9 @@ class ModulatedCoco(SkippingDataset):
             raise DataError(f"{self.path}: images need 'id', 'file_name', 'caption' and integer 'width' / 'height' "
                             f"({exc.__class__.__name__}: {exc})") from exc
         require_usable(drops, str(self.path))   # every annotation dropped: one line, not a run on nothing
+        if with_masks and not any(_has_masks(r) for r in self.records):
+            raise DataError(f"{self.path}: no image has a 'segmentation' for every box (instance masks were asked "
+                            "for, e.g. by a GLIP head with mask_head)")
 
     def has_boxes(self, index: int) -> bool:
         return any(self.records[index].boxes)
@@ -158,7 +182,13 @@ class ModulatedCoco(SkippingDataset):
 
     def __getitem__(self, index: int) -> Sample:
         record = self.records[index]
-        return _sample(self.image_dir, record, Path(record.file_name).stem, str(self.path), self.skips)
+        return _sample(self.image_dir, record, Path(record.file_name).stem, str(self.path), self.skips,
+                       self.with_masks)
+
+
+def _has_masks(record: GroundedImage) -> bool:
+    segs = [seg for phrase in (record.segmentations or []) for seg in phrase]
+    return bool(segs) and all(seg is not None for seg in segs)
 
 
 def write_modulated_coco(path: str | os.PathLike, records: Sequence[GroundedImage], info: str = "") -> None:
@@ -168,12 +198,13 @@ def write_modulated_coco(path: str | os.PathLike, records: Sequence[GroundedImag
         images.append({"id": image_id, "file_name": record.file_name, "width": record.width,
                        "height": record.height, "caption": record.caption,
                        "tokens_positive_eval": [[list(s) for s in spans] for spans in record.spans]})
-        for phrase, (spans, boxes) in enumerate(zip(record.spans, record.boxes)):
-            for x0, y0, x1, y1 in boxes:
+        segmentations = record.segmentations or [[None] * len(b) for b in record.boxes]
+        for phrase, (spans, boxes, segs) in enumerate(zip(record.spans, record.boxes, segmentations)):
+            for (x0, y0, x1, y1), seg in zip(boxes, segs):
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
                                     "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
                                     "iscrowd": 0, "tokens_positive": [list(s) for s in spans],
-                                    "phrase_ids": phrase})
+                                    "phrase_ids": phrase, **({"segmentation": seg} if seg is not None else {})})
     doc = {"info": {"description": info}, "images": images, "annotations": annotations,
            "categories": [{"id": 1, "name": "object", "supercategory": "object"}]}
     atomic_write_bytes(Path(path), json.dumps(doc).encode())

@@ -1,6 +1,7 @@
 """Write the world's grounding data beside its images (``clipdense data synth --grounding``)::
 
-    WORLD/grounding/mdetr_{train,val}.json                       modulated-detection COCO (GLIP / MDETR)
+    WORLD/grounding/mdetr_{train,val}.json                       modulated-detection COCO (GLIP / MDETR), each
+                                                                 box with its instance mask (COCO RLE)
     WORLD/grounding/flickr30k_{train,val}/Sentences/NNNNNN.txt   Flickr30k Entities mark-up of the caption
     WORLD/grounding/flickr30k_{train,val}/Annotations/NNNNNN.xml the boxes of each entity
     WORLD/grounding/flickr30k_{train,val}/{train,val}.txt        the image ids of the split
@@ -22,7 +23,7 @@ import numpy as np
 from ...config import atomic_write_bytes, build_config
 from ..formats.grounding import GroundedImage, write_flickr30k_entities, write_modulated_coco
 from .scenes import Scene, SynthConfig, generate_scene, make_vocabulary
-from .writers import SPLITS
+from .writers import SPLITS, mask_rle
 
 GROUNDING_DIR = "grounding"
 
@@ -34,15 +35,16 @@ def mask_box(mask: np.ndarray) -> list[float]:
 
 
 def grounded_scene(scene: Scene, file_name: str, size: int) -> GroundedImage:
-    """The scene's caption, its phrases' spans and each phrase's boxes."""
+    """The scene's caption, its phrases' spans and each phrase's boxes with their instance masks (COCO RLE)."""
     boxes = [mask_box(m) if m.any() else None for m in scene.masks]
-    spans, phrase_boxes = [], []
+    spans, phrase_boxes, phrase_masks = [], [], []
     for phrase in scene.phrases:
-        found = [boxes[i] for i in phrase.objects if boxes[i] is not None]
+        found = [i for i in phrase.objects if boxes[i] is not None]
         if found:
             spans.append([(phrase.start, phrase.end)])
-            phrase_boxes.append(found)
-    return GroundedImage(file_name, size, size, scene.caption, spans, phrase_boxes)
+            phrase_boxes.append([boxes[i] for i in found])
+            phrase_masks.append([mask_rle(scene.masks[i])[0] for i in found])
+    return GroundedImage(file_name, size, size, scene.caption, spans, phrase_boxes, phrase_masks)
 
 
 def write_grounding(world: str | Path, progress: Callable[[int], None] | None = None) -> dict[str, int]:

@@ -39,7 +39,7 @@ from ...errors import ConfigError
 from ..formats.lvis import FREQUENCIES, frequency_of
 from .scenes import (SPLIT_CODES, SynthConfig, Vocabulary, _finish, _make_thing, _stuff_layout, make_vocabulary,
                      place_if_visible)
-from .writers import _rle, png_bytes
+from .writers import mask_rle, png_bytes
 
 LVIS_CODE = 27          # keeps this world's random streams apart from the main world's
 SPLIT_FOLDERS = {"train": "train2017", "val": "val2017"}
@@ -192,7 +192,7 @@ def encode_lvis_scene(cfg: SynthConfig, lcfg: LvisWorldConfig, plan: LvisPlan, s
         np.random.default_rng([cfg.seed, LVIS_CODE, SPLIT_CODES[split], index, 1]), lcfg, plan.classes, present)
     objects, boxed = [], set()
     for name, mask in zip(present, masks):
-        rle, bbox, area = _rle(mask)
+        rle, bbox, area = mask_rle(mask)
         annotated = name not in unchecked and not (name in not_exhaustive and name in boxed)
         boxed.add(name)
         objects.append({"class": name, "segmentation": rle, "bbox": bbox, "area": area, "annotated": annotated})

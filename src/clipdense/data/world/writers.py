@@ -28,7 +28,7 @@ IGNORE_INDEX = 255
 SPLITS = ("train", "val")
 #: everything write_world puts in a world folder (what --overwrite removes first, and nothing else)
 WORLD_PARTS = ("train", "val", "shards", "annotations", "semseg", "classify", "train.csv", "val.csv",
-               "world.json", "README.md", "config.yaml", "audio", "lvis", "grounding")
+               "world.json", "README.md", "config.yaml", "audio", "lvis", "grounding", "vqa")
 
 
 @dataclass
@@ -54,7 +54,8 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _rle(mask: np.ndarray) -> tuple[dict[str, Any], list[float], int]:
+def mask_rle(mask: np.ndarray) -> tuple[dict[str, Any], list[float], int]:
+    """A mask as (COCO RLE with its counts as text, its bbox x, y, w, h, its area): what instances files hold."""
     from pycocotools import mask as mask_utils
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     bbox = [float(v) for v in mask_utils.toBbox(rle)]
@@ -90,7 +91,7 @@ def encode_scene(cfg: SynthConfig, vocab: Vocabulary, split: str, index: int) ->
     for seg_id, (mask, category_id, isthing) in enumerate(_regions(scene, vocab), start=1):
         labels[mask] = category_id - 1
         segments[mask] = seg_id
-        rle, bbox, area = _rle(mask)
+        rle, bbox, area = mask_rle(mask)
         ann = {"category_id": category_id, "segmentation": rle, "bbox": bbox, "area": area, "iscrowd": 0}
         (things if isthing else stuff).append(ann)
         segments_info.append({"id": seg_id, "category_id": category_id, "iscrowd": 0, "bbox": bbox, "area": area})

@@ -38,6 +38,9 @@ class GLIPConfig:
         center_radius: FCOS centre sampling radius, in strides.
         score_threshold / nms / detections / candidates: inference.
         novel: class names held out of its (detection) training, for the OV protocol's novel / base split.
+        mask_head: GLIPv2's instance masks: a class-agnostic Mask R-CNN branch on the fused levels (``masks.py``),
+            trained where the data has instance masks.
+        mask_samples: foreground regions per image the mask loss scores (random when there are more).
     """
 
     taps: list[int] = field(default_factory=list)
@@ -61,6 +64,8 @@ class GLIPConfig:
     candidates: int = 1000
     dense_mode: str = "vanilla"
     novel: list[str] = field(default_factory=list)
+    mask_head: bool = False
+    mask_samples: int = 64
     context: int = 0
     embed_dim: int = 0
     width: int = 0
@@ -93,6 +98,8 @@ def _check(c: GLIPConfig, facts: TowerFacts) -> None:
         raise ConfigError("layers >= 0, channels >= 1, and fusion_dim a positive multiple of fusion_heads expected")
     if not (0 < c.prior < 1 and 0 <= c.focal_alpha <= 1 and c.focal_gamma >= 0 and c.logit_scale > 0):
         raise ConfigError("prior in (0, 1), focal_alpha in [0, 1], focal_gamma >= 0, logit_scale > 0 expected")
+    if c.mask_samples < 1:
+        raise ConfigError(f"mask_samples {c.mask_samples}: expected >= 1 regions per image")
     if c.detections < 1 or c.candidates < 1 or not 0 <= c.nms <= 1 or not 0 <= c.score_threshold <= 1:
         raise ConfigError("detections, candidates >= 1 and nms, score_threshold in [0, 1] expected")
 

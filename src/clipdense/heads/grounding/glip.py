@@ -37,6 +37,7 @@ from ...models.text_tokens import encode_text_tokens, text_context
 from ..detection.pyramid import ViTPyramid
 from .config import GLIPConfig, resolve_glip_config
 from .fusion import fusion_stack
+from .masks import GLIPMaskBranch
 from .loss import (box_losses, inter_image_logits, inter_image_targets, location_boxes, match_locations,
                    token_focal_loss)
 from .prompting import prompt_chunks
@@ -53,6 +54,7 @@ class Predictions:
     anchors: torch.Tensor
     counts: list[int]
     image_sizes: list[tuple[int, int]]
+    levels: list[torch.Tensor] | None = None   # the fused image levels (what the mask branch reads)
 
 
 class GLIPHead(nn.Module):
@@ -85,6 +87,7 @@ class GLIPHead(nn.Module):
         self.box = nn.Conv2d(c.channels, 4, 3, padding=1)
         self.centerness = nn.Conv2d(c.channels, 1, 3, padding=1)
         self.log_scale = nn.Parameter(torch.tensor(math.log(c.logit_scale)))
+        self.masks = GLIPMaskBranch(c.channels, len(c.strides) + 1, c.mask_samples) if c.mask_head else None
         self.bias0 = nn.Parameter(torch.tensor(-math.log((1 - c.prior) / c.prior)))
         nn.init.zeros_(self.token_bias.weight)
         nn.init.zeros_(self.token_bias.bias)
@@ -100,6 +103,11 @@ class GLIPHead(nn.Module):
     def logit_scale(self) -> nn.Parameter:
         """The learnt log scale of the region-token cosine (named as the detector heads name theirs)."""
         return self.log_scale
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether the head has GLIPv2's mask branch (``config.mask_head``)."""
+        return self.masks is not None
 
     @property
     def strides(self) -> list[int]:
@@ -140,7 +148,7 @@ class GLIPHead(nn.Module):
         centerness = torch.cat([self.centerness(lv).flatten(2) for lv in levels], dim=2)[:, 0]
         sizes = [tuple(int(s) for s in lv.shape[-2:]) for lv in levels]
         anchors = location_boxes(sizes, self.strides, logits.device)
-        return Predictions(logits, distances, centerness, anchors, [h * w for h, w in sizes], image_sizes)
+        return Predictions(logits, distances, centerness, anchors, [h * w for h, w in sizes], image_sizes, levels)
 
     def forward(self, images: Sequence[torch.Tensor], ids: torch.Tensor,
                 targets: list[dict[str, torch.Tensor]] | None = None) -> tuple[Predictions, Any]:
@@ -158,7 +166,7 @@ class GLIPHead(nn.Module):
         text, mask = self.encode_text(ids)
         pred = self.predict(levels, text, mask, list(image_list.image_sizes))
         cls_targets = torch.zeros_like(pred.logits)
-        matched_pred, matched_boxes, matched_centerness, matched_anchors = [], [], [], []
+        matched_pred, matched_boxes, matched_centerness, matched_anchors, matched_index = [], [], [], [], []
         for i, target in enumerate(targets):
             index = match_locations(pred.anchors, pred.counts, self.strides, target["boxes"],
                                     self.config.center_radius)
@@ -169,12 +177,18 @@ class GLIPHead(nn.Module):
             matched_boxes.append(target["boxes"][index[fg]])
             matched_centerness.append(pred.centerness[i, fg])
             matched_anchors.append(anchors)
+            matched_index.append(index[fg])
         count = max(sum(len(b) for b in matched_boxes), 1)
         focal = token_focal_loss(pred.logits, cls_targets, mask[:, None, :].expand_as(pred.logits),
                                  self.config.focal_alpha, self.config.focal_gamma)
         giou, centerness = box_losses(torch.cat(matched_pred), torch.cat(matched_boxes),
                                       torch.cat(matched_centerness), torch.cat(matched_anchors))
         out = {"loss_align": focal / count, "loss_giou": giou / count, "loss_centerness": centerness / count}
+        if self.masks is not None:
+            masks = self.masks.loss(pred.levels, pred.image_sizes, matched_pred, matched_index,
+                                    [t.get("masks") for t in targets])
+            if masks is not None:
+                out["loss_mask"] = masks
         if inter_weight > 0:
             goal = inter_image_targets(ids.to(mask.device), cls_targets, [t["positive"] for t in targets])
             out["loss_inter"] = inter_weight * self.inter_image_loss(levels, text, mask, goal) / count
@@ -219,6 +233,12 @@ class GLIPHead(nn.Module):
             out.append((scores * centerness[i][:, None]).clamp_min(0).sqrt()[:, :len(phrases)])
         return out, pred
 
+    def add_masks(self, pred: Predictions, results: list[dict[str, torch.Tensor]]) -> None:
+        """Each result's ``masks``: (N, 1, 28, 28) probabilities of its boxes (pasted by ``postprocess``)."""
+        logits = self.masks(pred.levels, [r["boxes"] for r in results], pred.image_sizes).sigmoid()
+        for result, part in zip(results, logits.split([len(r["boxes"]) for r in results])):
+            result["masks"] = part
+
     def decode(self, pred: Predictions, index: int) -> torch.Tensor:
         """(N, 4) the boxes of image ``index`` in the padded input's pixels."""
         return self.coder.decode(pred.distances[index], pred.anchors)
@@ -247,6 +267,8 @@ class GLIPHead(nn.Module):
             scores, pred = self.phrase_scores(images, ids, phrase_tokens)
             results = [self.select(self.decode(pred, i), scores[i], pred.image_sizes[i])
                        for i in range(len(images))]
+            if self.masks is not None:
+                self.add_masks(pred, results)
             originals = [tuple(int(s) for s in image.shape[-2:]) for image in images]
             return self.transform.postprocess(results, pred.image_sizes, originals)
 
@@ -267,9 +289,9 @@ class GLIPHead(nn.Module):
                 parts.append({**result, "labels": columns.to(result["labels"].device)[result["labels"]]})
         out = []
         for parts in merged:
-            boxes, scores, labels = (torch.cat([p[k] for p in parts]) for k in ("boxes", "scores", "labels"))
-            keep = batched_nms(boxes, scores, labels, self.config.nms)[:self.config.detections]
-            out.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+            found = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}   # boxes, scores, labels (+ masks)
+            keep = batched_nms(found["boxes"], found["scores"], found["labels"], self.config.nms)
+            out.append({k: v[keep[:self.config.detections]] for k, v in found.items()})
         return out
 
     def train(self, mode: bool = True) -> "GLIPHead":
