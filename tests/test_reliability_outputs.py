@@ -41,6 +41,7 @@ CASES: dict[tuple[tuple[str, ...], str], list[list[str]]] = {
     (("ground",), "--out"): [["ground", "{img}", "a red circle", "--head", "h.safetensors", "--out", "{bad}.png"]],
     (("ground",), "--json"): [["ground", "{img}", "a red circle", "--head", "h.safetensors", "--json",
                                "{bad}.json"]],
+    (("vqa",), "--json"): [["vqa", "{img}", "What colour is it?", "--head", "h.safetensors", "--json", "{bad}.json"]],
     (("depth",), "--out"): [["depth", "{img}", "--out", "{bad}.png"]],
     (("draw",), "--out"): [["draw", "a cat", "--steps", "1", "--out", "{bad}.svg"]],
     (("sketch",), "--out"): [["sketch", "{img}", "--steps", "1", "--out", "{bad}.svg"]],

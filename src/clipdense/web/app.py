@@ -145,7 +145,8 @@ def build_app(settings: PageSettings) -> gr.Blocks:
                 classes = gr.Textbox(label="class names", placeholder="red circle, blue star, sky, grass",
                                      elem_id="classes")
                 heatmap_prompt = gr.Textbox(label="heatmap of (a prompt; empty: the first class) — with a grounding head: "
-                                                  "the sentence whose phrases are boxed",
+                                                  "the sentence whose phrases are boxed, or a question ending in '?' "
+                                                  "(a head with a VQA part answers it)",
                                             elem_id="heatmap-prompt")
                 with gr.Accordion("model", open=False):
                     model = gr.Dropdown(model_choices(settings.model), value=settings.model, allow_custom_value=True,

@@ -76,11 +76,25 @@ def _classify_with(bundle: Any, head: nn.Module, analysis: Analysis) -> Analysis
 
 
 @torch.no_grad()
+def _answer_with(bundle: Any, head: nn.Module, analysis: Analysis) -> Analysis:
+    """A GLIPv2 head with a VQA part answers the prompt field's question: its top answers with their scores take the
+    'whole image' ranking's place (the overlay keeps the zero-shot segmentation)."""
+    from ..tasks.vqa import answer
+    found = answer(bundle, TF.to_tensor(analysis.image), analysis.heatmap_prompt, head=head, top=5)
+    note = f"answered the question {found.question!r}: {found.answers[0]} ({found.scores[0]:.2f})"
+    return replace(analysis, ranking=dict(zip(found.answers, found.scores)), notes=(*analysis.notes, note))
+
+
+@torch.no_grad()
 def _ground_with(bundle: Any, head: nn.Module, analysis: Analysis) -> Analysis:
     """A GLIP head grounds the prompt field's sentence: each noun phrase's best boxes, in the phrase's colour and
-    labelled with its words, replace the segmentation on the overlay."""
+    labelled with its words, replace the segmentation on the overlay. A question (ending in '?') to a head with a
+    VQA part is answered instead (``_answer_with``)."""
+    from ..heads.grounding.vqa import has_vqa
     from ..tasks.detect import Detections
     from ..tasks.ground import ground, keep_best
+    if has_vqa(head) and analysis.heatmap_prompt.strip().endswith("?"):
+        return _answer_with(bundle, head, analysis)
     found = keep_best(ground(bundle, TF.to_tensor(analysis.image), analysis.heatmap_prompt, head=head), top=2)
     boxes = [p.boxes for p in found.phrases]
     labels = [torch.full((len(p.boxes),), i, dtype=torch.long) for i, p in enumerate(found.phrases)]
