@@ -20,6 +20,7 @@ from .formats.audio import SoundTriplets, open_esc50, open_urbansound
 from .formats.video import KineticsClips, MsrvttClips
 from .formats.video_shards import FrameShards
 from .formats.grounding import Flickr30kEntities, ModulatedCoco
+from .formats.vqa import VQAv2
 from .sample import describe_fields
 from .skips import SkipCounter
 from .spec import DataSpec, parse_data
@@ -136,6 +137,11 @@ def _open_flickr(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounte
     return Flickr30kEntities(spec.get("root"), spec.get("images"), spec.get("ids") or None, skip_counter=skips)
 
 
+def _open_vqa(spec: DataSpec, split: str, needs: frozenset, skips: SkipCounter, **_: object) -> VQAv2:
+    return VQAv2(spec.get("images"), spec.get("questions"), spec.get("annotations"), spec.get("instances") or None,
+                 skip_counter=skips)
+
+
 READERS: dict[str, ReaderKind] = {
     "csv": ReaderKind(frozenset({"caption"}), _open_imagetext, streaming=True),
     "wds": ReaderKind(frozenset({"caption"}), _open_imagetext, streaming=True),
@@ -154,6 +160,7 @@ READERS: dict[str, ReaderKind] = {
     "wds-video": ReaderKind(frozenset({"caption", "frames"}), _open_frame_shards, images=False),
     "modulated-coco": ReaderKind(frozenset({"caption", "boxes", "phrases", "masks"}), _open_modulated),
     "flickr30k": ReaderKind(frozenset({"caption", "boxes", "phrases"}), _open_flickr),
+    "vqa": ReaderKind(frozenset({"question"}), _open_vqa),
 }
 
 
@@ -170,7 +177,20 @@ def world_parts(spec: DataSpec, split: str, world: World | None = None) -> list[
         ([DataSpec("audiotext", {"path": str(sounds)}, str(spec))]
          if (sounds := world.root / "audio" / f"{split}.csv").is_file() else []) + \
         ([DataSpec("modulated-coco", {"images": str(s.image_dir), "annotations": str(grounding)}, str(spec))]
-         if (grounding := world.root / "grounding" / f"mdetr_{split}.json").is_file() else [])  # data synth --grounding
+         if (grounding := world.root / "grounding" / f"mdetr_{split}.json").is_file() else []) + \
+        _world_vqa(spec, world, split)
+
+
+def _world_vqa(spec: DataSpec, world: World, split: str) -> list[DataSpec]:
+    """The world's VQAv2 files of ``split`` as a spec (``data synth --vqa``), image ids named by its instances."""
+    from .world.vqa import vqa_files
+
+    questions, annotations = vqa_files(world.root, split)
+    if not questions.is_file():
+        return []
+    s = world.split(split)
+    return [DataSpec("vqa", {"images": str(s.image_dir), "questions": str(questions),
+                             "annotations": str(annotations), "instances": str(s.instances)}, str(spec))]
 
 
 def provided_fields(spec: DataSpec | str) -> frozenset[str]:
@@ -223,12 +243,14 @@ class DataInfo:
         classes: the reader's class names in label order (None: the data names no classes).
         isthing: thing (True) or stuff (False) per class (None: the format does not say; all things).
         novel: classes the data itself holds out of training (a world's novel things, LVIS's rare classes).
+        answers: the answers of question data, most frequent first (None: the data has no questions).
     """
 
     spec: DataSpec | None = None
     classes: tuple[str, ...] | None = None
     isthing: tuple[bool, ...] | None = None
     novel: tuple[str, ...] = ()
+    answers: tuple[str, ...] | None = None
 
     def thing_flags(self) -> list[bool]:
         """isthing per class, every class a thing when the format does not say."""
@@ -240,9 +262,11 @@ class DataInfo:
 def _describe(spec: DataSpec, reader: object, world: World | None) -> DataInfo:
     classes = getattr(reader, "classes", None)
     isthing = getattr(reader, "isthing", None)
+    answers = getattr(reader, "answers", None)
     return DataInfo(spec, None if classes is None else tuple(str(c) for c in classes),
                     None if isthing is None else tuple(bool(t) for t in isthing),
-                    tuple(world.novel_things) if world is not None else tuple(getattr(reader, "held_out", ())))
+                    tuple(world.novel_things) if world is not None else tuple(getattr(reader, "held_out", ())),
+                    None if answers is None else tuple(str(a) for a in answers))
 
 
 def open_data(spec: DataSpec | str, needs: Iterable[str] = (), split: str = "train",
