@@ -42,7 +42,8 @@ def stages(out: Path, s: dict) -> list[tuple[str, str, Path]]:
                        "--classify-train-per-class 0 --classify-val-per-class 0 --grounding --vqa",
               world / "vqa" / "v2_mscoco_val_annotations.json"),
              ("train glipv2-ground", f"clipdense train --objective glipv2 {MODEL} --data {world} --out {ground} "
-                                     f"{_args(s['ground_steps'], s['batch'], s['lr'])} --objective-arg inter_weight=1.0",
+                                     f"{_args(s['ground_steps'], s['batch'], s['lr'])} "
+                                     "--objective-arg inter_weight=1.0",
               ground / "metrics.jsonl")]
     for name, (_, init) in HEADS.items():
         run = out / name
