@@ -1,5 +1,6 @@
 """GLIP: grounding and detection as one task (Li et al. 2022), as a head on a frozen CLIP; ``glipv2`` adds
-GLIPv2's inter-image region-word contrastive loss (Zhang et al. 2022) with ``inter_weight``.
+GLIPv2's inter-image region-word contrastive loss (Zhang et al. 2022) with ``inter_weight``, and with ``data=vqa``
+GLIPv2's VQA fine-tuning (``glip_vqa.py``: questions as prompts, an answer classifier on the fused features).
 
 ``clipdense train --objective glip --data WORLD_OR_MODULATED_COCO``: every sample is a prompt and boxes tied to its
 tokens. ``data=grounding`` (default) reads grounding data (``phrases``: modulated-COCO, Flickr30k Entities, a world
@@ -31,8 +32,9 @@ from ..errors import ConfigError, DataError
 from ..heads.grounding import GLIPConfig, GLIPHead
 from .base import DataInfo, HeadExport, Objective
 from .fvit import data_vocabulary
+from .glip_vqa import check_vqa_options, vqa_head, vqa_step, vqa_transform
 
-DATA_KINDS = ("grounding", "detection")
+DATA_KINDS = ("grounding", "detection", "vqa")   # vqa: glipv2's VQA fine-tuning (glip_vqa.py)
 
 
 @dataclass
@@ -188,6 +190,8 @@ class GLIPv2Options(GLIPOptions):
     """GLIP's options plus the weight of GLIPv2's inter-image region-word contrastive loss."""
 
     inter_weight: float = 1.0
+    init: str = ""              # data=vqa: a trained GLIP / GLIPv2 head (run dir or file) to fine-tune from
+    max_answers: int = 3129     # data=vqa: answer vocabulary = the most frequent training answers (VQAv2's 3129)
 
 
 class GLIPv2Objective(GLIPObjective):
@@ -198,7 +202,24 @@ class GLIPv2Objective(GLIPObjective):
     name: ClassVar[str] = "glipv2"
     Options: ClassVar[type] = GLIPv2Options
 
+    @classmethod
+    def required_fields(cls, options: Any) -> frozenset[str]:
+        return frozenset({"question"}) if options.data == "vqa" else super().required_fields(options)
+
+    def __init__(self, bundle: Any, options: Any = None, info: DataInfo | None = None, total_steps: int = 1) -> None:
+        super().__init__(bundle, options, info, total_steps)
+        if self.options.data == "vqa":   # GLIPv2's VQA fine-tuning: the head gains an answer classifier
+            self.head = vqa_head(bundle, self.options, info or DataInfo(), glip_config(self.options))
+            self.ddp_find_unused_parameters = True   # box and alignment layers get no gradient from questions
+
+    def sample_transform(self) -> Any:
+        if self.options.data == "vqa":
+            return vqa_transform(self.head, self.bundle.tokenizer, self.options.jitter)
+        return super().sample_transform()
+
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.options.data == "vqa":
+            return vqa_step(self.head, batch)
         images, targets = glip_targets(batch)
         losses = self.head.losses(images, batch["ids"], targets, inter_weight=self.options.inter_weight)
         return {"loss": sum(losses.values()), **{k: v.detach() for k, v in losses.items()},
@@ -215,6 +236,10 @@ def check_options(options: GLIPOptions) -> None:
         raise ConfigError("max_boxes must be >= 1 and negatives >= 0")
     if isinstance(options, GLIPv2Options) and options.inter_weight < 0:
         raise ConfigError(f"inter_weight {options.inter_weight}: expected a weight >= 0")
+    if isinstance(options, GLIPv2Options):
+        check_vqa_options(options)
+    elif options.data == "vqa":
+        raise ConfigError("data=vqa: only --objective glipv2 trains the VQA head (GLIPv2's VQA fine-tuning)")
 
 
 __all__ = ["GLIPObjective", "GLIPOptions", "GLIPTransform", "GLIPv2Objective", "GLIPv2Options", "Phrases",

@@ -38,6 +38,8 @@ class GLIPConfig:
         center_radius: FCOS centre sampling radius, in strides.
         score_threshold / nms / detections / candidates: inference.
         novel: class names held out of its (detection) training, for the OV protocol's novel / base split.
+        answers: GLIPv2's VQA head: the answer vocabulary (empty: no VQA part; ``vqa.py``).
+        vqa_hidden: the VQA MLP's hidden width (0 = twice ``channels``).
         mask_head: GLIPv2's instance masks: a class-agnostic Mask R-CNN branch on the fused levels (``masks.py``),
             trained where the data has instance masks.
         mask_samples: foreground regions per image the mask loss scores (random when there are more).
@@ -66,6 +68,8 @@ class GLIPConfig:
     novel: list[str] = field(default_factory=list)
     mask_head: bool = False
     mask_samples: int = 64
+    answers: list[str] = field(default_factory=list)
+    vqa_hidden: int = 0
     context: int = 0
     embed_dim: int = 0
     width: int = 0

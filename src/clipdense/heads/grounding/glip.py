@@ -41,6 +41,7 @@ from .masks import GLIPMaskBranch
 from .loss import (box_losses, inter_image_logits, inter_image_targets, location_boxes, match_locations,
                    token_focal_loss)
 from .prompting import prompt_chunks
+from .vqa import vqa_part
 
 
 @dataclass
@@ -92,6 +93,7 @@ class GLIPHead(nn.Module):
         nn.init.zeros_(self.token_bias.weight)
         nn.init.zeros_(self.token_bias.bias)
         self.coder = BoxLinearCoder(normalize_by_size=True)
+        self.vqa = vqa_part(c)       # GLIPv2's answer classifier on the fused features (None without answers)
         self.transform = GeneralizedRCNNTransform(c.image_size, c.image_size, c.mean, c.std,
                                                   size_divisible=2 * c.strides[-1], _skip_resize=True)
 
