@@ -64,3 +64,27 @@ def test_ground_maps_boxes_back_to_the_image_whatever_the_head_mode(tiny_bundle)
     evaluated = cd.ground(tiny_bundle, image, "a red circle", head=head)
     assert torch.allclose(trained.phrases[0].boxes, evaluated.phrases[0].boxes)
     assert float(trained.phrases[0].boxes[:, 0::2].max()) <= 48 and head.training is False
+
+
+def test_the_page_tints_the_masks_of_a_glipv2_mask_head(tmp_path, tiny_bundle, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    head = GLIPHead(tiny_bundle, GLIPConfig(**TINY, mask_head=True))
+    save_head(head, tmp_path / "heads" / "glip.safetensors", tiny_bundle)
+    (choice,) = discover_heads([tmp_path / "heads"])
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (48, 40), (200, 30, 30)).save(photo)
+    sentence = "a red circle left of a blue star"
+    result = Analyser([choice], device="cpu")(Request(photo, "red circle, sky", pretrained=None, templates="world",
+                                                       head=str(choice.path), heatmap=sentence))
+    expected = keep_best(cd.ground(tiny_bundle, photo, sentence, head=head), top=2)
+    assert all(p.masks is not None and p.masks.shape[1:] == (40, 48) for p in expected.phrases)
+    assert torch.equal(result.detections.masks, torch.cat([p.masks for p in expected.phrases]))
+    plain = render(result, min_score=0.0).overlay
+    without = render(type(result)(**{**result.__dict__, "detections": type(result.detections)(
+        *[getattr(result.detections, k) for k in ("boxes", "scores", "labels", "classes")])}), min_score=0.0).overlay
+    assert bool(result.detections.masks.any())         # a random head's masks: about half the box
+    assert plain.tobytes() != without.tobytes()        # a tinted mask changes the overlay's pixels
+    found = cd.ground(tiny_bundle, photo, sentence, head=head).to_json()
+    assert all(len(p["segmentations"]) == len(p["boxes"]) for p in found["phrases"])
+    assert found["phrases"][0]["segmentations"][0]["size"] == [40, 48]

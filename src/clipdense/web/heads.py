@@ -87,8 +87,8 @@ def _answer_with(bundle: Any, head: nn.Module, analysis: Analysis) -> Analysis:
 
 @torch.no_grad()
 def _ground_with(bundle: Any, head: nn.Module, analysis: Analysis) -> Analysis:
-    """A GLIP head grounds the prompt field's sentence: each noun phrase's best boxes, in the phrase's colour and
-    labelled with its words, replace the segmentation on the overlay. A question (ending in '?') to a head with a
+    """A GLIP head grounds the prompt field's sentence: each noun phrase's best boxes (and masks, from a head with
+    GLIPv2's mask branch), in the phrase's colour and labelled with its words, replace the segmentation on the overlay. A question (ending in '?') to a head with a
     VQA part is answered instead (``_answer_with``)."""
     from ..heads.grounding.vqa import has_vqa
     from ..tasks.detect import Detections
@@ -98,8 +98,9 @@ def _ground_with(bundle: Any, head: nn.Module, analysis: Analysis) -> Analysis:
     found = keep_best(ground(bundle, TF.to_tensor(analysis.image), analysis.heatmap_prompt, head=head), top=2)
     boxes = [p.boxes for p in found.phrases]
     labels = [torch.full((len(p.boxes),), i, dtype=torch.long) for i, p in enumerate(found.phrases)]
+    masks = torch.cat([p.masks for p in found.phrases]) if all(p.masks is not None for p in found.phrases) else None
     detections = Detections(torch.cat(boxes), torch.cat([p.scores for p in found.phrases]), torch.cat(labels),
-                            [p.text for p in found.phrases])
+                            [p.text for p in found.phrases], masks)   # GLIPv2 mask head: tinted in the phrase's colour
     note = f"grounded the sentence {found.sentence!r}: phrases " + ", ".join(p.text for p in found.phrases)
     return replace(analysis, probabilities=None, detections=detections, notes=(*analysis.notes, note))
 
