@@ -17,6 +17,7 @@ from clipdense.data.readers import open_data
 from clipdense.errors import ConfigError, DataError
 from clipdense.evaluation.detection import evaluate_detector
 from clipdense.objectives import build_objective, objective_options
+from glip_toy import fit_batch
 
 TINY = {"channels": 32, "layers": 1, "fusion_dim": 32, "fusion_heads": 4, "layer_scale": 0.1, "image_size": 64}
 SQUARE = [[2.0, 2.0, 6.0, 2.0, 6.0, 6.0, 2.0, 6.0]]   # a polygon covering pixels 2..5 x 2..5 (pycocotools' rule)
@@ -125,12 +126,7 @@ def test_the_mask_branch_learns_the_masks_of_a_handful_of_scenes(bundle, grounde
     items = [i for i in range(len(reader)) if len(reader[i].boxes)][:4]
     transform = objective.sample_transform()
     batch = objective.collate([transform(reader[i], torch.Generator().manual_seed(i)) for i in items])
-    optimiser = torch.optim.AdamW([p for p in objective.parameters() if p.requires_grad], lr=3e-3)
-    objective.train()
-    for _ in range(60):
-        optimiser.zero_grad()
-        objective(batch)["loss"].backward()
-        optimiser.step()
+    fit_batch(objective, batch, 60)
     head.eval()
     ious = []
     with torch.no_grad():

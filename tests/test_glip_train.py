@@ -9,6 +9,7 @@ from clipdense.data.readers import open_data
 from clipdense.errors import ConfigError
 from clipdense.evaluation.grounding import first_hit, phrase_recall
 from clipdense.objectives import build_objective, objective_options
+from glip_toy import Subset, fit_batch
 
 TINY = {"channels": 32, "layers": 2, "fusion_dim": 32, "fusion_heads": 4, "layer_scale": 0.1, "image_size": 64}
 
@@ -90,21 +91,7 @@ def test_glip_head_overfits_a_handful_of_world_images(grounded_world):
     objective = build_objective("glip", bundle, options, info)
     transform = objective.sample_transform()
     batch = stack_collate([transform(reader[i], torch.Generator().manual_seed(i)) for i in indices])
-    optimiser = torch.optim.AdamW([p for _, p in objective.named_trainable_parameters()], lr=3e-3)
-    objective.train()
-    for _ in range(300):
-        loss = objective(batch)["loss"]
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-
-    class Subset:
-        def __len__(self) -> int:
-            return len(indices)
-
-        def __getitem__(self, i: int):
-            return reader[indices[i]]
-
-    result = evaluate_grounding(objective.head, Subset())
+    fit_batch(objective, batch, 300)
+    result = evaluate_grounding(objective.head, Subset(reader, indices))
     assert result["num_phrases"] >= 4
     assert result["any"]["R@1"] >= 90.0, result

@@ -17,6 +17,7 @@ from clipdense.data.world.vqa import SceneObject, _colour_questions, _relation_q
 from clipdense.errors import ConfigError, DataError, ImageLoadError, ModelLoadError
 from clipdense.evaluation.vqa import vqa_accuracy, vqa_scores
 from clipdense.objectives import build_objective, objective_options
+from glip_toy import Subset, fit_batch
 
 TINY = {"channels": 32, "layers": 1, "fusion_dim": 32, "fusion_heads": 4, "layer_scale": 0.1, "image_size": 64}
 
@@ -244,22 +245,8 @@ def test_vqa_head_overfits_a_handful_of_world_questions(vqa_world):
     indices = list(range(12))
     transform = objective.sample_transform()
     batch = stack_collate([transform(reader[i], torch.Generator().manual_seed(i)) for i in indices])
-    optimiser = torch.optim.AdamW([p for _, p in objective.named_trainable_parameters()], lr=3e-3)
-    objective.train()
-    for _ in range(120):
-        loss = objective(batch)["loss"]
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-
-    class Subset:
-        def __len__(self) -> int:
-            return len(indices)
-
-        def __getitem__(self, i: int):
-            return reader[indices[i]]
-
-    result = evaluate_vqa(objective.head, Subset())
+    fit_batch(objective, batch, 120)
+    result = evaluate_vqa(objective.head, Subset(reader, indices))
     assert result["counts"]["questions"] == 12 and result["overall"] >= 90.0, result
 
 

@@ -16,19 +16,28 @@ TINY = dict(channels=32, layers=1, fusion_dim=32, fusion_heads=4, layer_scale=0.
             score_threshold=0.0)
 
 
+SENTENCE = "a red circle left of a blue star"
+
+
+def _page_grounding(tmp_path, bundle, head):
+    """Save ``head``, find it as the page does, ground SENTENCE on a red photo -> (the head's choice, the page's
+    result, the photo)."""
+    save_head(head, tmp_path / "heads" / "glip.safetensors", bundle)
+    (choice,) = discover_heads([tmp_path / "heads"])
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (48, 40), (200, 30, 30)).save(photo)
+    result = Analyser([choice], device="cpu")(Request(photo, "red circle, sky", pretrained=None, templates="world",
+                                                       head=str(choice.path), heatmap=SENTENCE))
+    return choice, result, photo
+
+
 def test_the_page_grounds_the_typed_sentence_with_a_glip_head(tmp_path, tiny_bundle, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     torch.manual_seed(0)
     head = GLIPHead(tiny_bundle, GLIPConfig(**TINY))
-    save_head(head, tmp_path / "heads" / "glip.safetensors", tiny_bundle)
-    (choice,) = discover_heads([tmp_path / "heads"])
+    choice, result, photo = _page_grounding(tmp_path, tiny_bundle, head)
     assert choice.use.name == "grounding" and choice.info.kind == "grounder/glip"
-    photo = tmp_path / "photo.png"
-    Image.new("RGB", (48, 40), (200, 30, 30)).save(photo)
-    sentence = "a red circle left of a blue star"
-    result = Analyser([choice], device="cpu")(Request(photo, "red circle, sky", pretrained=None, templates="world",
-                                                       head=str(choice.path), heatmap=sentence))
-    expected = keep_best(cd.ground(tiny_bundle, photo, sentence, head=head), top=2)
+    expected = keep_best(cd.ground(tiny_bundle, photo, SENTENCE, head=head), top=2)
     assert result.detections is not None and result.probabilities is None
     assert result.detections.classes == ["red circle", "blue star"]
     assert torch.equal(result.detections.labels, torch.cat([torch.full((len(p.boxes),), i)
@@ -70,14 +79,8 @@ def test_the_page_tints_the_masks_of_a_glipv2_mask_head(tmp_path, tiny_bundle, m
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     torch.manual_seed(0)
     head = GLIPHead(tiny_bundle, GLIPConfig(**TINY, mask_head=True))
-    save_head(head, tmp_path / "heads" / "glip.safetensors", tiny_bundle)
-    (choice,) = discover_heads([tmp_path / "heads"])
-    photo = tmp_path / "photo.png"
-    Image.new("RGB", (48, 40), (200, 30, 30)).save(photo)
-    sentence = "a red circle left of a blue star"
-    result = Analyser([choice], device="cpu")(Request(photo, "red circle, sky", pretrained=None, templates="world",
-                                                       head=str(choice.path), heatmap=sentence))
-    expected = keep_best(cd.ground(tiny_bundle, photo, sentence, head=head), top=2)
+    _, result, photo = _page_grounding(tmp_path, tiny_bundle, head)
+    expected = keep_best(cd.ground(tiny_bundle, photo, SENTENCE, head=head), top=2)
     assert all(p.masks is not None and p.masks.shape[1:] == (40, 48) for p in expected.phrases)
     assert torch.equal(result.detections.masks, torch.cat([p.masks for p in expected.phrases]))
     plain = render(result, min_score=0.0).overlay
@@ -85,6 +88,6 @@ def test_the_page_tints_the_masks_of_a_glipv2_mask_head(tmp_path, tiny_bundle, m
         *[getattr(result.detections, k) for k in ("boxes", "scores", "labels", "classes")])}), min_score=0.0).overlay
     assert bool(result.detections.masks.any())         # a random head's masks: about half the box
     assert plain.tobytes() != without.tobytes()        # a tinted mask changes the overlay's pixels
-    found = cd.ground(tiny_bundle, photo, sentence, head=head).to_json()
+    found = cd.ground(tiny_bundle, photo, SENTENCE, head=head).to_json()
     assert all(len(p["segmentations"]) == len(p["boxes"]) for p in found["phrases"])
     assert found["phrases"][0]["segmentations"][0]["size"] == [40, 48]

@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..heads.grounding import GLIPHead
 from ..heads.grounding.prompting import prompt_chunks as chunk_prompts
 from .detect import Detections, mask_rle, pixels
-from .images import ImageLike, as_pil
+from .images import ImageLike, as_pil, texts_per_image
 from .overlay import palette
 
 
@@ -112,11 +112,7 @@ def ground(bundle: Any, image: ImageLike | Sequence[ImageLike], sentence: str | 
         raise ConfigError("ground needs a grounding head (head=...): train one with `clipdense train --objective "
                           "glip`")
     grounder = as_grounder(head, bundle)
-    many = isinstance(image, (list, tuple))
-    images = list(image) if many else [image]
-    sentences = [sentence] * len(images) if isinstance(sentence, str) else list(sentence)
-    if len(sentences) != len(images):
-        raise ConfigError(f"sentence: expected one sentence per image ({len(images)}), got {len(sentences)}")
+    many, images, sentences = texts_per_image(image, sentence, "sentence")
     if spans is not None and len(images) != 1:
         raise ConfigError("spans: only with one image and one sentence")
     chosen = [sentence_spans(s, spans) for s in sentences]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Union
+from typing import Sequence, Union
 
 import torch
 import torchvision.transforms.functional as TF
@@ -34,6 +34,18 @@ def one_image(image: ImageLike, task: str) -> ImageLike:
             raise ConfigError(f"{task} takes one image as a (3, H, W) or (1, 3, H, W) tensor; got shape "
                               f"{tuple(image.shape)}")
     return image
+
+
+def texts_per_image(image: ImageLike | Sequence[ImageLike], text: str | Sequence[str], what: str
+                    ) -> tuple[bool, list[ImageLike], list[str]]:
+    """(whether a list was given, the images, one text per image): a single text is shared by every image, a list
+    must give one per image (``what`` names it in the one-line refusal)."""
+    many = isinstance(image, (list, tuple))
+    images = list(image) if many else [image]
+    texts = [text] * len(images) if isinstance(text, str) else list(text)
+    if len(texts) != len(images):
+        raise ConfigError(f"{what}: expected one {what} per image ({len(images)}), got {len(texts)}")
+    return many, images, texts
 
 
 def normalisation(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:

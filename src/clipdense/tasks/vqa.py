@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..heads.grounding import GLIPHead
 from ..heads.grounding.vqa import answer_probabilities, has_vqa
 from .detect import pixels
-from .images import ImageLike
+from .images import ImageLike, texts_per_image
 
 NO_VQA = "a GLIP head without a VQA part (no answer vocabulary); train one with `clipdense train --objective " \
          "glipv2 --objective-arg data=vqa`"
@@ -75,11 +75,7 @@ def answer(bundle: Any, image: ImageLike | Sequence[ImageLike], question: str | 
     if not isinstance(top, int) or top < 1:
         raise ConfigError(f"top {top!r}: expected a number of answers >= 1")
     answerer = as_answerer(head, bundle)
-    many = isinstance(image, (list, tuple))
-    images = list(image) if many else [image]
-    questions = [question] * len(images) if isinstance(question, str) else list(question)
-    if len(questions) != len(images):
-        raise ConfigError(f"question: expected one question per image ({len(images)}), got {len(questions)}")
+    many, images, questions = texts_per_image(image, question, "question")
     questions = [check_question(q) for q in questions]
     probs = answer_probabilities(answerer, [pixels(i).to(bundle.device) for i in images], questions).cpu()
     vocabulary = answerer.config.answers
