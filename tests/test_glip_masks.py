@@ -176,3 +176,13 @@ def test_instances_scores_perfect_masks_100_and_shifted_masks_lower(grounded_wor
     assert shifted["AP"]["all"] == 100.0 and shifted["mask"]["AP"]["all"] < 60.0
     boxes_only, _ = evaluate_detector(_Oracle(reader, lambda m: m), reader, batch_size=2)
     assert "mask" not in boxes_only
+
+
+def test_class_agnostic_ap_ignores_the_names_and_keeps_the_masks(grounded_world):
+    reader, _, _ = open_data(str(grounded_world), needs={"boxes", "labels", "masks"}, split="val")
+    oracle = _Oracle(reader, lambda m: m)
+    detect = oracle.detect
+    oracle.detect = lambda images, names: [{**d, "labels": (d["labels"] + 1) % len(names)} for d in detect(images, names)]
+    wrong_names, _ = evaluate_detector(oracle, reader, batch_size=2, masks=True, agnostic=True)
+    assert wrong_names["AP50"]["all"] == 0.0 and wrong_names["mask"]["AP50"]["all"] == 0.0   # every name wrong
+    assert wrong_names["agnostic"]["AP"]["all"] == 100.0 and wrong_names["agnostic"]["mask"]["AP"]["all"] == 100.0

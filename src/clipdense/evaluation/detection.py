@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
@@ -21,6 +22,7 @@ from ..data.skips import SkipCounter
 from .common import chunks, progress
 from .inputs import load_or_skip
 from .context import EvalContext
+from .options import option
 from .registry import NoOptions, register_task
 
 if TYPE_CHECKING:
@@ -38,11 +40,12 @@ def coco_ground_truth(images: list[dict[str, Any]], annotations: list[dict[str, 
     return gt
 
 
-def box_ap(gt: Any, results: list[dict[str, Any]], groups: Mapping[str, Sequence[int]], iou_type: str = "bbox"
-           ) -> dict[str, Any]:
+def box_ap(gt: Any, results: list[dict[str, Any]], groups: Mapping[str, Sequence[int]], iou_type: str = "bbox",
+           agnostic: bool = False) -> dict[str, Any]:
     """COCOeval on ``results`` -> {"AP50": {group: %}, "AP": {group: %}, "AR100": %} (percent; NaN for a group
     without ground truth). ``groups``: name -> category ids; ``iou_type``: bbox, or segm (results and ground truth
-    carry ``segmentation`` RLEs)."""
+    carry ``segmentation`` RLEs); ``agnostic``: COCOeval's ``useCats=0`` (any detection may match any object:
+    localisation alone, reported as the one group ``all``)."""
     from pycocotools.cocoeval import COCOeval
     empty = {"AP50": {g: 0.0 for g in groups}, "AP": {g: 0.0 for g in groups}, "AR100": 0.0}
     if not results:
@@ -50,11 +53,14 @@ def box_ap(gt: Any, results: list[dict[str, Any]], groups: Mapping[str, Sequence
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(results)
         evaluator = COCOeval(gt, dt, iou_type)
+        evaluator.params.useCats = int(not agnostic)
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
     precision = evaluator.eval["precision"]             # (iou, recall, category, area, max dets)
     index = {cid: k for k, cid in enumerate(evaluator.params.catIds)}
+    if agnostic:   # one category column: every object of every class
+        groups, index = {"all": [0]}, {0: 0}
     out: dict[str, Any] = {"AP50": {}, "AP": {}, "AR100": round(100 * float(evaluator.stats[8]), 2)}
     for name, ids in groups.items():
         columns = [index[c] for c in ids if c in index]
@@ -78,9 +84,11 @@ def evaluation_classes(detector: "Detector", classes: Sequence[str], isthing: Se
 
 
 def evaluate_detector(detector: "Detector", reader: Any, batch_size: int = 8, skips: SkipCounter | None = None,
-                      show_progress: bool = False, masks: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                      show_progress: bool = False, masks: bool = False, agnostic: bool = False
+                      ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """AP50 novel / base / all (+ AP, AR@100) of ``detector`` on a reader of boxes + labels; with ``masks`` (a
-    reader with instance masks, a head with a mask branch) the same for masks under ``result["mask"]``.
+    reader with instance masks, a head with a mask branch) the same for masks under ``result["mask"]``; with
+    ``agnostic`` also class-agnostic AP (``box_ap``'s) under ``result["agnostic"]`` (and its ``mask``).
 
     Returns the result and the detections as COCO results entries (category id = 1 + index into
     ``result["classes"]``, image id = 1 + position in the reader's order of readable images)."""
@@ -112,6 +120,10 @@ def evaluate_detector(detector: "Detector", reader: Any, batch_size: int = 8, sk
     scores = box_ap(truth, results, groups)
     if masks:
         scores["mask"] = box_ap(truth, mask_results, groups, "segm")
+    if agnostic:
+        scores["agnostic"] = box_ap(truth, results, groups, agnostic=True)
+        if masks:
+            scores["agnostic"]["mask"] = box_ap(truth, mask_results, groups, "segm", agnostic=True)
     return {**scores, "num_images": len(images), "num_boxes": len(annotations), "classes": names, "base": base,
             "novel": novel, "head": detector.kind}, results
 
@@ -158,9 +170,15 @@ def detection_results(det: Mapping[str, torch.Tensor], image_id: int) -> tuple[l
 def detection_report(result: dict[str, Any]) -> list[str]:
     """The Markdown section of ``clipdense eval --tasks detection`` (and ``instances``: a row for masks)."""
     rows = []
-    for what, part in [("boxes", result)] + ([("masks", result["mask"])] if "mask" in result else []):
+    parts = [("boxes", result)] + ([("masks", result["mask"])] if "mask" in result else [])
+    if "agnostic" in result:
+        found = result["agnostic"]
+        parts += [("boxes, class-agnostic", found)] + ([("masks, class-agnostic", found["mask"])] if "mask" in found
+                                                       else [])
+    for what, part in parts:
         ap50, ap = part["AP50"], part["AP"]
-        cells = [ap50["novel"], ap50["base"], ap50["all"], ap["all"], part["AR100"]]
+        cells = [ap50.get("novel", float("nan")), ap50.get("base", float("nan")), ap50["all"], ap["all"],
+                 part["AR100"]]
         rows.append(f"| {result['head']} | {what} | " + " | ".join("–" if v != v else f"{v:.1f}" for v in cells)
                     + " |")
     return ["| head | of | AP50 novel | AP50 base | AP50 all | AP all | AR@100 |", "|---|---|---|---|---|---|---|",
@@ -183,10 +201,18 @@ def detection_task(ctx: EvalContext, reader: Any, options: NoOptions) -> tuple[d
     return result, result["num_images"]
 
 
+@dataclass
+class InstancesOptions:
+    """Options of the ``instances`` task (``--task-arg instances.KEY=VALUE``)."""
+
+    agnostic: bool = option(False, "also class-agnostic box and mask AP (COCOeval useCats=0): how well the head "
+                                   "finds and outlines objects, whatever it names them")
+
+
 @register_task("instances", needs={"boxes", "labels", "masks"}, summary="box and mask AP50 novel / base / all of a "
                "detector head with a mask branch (F-ViT or GLIP with mask_head=true; COCOeval segm)",
-               report=detection_report, needs_head=True, head_role="detector")
-def instances_task(ctx: EvalContext, reader: Any, options: NoOptions) -> tuple[dict, int]:
+               report=detection_report, needs_head=True, head_role="detector", options=InstancesOptions)
+def instances_task(ctx: EvalContext, reader: Any, options: InstancesOptions) -> tuple[dict, int]:
     """Instance segmentation: the detection task's protocol, scored on masks as well as boxes."""
     from ..tasks.detect import as_detector
     if ctx.head is None:
@@ -196,5 +222,5 @@ def instances_task(ctx: EvalContext, reader: Any, options: NoOptions) -> tuple[d
         raise ConfigError(f"--tasks instances: the {detector.kind} head has no mask branch (train it with "
                           "--objective-arg mask_head=true)")
     result, _ = evaluate_detector(detector, reader, ctx.settings.batch_size, ctx.data.skips,
-                                  ctx.settings.show_progress, masks=True)
+                                  ctx.settings.show_progress, masks=True, agnostic=options.agnostic)
     return result, result["num_images"]
