@@ -68,7 +68,7 @@ engine, objective `groupvit` ({args}), on the multi-object scenes of clipdense's
 segmentation is its own grouping: each pixel takes its stage-2 group, each group is named zero-shot.
 
 - Training: {config['steps']} steps x batch {config['batch_size']} ({facts['images_seen'] / 1e6:.2f} M images seen), lr
-  {config['lr']}, {facts['wall_minutes']:.0f} minutes on 2 shared CPU cores: `{facts['command']}` after
+  {config['lr']}, {facts['wall_minutes']:.0f} minutes on 2 shared CPU cores{facts['history']}: `{facts['command']}` after
   `{facts['world_command']}`.
 - Weights: fp16 safetensors, SHA-256 `{digest}`.
 - Load: `cd.load_model("tiny-groupvit", pretrained="{tag}")`;
@@ -99,12 +99,14 @@ def main() -> None:
     parser.add_argument("--run", required=True, type=Path)
     parser.add_argument("--tag", required=True)
     parser.add_argument("--command", default="clipdense train --config configs/synthworld-groupvit.yaml")
+    parser.add_argument("--history", default="", help="how the run went when it was not one sitting (the card "
+                        "says it beside the minutes, which count the last sitting only)")
     parser.add_argument("--world-command", default="clipdense data synth --config src/clipdense/models/weights/"
                         "tiny-groupvit--synthworld.world.yaml --out worlds/synthworld-groupvit")
     args = parser.parse_args()
     config = yaml.safe_load((args.run / "config.yaml").read_text())
     facts = {**ship_weights.training_facts(args.run, config), "command": args.command,
-             "world_command": args.world_command}
+             "world_command": args.world_command, "history": f" ({args.history})" if args.history else ""}
     weights = ship_weights.export_fp16(args.run, config["model"], args.tag)
     digest = ship_weights.sha256(weights)
     bundle = cd.load_model("tiny-groupvit", pretrained=args.tag, device="cpu")
