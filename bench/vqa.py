@@ -20,12 +20,15 @@ from pathlib import Path
 from grounding import ARGS, MODEL
 from staged import main_for
 
-SIZES = {"full": {"train": 1000, "val": 200, "ground_steps": 300, "vqa_steps": 500, "batch": 8, "vqa_batch": 16,
-                  "lr": 1e-3},
-         "smoke": {"train": 16, "val": 8, "ground_steps": 4, "vqa_steps": 4, "batch": 4, "vqa_batch": 4, "lr": 1e-3}}
-#: VQA rows: run name -> (label, whether it starts from the grounding-pretrained head)
-HEADS = {"glipv2-vqa": ("glipv2: grounding pre-training, then VQA fine-tuning (init=)", True),
-         "vqa-scratch": ("glipv2 VQA fine-tuning from a fresh head (no grounding pre-training)", False)}
+SIZES = {"full": {"train": 1000, "val": 200, "ground_steps": 300, "vqa_steps": 500, "long_steps": 3000, "batch": 8,
+                  "vqa_batch": 16, "lr": 1e-3},
+         "smoke": {"train": 16, "val": 8, "ground_steps": 4, "vqa_steps": 4, "long_steps": 8, "batch": 4,
+                   "vqa_batch": 4, "lr": 1e-3}}
+#: VQA rows: run name -> (label, whether it starts from the grounding-pretrained head, its steps' SIZES key)
+HEADS = {"glipv2-vqa": ("glipv2: grounding pre-training, then VQA fine-tuning (init=)", True, "vqa_steps"),
+         "vqa-scratch": ("glipv2 VQA fine-tuning from a fresh head (no grounding pre-training)", False, "vqa_steps"),
+         "glipv2-vqa-long": ("glipv2: grounding pre-training, then 6x longer VQA fine-tuning (init=)", True,
+                             "long_steps")}
 TYPES = ("colour", "shape", "count", "relation")
 ANSWER_TYPES = ("yes/no", "number", "other")
 
@@ -45,11 +48,11 @@ def stages(out: Path, s: dict) -> list[tuple[str, str, Path]]:
                                      f"{_args(s['ground_steps'], s['batch'], s['lr'])} "
                                      "--objective-arg inter_weight=1.0",
               ground / "metrics.jsonl")]
-    for name, (_, init) in HEADS.items():
+    for name, (_, init, steps) in HEADS.items():
         run = out / name
         start = f" --objective-arg init={ground}" if init else ""
         found += [(f"train {name}", f"clipdense train --objective glipv2 {MODEL} --data {world} --out {run} "
-                                    f"{_args(s['vqa_steps'], s['vqa_batch'], s['lr'])} --objective-arg data=vqa{start}",
+                                    f"{_args(s[steps], s['vqa_batch'], s['lr'])} --objective-arg data=vqa{start}",
                    run / "metrics.jsonl"),
                   (f"eval {name}", f"clipdense eval {MODEL} --data {world} --tasks vqa --head {run} --device cpu "
                                    f"--out {out / (name + '.json')} --no-progress", out / (name + ".json"))]
@@ -102,7 +105,7 @@ def table(out: Path, record: dict, sizes: dict) -> str:
                           prior_scores(world, "question_type"), "–"))
         lines.append(_row("prior: most frequent train answer per exact question (else per type; no image)",
                           prior_scores(world, "question"), "–"))
-    for name, (label, init) in HEADS.items():
+    for name, (label, init, _) in HEADS.items():
         path = out / f"{name}.json"
         if path.is_file():
             result = json.loads(path.read_text())["tasks"]["vqa"]
