@@ -214,6 +214,12 @@ CASES: list[tuple[str, tuple[str, ...]]] = [
     ("ground {img} 'a red circle' --head /nonexistent-head --min-score 2", ("--min-score", "expected a probability")),
     ("ground {img} 'a red circle' --head /nonexistent-head --top 0", ("--top", "expected a count >= 1")),
     ("ground {img} 'a red circle' --head /nonexistent-head --out {file}/x.png", ("--out {file}/x.png", "is a file")),
+    # vqa (issue 26): the question first, then the head, the count, the output
+    ("vqa {img} ' ' --head /nonexistent-head", ("question", "empty question")),
+    ("vqa {img} 'What colour is it?' --head /nonexistent-head", ("--head /nonexistent-head", "no such file")),
+    ("vqa {img} 'What colour is it?' --head /nonexistent-head --top 0", ("--top", "expected a count >= 1")),
+    ("vqa {img} 'What colour is it?' --head /nonexistent-head --json {file}/x.json",
+     ("--json {file}/x.json", "is a file")),
     ("serve --port 0", ("--port", "expected a port >= 1 and <= 65535, got 0")),
     ("serve --max-side 10", ("--max-side", "expected a size in pixels >= 32, got 10")),
     ("serve --host 203.0.113.5 --exit-after 0.1", ("--host 203.0.113.5", "cannot listen on that address")),

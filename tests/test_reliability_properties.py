@@ -56,6 +56,7 @@ UNCOVERED: dict[str, str] = {
     "msrvtt": "covered in test_reliability_properties_media.py (PyAV-written clips, MSR-VTT JSON and lists)",
     "kinetics": "covered in test_reliability_properties_media.py (PyAV-written clips in class folders)",
     "wds-video": "covered in test_reliability_properties_media.py (tar shards of generated frame arrays and junk)",
+    "vqa": "covered in test_reliability_properties_media.py (VQAv2 question / annotation pairs, broken or not)",
 }
 
 

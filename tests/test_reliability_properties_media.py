@@ -24,14 +24,17 @@ from test_reliability_properties import (IMAGE_KIND, JUNK, NUMBER, OUTCOMES, SIZ
                                          _write_image)
 
 #: the readers this file covers (test_reliability_properties.UNCOVERED points here for them)
-HERE = ("modulated-coco", "flickr30k", "kinetics", "msrvtt", "wds-video")
+HERE = ("modulated-coco", "flickr30k", "kinetics", "msrvtt", "wds-video", "vqa")
 CAPTION = "a red circle left of two blue stars"
 SPAN = st.one_of(st.tuples(st.integers(-3, 40), st.integers(-3, 40)).map(list), JUNK)
 GROUNDING_BBOX = st.one_of(st.lists(NUMBER, min_size=4, max_size=4), JUNK)
+#: GLIPv2's instance masks ride in a COCO segmentation: polygons, an RLE, or junk
+SEGMENTATION = st.one_of(st.just([[1.0, 1.0, 6.0, 1.0, 6.0, 6.0]]), st.just({"size": [2, 2], "counts": [4]}),
+                         st.lists(st.lists(NUMBER, max_size=7), max_size=2), JUNK)
 VALID_GROUNDING = st.fixed_dictionaries({
     "image_id": st.just(1), "tokens_positive": st.sampled_from([[[0, 12]], [[21, 35]], [[2, 5], [6, 12]]]),
     "bbox": st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(1, 9), st.integers(1, 9)).map(list),
-    "phrase_ids": st.sampled_from([0, 1])})
+    "phrase_ids": st.sampled_from([0, 1])}, optional={"segmentation": SEGMENTATION})
 RANDOM_GROUNDING = st.fixed_dictionaries({
     "image_id": st.sampled_from([1, 1, 2, "1", None]), "bbox": GROUNDING_BBOX,
     "tokens_positive": st.one_of(st.lists(SPAN, max_size=2), JUNK), "phrase_ids": st.sampled_from([0, 1, [0], None])})
@@ -47,6 +50,8 @@ def _check_grounding(sample: Sample) -> None:
                                                       (phrases.box_phrase < len(phrases.spans))).all()
     assert phrases.text == sample.caption and all(0 <= s < e <= len(phrases.text)
                                                    for spans in phrases.spans for s, e in spans)
+    if sample.masks is not None:     # masks asked for: one (H, W) bool mask per kept box
+        assert sample.masks.dtype == torch.bool and tuple(sample.masks.shape) == (len(boxes), height, width)
 
 
 @st.composite
@@ -74,13 +79,71 @@ def modulated_folders(draw: Any) -> tuple[Path, Path]:
     return root, root / "g.json"
 
 
-@given(modulated_folders())
-def test_modulated_coco_reader_never_tracebacks(case: tuple[Path, Path]) -> None:
+@given(modulated_folders(), st.booleans())
+def test_modulated_coco_reader_never_tracebacks(case: tuple[Path, Path], masks: bool) -> None:
     root, path = case
     try:
         spec = DataSpec("modulated-coco", {"images": str(root), "annotations": str(path)})
         kind = READERS["modulated-coco"]
-        _read_all(lambda: kind.open(spec, "train", kind.fields, SkipCounter()), _check_grounding, "modulated-coco")
+        needs = kind.fields if masks else kind.fields - {"masks"}   # masks are read only when asked for
+        _read_all(lambda: kind.open(spec, "train", needs, SkipCounter()), _check_grounding, "modulated-coco")
+    finally:
+        shutil.rmtree(root)
+
+
+VQA_TEXTS = st.sampled_from(["What colour is the star?", "How many circles are there?", "Is it red?"])
+VQA_ANSWER = st.sampled_from(["red", "2", "Two.", "yes", "a circle"])
+#: how a generated VQAv2 pair is broken (most are not)
+VQA_SHAPES = st.sampled_from(["ok"] * 8 + ["bad-question", "unknown-question", "junk-answers", "no-image", "list",
+                                           "truncated"])
+
+
+def _check_question(sample: Sample) -> None:
+    question = sample.question
+    assert sample.image is not None and question.text.strip()
+    assert question.answers and all(isinstance(a, str) for a in question.answers)
+
+
+@st.composite
+def vqa_folders(draw: Any) -> tuple[Path, dict[str, str]]:
+    root = _folder()
+    (root / "images").mkdir()
+    _write_image(root / "images" / "000001.png", draw(SIZES), draw(IMAGE_KIND))
+    count = draw(st.integers(1, 3))
+    questions: Any = {"data_subtype": "val2014", "questions": [
+        {"image_id": 1, "question_id": 10 + n, "question": draw(VQA_TEXTS)} for n in range(count)]}
+    annotations: Any = {"annotations": [
+        {"question_id": 10 + n, "image_id": 1, "question_type": "colour", "answer_type": "other",
+         "multiple_choice_answer": "red", "answers": [{"answer": draw(VQA_ANSWER), "answer_id": k + 1}
+                                                      for k in range(10)]} for n in range(count)]}
+    shape = draw(VQA_SHAPES)
+    if shape == "bad-question":
+        questions["questions"][0] = draw(st.one_of(st.just({"question_id": "10", "question": 7}), JUNK))
+    elif shape == "unknown-question":
+        annotations["annotations"][0]["question_id"] = 99
+    elif shape == "junk-answers":
+        annotations["annotations"][0]["answers"] = draw(st.one_of(st.lists(st.sampled_from([3, None]), max_size=2),
+                                                                  JUNK))
+    elif shape == "no-image":
+        questions["questions"][0]["image_id"] = 2
+    elif shape == "list":
+        questions = questions["questions"]
+    text = json.dumps(questions)
+    if shape == "truncated":
+        text = text[: draw(st.integers(0, max(0, len(text) - 1)))]
+    (root / "q.json").write_text(text)
+    (root / "a.json").write_text(json.dumps(annotations))
+    return root, {"images": str(root / "images"), "questions": str(root / "q.json"),
+                  "annotations": str(root / "a.json")}
+
+
+@given(vqa_folders())
+def test_vqa_reader_never_tracebacks(case: tuple[Path, dict[str, str]]) -> None:
+    root, args = case
+    try:
+        kind = READERS["vqa"]
+        _read_all(lambda: kind.open(DataSpec("vqa", args), "train", kind.fields, SkipCounter()), _check_question,
+                  "vqa")
     finally:
         shutil.rmtree(root)
 
