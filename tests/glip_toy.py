@@ -29,3 +29,18 @@ class Subset:
 
     def __getitem__(self, i: int) -> Any:
         return self.reader[self.indices[i]]
+
+
+def small_world(out: Any, train: int, val: int, *, grounding: bool = True, vqa: bool = False) -> Any:
+    """A 64 px world of ``train`` / ``val`` scenes at ``out`` with its grounding files (and VQA files)."""
+    from clipdense.data import SynthConfig, write_world
+    from clipdense.data.world.grounding import write_grounding
+    from clipdense.data.world.vqa import write_vqa_world
+
+    write_world(SynthConfig(out=str(out), train=train, val=val, image_size=64, classify_train_per_class=0,
+                            classify_val_per_class=0))
+    if grounding:
+        write_grounding(out)
+    if vqa:
+        write_vqa_world(out)
+    return out

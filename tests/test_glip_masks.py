@@ -17,7 +17,7 @@ from clipdense.data.readers import open_data
 from clipdense.errors import ConfigError, DataError
 from clipdense.evaluation.detection import evaluate_detector
 from clipdense.objectives import build_objective, objective_options
-from glip_toy import fit_batch
+from glip_toy import fit_batch, small_world
 
 TINY = {"channels": 32, "layers": 1, "fusion_dim": 32, "fusion_heads": 4, "layer_scale": 0.1, "image_size": 64}
 SQUARE = [[2.0, 2.0, 6.0, 2.0, 6.0, 6.0, 2.0, 6.0]]   # a polygon covering pixels 2..5 x 2..5 (pycocotools' rule)
@@ -72,14 +72,7 @@ def test_modulated_coco_masks_round_trip_and_refusals(tmp_path):
 
 @pytest.fixture(scope="module")
 def grounded_world(tmp_path_factory):
-    from clipdense.data import SynthConfig, write_world
-    from clipdense.data.world.grounding import write_grounding
-
-    out = tmp_path_factory.mktemp("glip-mask-world")
-    write_world(SynthConfig(out=str(out), train=8, val=4, image_size=64, classify_train_per_class=0,
-                            classify_val_per_class=0))
-    write_grounding(out)
-    return out
+    return small_world(tmp_path_factory.mktemp("glip-mask-world"), 8, 4)
 
 
 def test_world_grounding_masks_are_the_worlds_instance_masks(grounded_world):

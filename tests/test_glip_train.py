@@ -9,21 +9,14 @@ from clipdense.data.readers import open_data
 from clipdense.errors import ConfigError
 from clipdense.evaluation.grounding import first_hit, phrase_recall
 from clipdense.objectives import build_objective, objective_options
-from glip_toy import Subset, fit_batch
+from glip_toy import Subset, fit_batch, small_world
 
 TINY = {"channels": 32, "layers": 2, "fusion_dim": 32, "fusion_heads": 4, "layer_scale": 0.1, "image_size": 64}
 
 
 @pytest.fixture(scope="module")
 def grounded_world(tmp_path_factory):
-    from clipdense.data import SynthConfig, write_world
-    from clipdense.data.world.grounding import write_grounding
-
-    out = tmp_path_factory.mktemp("grounded-world")
-    write_world(SynthConfig(out=str(out), train=8, val=4, image_size=64, classify_train_per_class=0,
-                            classify_val_per_class=0))
-    write_grounding(out)
-    return out
+    return small_world(tmp_path_factory.mktemp("grounded-world"), 8, 4)
 
 
 def test_phrase_recall_hand_computed():

@@ -11,6 +11,7 @@ from clipdense.data.readers import open_data
 from clipdense.errors import ConfigError
 from clipdense.heads.grounding.loss import inter_image_logits, inter_image_targets, token_focal_loss
 from clipdense.objectives import build_objective, objective_options
+from glip_toy import small_world
 
 TINY = {"channels": 32, "layers": 1, "fusion_dim": 32, "fusion_heads": 4, "layer_scale": 0.1, "image_size": 64}
 
@@ -52,14 +53,7 @@ def test_inter_image_loss_equals_a_hand_computed_case():
 
 @pytest.fixture(scope="module")
 def grounded_world(tmp_path_factory):
-    from clipdense.data import SynthConfig, write_world
-    from clipdense.data.world.grounding import write_grounding
-
-    out = tmp_path_factory.mktemp("glipv2-world")
-    write_world(SynthConfig(out=str(out), train=6, val=2, image_size=64, classify_train_per_class=0,
-                            classify_val_per_class=0))
-    write_grounding(out)
-    return out
+    return small_world(tmp_path_factory.mktemp("glipv2-world"), 6, 2)
 
 
 def test_glipv2_is_glip_plus_the_weighted_inter_image_loss(bundle, grounded_world):

@@ -17,7 +17,7 @@ from clipdense.data.world.vqa import SceneObject, _colour_questions, _relation_q
 from clipdense.errors import ConfigError, DataError, ImageLoadError, ModelLoadError
 from clipdense.evaluation.vqa import vqa_accuracy, vqa_scores
 from clipdense.objectives import build_objective, objective_options
-from glip_toy import Subset, fit_batch
+from glip_toy import Subset, fit_batch, small_world
 
 TINY = {"channels": 32, "layers": 1, "fusion_dim": 32, "fusion_heads": 4, "layer_scale": 0.1, "image_size": 64}
 
@@ -155,14 +155,7 @@ def test_world_writes_deterministic_vqa_files_and_lists_them(vqa_world):
 
 @pytest.fixture(scope="module")
 def vqa_world(tmp_path_factory):
-    from clipdense.data import SynthConfig, write_world
-    from clipdense.data.world.vqa import write_vqa_world
-
-    out = tmp_path_factory.mktemp("vqa-world")
-    write_world(SynthConfig(out=str(out), train=8, val=4, image_size=64, classify_train_per_class=0,
-                            classify_val_per_class=0))
-    write_vqa_world(out)
-    return out
+    return small_world(tmp_path_factory.mktemp("vqa-world"), 8, 4, grounding=False, vqa=True)
 
 
 def test_a_world_with_vqa_files_offers_questions(vqa_world):
