@@ -59,7 +59,10 @@ def _measure_2000_classes() -> None:
             return zero_shot_labels(tiny_bundle.model, inputs, classifier, [original], "maskclip",
                                     background_threshold=0.0166)[0]
         blocked_path()   # first-touch costs (kernels, thread pools, lazily mapped pages) are not the path's memory
-        blocked, blocked_mb = _peak_added_mb(blocked_path)
+        # the least of three peaks: on some CPUs (this workplace's Xeon) one call in three or four peaks 50-75 MB
+        # higher than the others, the same code before and after a change (the allocator's arenas, not the path)
+        runs = [_peak_added_mb(blocked_path) for _ in range(3)]
+        blocked, blocked_mb = runs[0][0], min(mb for _, mb in runs)
 
         def unchunked() -> torch.Tensor:
             logits = F.interpolate(segment_logits(tiny_bundle.model, inputs, classifier, "maskclip"), size=original,
