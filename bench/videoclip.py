@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from staged import main_for
-from video import MODEL, SIZES, TWINS, stages as video_stages
+from video import MODEL, SIZES, TWINS, _cell, stages as video_stages
 
 ROWS = {"plain": (1, "retrieval_batches=false"), "rab": (2, "retrieval_batches=true")}   # pool factor, option
 
@@ -45,12 +45,6 @@ def stages(out: Path, s: dict) -> list[tuple[str, str, Path]]:
     return found
 
 
-def _mean_sd(values: list[float], digits: int = 1) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
-
-
 def table(out: Path, record: dict, sizes: dict) -> str:
     """One line per row, mean ± sd over the seeds that finished."""
     lines = ["| videoclip | seeds | train s (each) | val t→v R@1 | val R@5 | order t→v R@1 | twin t→v | "
@@ -66,11 +60,11 @@ def table(out: Path, record: dict, sizes: dict) -> str:
                   for r in runs]
         train_s = statistics.mean(record["seconds"].get(f"train {r.name}", float("nan")) for r in runs)
         lines.append(f"| {row} | {len(runs)} | {train_s:.0f} | "
-                     f"{_mean_sd([t['val']['text_to_video']['R@1'] for t in task])} | "
-                     f"{_mean_sd([t['val']['text_to_video']['R@5'] for t in task])} | "
-                     f"{_mean_sd([t['order']['text_to_video']['R@1'] for t in task])} | "
-                     f"{_mean_sd([t['order'].get('twin_accuracy', {}).get('text_to_video', nan) for t in task])}"
-                     f" | {_mean_sd([statistics.mean(x) for x in logged], 2)} |")
+                     f"{_cell([t['val']['text_to_video']['R@1'] for t in task])} | "
+                     f"{_cell([t['val']['text_to_video']['R@5'] for t in task])} | "
+                     f"{_cell([t['order']['text_to_video']['R@1'] for t in task])} | "
+                     f"{_cell([t['order'].get('twin_accuracy', {}).get('text_to_video', nan) for t in task])}"
+                     f" | {_cell([statistics.mean(x) for x in logged], 2)} |")
     return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ from clipdense.objectives.clip4clip import symmetric_ce
 from clipdense.objectives.video_common import build_video_head, center_view, encode_frames
 from clipdense.objectives.views import model_image_stats
 from clipdense.train.optim import build_optimizer, set_lr
+from resume_toy import whole_and_resumed
 
 pytest.importorskip("av")
 
@@ -214,19 +215,11 @@ def test_actionclip_overfits_a_handful_of_clips() -> None:
     assert torch.equal(batch["label"][nearest], batch["label"])   # each clip's best prompt names its class
 
 
-class _Stop(Exception):
-    pass
-
-
 @pytest.mark.slow
 def test_clip4clip_resume_is_exact(tmp_path: Path) -> None:
     """A tuned-CLIP run (two learning-rate groups) stopped after its step-2 checkpoint and resumed ends bit-identical
     to an uninterrupted one: the groups' lr_scale comes back with the optimiser."""
-    import clipdense.models as cdm
-    from clipdense.data.streams import InMemorySamples
-    from clipdense.train.checkpoint import latest_checkpoint
     from clipdense.train.config import TrainConfig
-    from clipdense.train.run import run_training
 
     samples = _clip_samples(VideoWorldConfig(frames=4, size=64), 8)
 
@@ -235,15 +228,7 @@ def test_clip4clip_resume_is_exact(tmp_path: Path) -> None:
                            warmup_steps=1, log_every=1, checkpoint_every=2, keep_checkpoints=2, device="cpu", seed=0,
                            num_workers=0, objective_args={"head": "seqTransf", "layers": 1, "coef_lr": 0.1}, **more)
 
-    def stop_at_3(step: int, trainer) -> None:
-        if step == 3:
-            raise _Stop
-
-    run_training(config(tmp_path / "full"), source=InMemorySamples(samples, seed=3))
-    with pytest.raises(_Stop):
-        run_training(config(tmp_path / "cut"), source=InMemorySamples(samples, seed=3), hooks=[stop_at_3])
-    assert latest_checkpoint(tmp_path / "cut")[0] == 2
-    run_training(config(tmp_path / "cut", resume=str(tmp_path / "cut")), source=InMemorySamples(samples, seed=3))
-    full, cut = (cdm.read_state_dict(latest_checkpoint(tmp_path / r)[1] / "head.safetensors") for r in ("full", "cut"))
+    full, cut, stopped_at = whole_and_resumed(config, samples, tmp_path)
+    assert stopped_at == 2
     assert full.keys() == cut.keys() and any(k.startswith("clip.") for k in full)
     assert [k for k in full if not torch.equal(full[k], cut[k])] == []

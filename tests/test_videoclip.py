@@ -14,6 +14,7 @@ import torch
 from clipdense.cli.main import main
 from clipdense.objectives.clip import contrastive_loss
 from clipdense.objectives.videoclip import (OverlapTransform, nearest_batch, overlap_window, window_indices)
+from resume_toy import whole_and_resumed
 
 pytest.importorskip("av")
 
@@ -72,20 +73,12 @@ def test_bad_option_is_one_line(capsys: pytest.CaptureFixture, tmp_path: Path) -
     assert code == 2 and len(err) == 1 and "min_window=1.5" in err[0] and "(0, 1]" in err[0]
 
 
-class _Stop(Exception):
-    pass
-
-
 def test_resume_with_retrieval_batches_is_exact(tmp_path: Path) -> None:
     """Stopped after its step-2 checkpoint and resumed, a run with random sub-clips and mined batches ends
     bit-identical to an uninterrupted one (windows come from the per-sample generator, the mining is deterministic)."""
-    import clipdense.models as cdm
     from clipdense.data.sample import Sample
-    from clipdense.data.streams import InMemorySamples
     from clipdense.data.world.video import VideoWorldConfig, retrieval_clip
-    from clipdense.train.checkpoint import latest_checkpoint
     from clipdense.train.config import TrainConfig
-    from clipdense.train.run import run_training
 
     cfg = VideoWorldConfig(frames=4, size=64)
     samples = [Sample(image=None, key=str(i), caption=(c := retrieval_clip(cfg, "train", i)).caption,
@@ -97,15 +90,7 @@ def test_resume_with_retrieval_batches_is_exact(tmp_path: Path) -> None:
                            num_workers=0, objective_args={"layers": 1, "coef_lr": 0.1, "retrieval_batches": True,
                                                           "batch_keep": 2}, **more)
 
-    def stop_at_3(step: int, trainer) -> None:
-        if step == 3:
-            raise _Stop
-
-    run_training(config(tmp_path / "full"), source=InMemorySamples(samples, seed=3))
-    with pytest.raises(_Stop):
-        run_training(config(tmp_path / "cut"), source=InMemorySamples(samples, seed=3), hooks=[stop_at_3])
-    run_training(config(tmp_path / "cut", resume=str(tmp_path / "cut")), source=InMemorySamples(samples, seed=3))
-    full, cut = (cdm.read_state_dict(latest_checkpoint(tmp_path / r)[1] / "head.safetensors") for r in ("full", "cut"))
+    full, cut, _ = whole_and_resumed(config, samples, tmp_path)
     assert full.keys() == cut.keys() and any(k.startswith("clip.") for k in full)
     assert [k for k in full if not torch.equal(full[k], cut[k])] == []
 
