@@ -17,11 +17,12 @@ import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 
-from ..errors import ConfigError
 from ..data.skips import SkipCounter
+from ..errors import ConfigError
+from ..tasks.detect import mask_rle
 from .common import chunks, progress
-from .inputs import load_or_skip
 from .context import EvalContext
+from .inputs import load_or_skip
 from .options import option
 from .registry import NoOptions, register_task
 
@@ -139,17 +140,9 @@ def _truth(sample: Any, category: Mapping[int, int], image_id: int, first: int, 
             ann = {"id": first + len(out) + 1, "image_id": image_id, "iscrowd": 0, "category_id": category[label],
                    "bbox": [box[0], box[1], w, h], "area": w * h}
             if mask is not None:
-                ann["segmentation"], ann["area"] = mask_rle(mask.numpy()), float(mask.sum())
+                ann["segmentation"], ann["area"] = mask_rle(mask), float(mask.sum())
             out.append(ann)
     return out
-
-
-def mask_rle(mask: np.ndarray) -> dict[str, Any]:
-    """A (H, W) mask as a COCO RLE with its counts as text (what results files and pycocotools take)."""
-    from pycocotools import mask as mask_utils
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
 
 
 def detection_results(det: Mapping[str, torch.Tensor], image_id: int) -> tuple[list[dict], list[dict]]:
@@ -163,7 +156,7 @@ def detection_results(det: Mapping[str, torch.Tensor], image_id: int) -> tuple[l
         boxes.append(entry)
         if "masks" in det:
             mask = det["masks"][k]
-            masks.append({**entry, "segmentation": mask_rle((mask.float() >= 0.5).reshape(mask.shape[-2:]).cpu().numpy())})
+            masks.append({**entry, "segmentation": mask_rle((mask.float() >= 0.5).reshape(mask.shape[-2:]))})
     return boxes, masks
 
 

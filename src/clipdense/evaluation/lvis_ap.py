@@ -30,9 +30,10 @@ import torchvision.transforms.functional as TF
 from ..data.sample import Sample
 from ..data.skips import SkipCounter
 from ..errors import ConfigError
+from ..tasks.detect import mask_rle
 from .common import chunks, progress
 from .context import EvalContext
-from .detection import detection_results, evaluation_classes, mask_rle
+from .detection import detection_results, evaluation_classes
 from .inputs import load_or_skip
 from .registry import NoOptions, register_task
 
@@ -131,7 +132,7 @@ class LvisTruth:
             ann = {"id": len(self.doc["annotations"]) + 1, "image_id": image_id, "category_id": self.category[label],
                    "bbox": [box[0], box[1], w, h], "area": w * h}
             if mask is not None:
-                ann["segmentation"] = mask_rle(mask.numpy())
+                ann["segmentation"] = mask_rle(mask)
                 ann["area"] = float(mask.sum())
             self.doc["annotations"].append(ann)
         return image_id
